@@ -1,0 +1,277 @@
+"""The Python API: the same verbs as the CLI, for notebooks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from selfcorrect.benchmarks import BENCHMARKS, get_benchmark
+from selfcorrect.conditions import load_library
+from selfcorrect.errors import SelfCorrectError
+from selfcorrect.registry import DEFAULT_MODEL, REGISTRY, is_installed, resolve
+
+DEFAULT_CONDITIONS = ("baseline", "instruct", "negation")
+DEFAULT_LIMIT = 264  # 6 items in each of BBQ's 11 categories x 2 contexts x 2 polarities
+DEFAULT_OUT = "results"
+
+
+@dataclass
+class RunResult:
+    directory: Path
+    run_id: str
+    summary: pd.DataFrame
+    paired: pd.DataFrame
+    manifest: dict
+
+
+def _split(value: str | Sequence[str] | None) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = value.split(",")
+    return [v.strip() for v in value if v and v.strip()]
+
+
+def _progress(enabled: bool):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.console import Console
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), disable=not enabled, transient=False,
+    )
+
+
+def run(
+    models: str | Sequence[str] | None = None,
+    benchmark: str = "bbq",
+    conditions: str | Sequence[str] | None = None,
+    categories: str | Sequence[str] | None = None,
+    limit: int | None = DEFAULT_LIMIT,
+    seed: int = 0,
+    out: str | Path = DEFAULT_OUT,
+    rounds: int = 0,
+    library: str | Path | None = None,
+    dtype: str = "bfloat16",
+    device: str | None = None,
+    batch_size: int = 64,
+    n_boot: int = 1000,
+    progress: bool = True,
+    trust_remote_code: bool = False,
+) -> RunResult:
+    """Evaluate models on a benchmark under conditions; store everything in `out`; resume
+    whatever is already stored there."""
+    from selfcorrect import __version__
+    from selfcorrect.engine import Plan, count_pending, execute
+    from selfcorrect.manifest import data_hashes, hardware, peak_rss_mb
+    from selfcorrect.report import report_dir
+    from selfcorrect.store import Store
+
+    t_start = time.perf_counter()
+    model_names = _split(models) or [DEFAULT_MODEL]
+    bench = get_benchmark(benchmark)
+    lib = load_library(library)
+    conds = lib.resolve(_split(conditions) or list(DEFAULT_CONDITIONS), benchmark)
+    if rounds < 0:
+        raise SelfCorrectError(f"--rounds must be >= 0, got {rounds}")
+    if limit is not None and limit < 1:
+        raise SelfCorrectError(f"--limit must be >= 1 (or 'all'), got {limit}")
+    resolved = [resolve(m) for m in model_names]  # fail on any bad model before any work
+    items = bench.sample(bench.items(_split(categories) or None), limit, seed)
+    plan = Plan(benchmark, conds, items, rounds, lib)
+
+    store = Store(out)
+    manifest = {
+        "selfcorrect_version": __version__,
+        "benchmark": benchmark,
+        "conditions": {
+            c.name: {"hash": c.version_hash(benchmark), "label": c.label,
+                     "provenance": c.provenance} for c in conds
+        },
+        "library_version": lib.version,
+        "library_sha256": lib.source_hash,
+        "data_sha256": data_hashes(),
+        "hardware": hardware(),
+        "n_items": len(items),
+        "items_sha256": hashlib.sha256("\n".join(i.uid for i in items).encode()).hexdigest(),
+        "categories": _split(categories) or "all",
+        "limit": limit,
+        "seed": seed,
+        "rounds": rounds,
+        "readout": "logprob",
+        "argv": sys.argv,
+        "models": {},
+    }
+    run_id = store.start_run(manifest)
+    status = "interrupted"
+    try:
+        store.add_items(benchmark, bench.item_table(items))
+        for c in conds:
+            store.register_condition(benchmark, c.name, c.version_hash(benchmark), {
+                "label": c.label, "provenance": c.provenance, "source": c.source,
+                "steps": [[s.kind, s.text, s.max_tokens] for s in c.steps[benchmark]],
+            })
+        with _progress(progress) as bar:
+            for res in resolved:
+                store.register_model(res.name, res.sha256, {"source": res.source,
+                                                            "path": str(res.path), **res.meta})
+                entry = {"sha256": res.sha256, "source": res.source, "path": str(res.path),
+                         **res.meta}
+                manifest["models"][res.name] = entry
+                pending = count_pending(store, res.name, plan)
+                entry["pending_at_start"] = pending
+                if pending == 0:
+                    continue
+                task = bar.add_task(f"loading {res.name}", total=pending)
+                t0 = time.perf_counter()
+                backend = _load_backend(res, dtype, device, trust_remote_code)
+                entry["backend"] = backend.info
+                entry["load_s"] = round(time.perf_counter() - t0, 2)
+                bar.update(task, description=f"{res.name}")
+                entry["condition_s"] = execute(
+                    store, run_id, res.name, backend, plan, batch_size,
+                    on_progress=lambda n, task=task: bar.advance(task, n),
+                )
+                del backend
+        status = "finished"
+    finally:
+        manifest["wall_s"] = round(time.perf_counter() - t_start, 2)
+        manifest["peak_rss_mb"] = peak_rss_mb()
+        store.update_run(run_id, manifest, status)
+        store.close()
+    rep = report_dir(out, n_boot=n_boot, seed=seed)
+    return RunResult(Path(out), run_id, rep.tables.get(f"{benchmark}_summary", pd.DataFrame()),
+                     rep.tables.get(f"{benchmark}_paired", pd.DataFrame()), manifest)
+
+
+def _load_backend(res, dtype, device, trust_remote_code):
+    from selfcorrect.backends.transformers import TransformersBackend
+
+    return TransformersBackend(res, dtype=dtype, device=device,
+                               trust_remote_code=trust_remote_code)
+
+
+def report(directory: str | Path, n_boot: int = 1000, seed: int = 0, reference: str = "baseline"):
+    """Recompute all metrics from a results directory and write report files (no model)."""
+    from selfcorrect.report import report_dir
+
+    return report_dir(directory, n_boot=n_boot, seed=seed, reference=reference)
+
+
+def models() -> pd.DataFrame:
+    """The registry with size and whether each model is installed."""
+    return pd.DataFrame([
+        {"name": s.name, "params_m": round(s.params / 1e6), "kind": s.kind,
+         "family": s.family, "alignment": s.alignment, "size_mb": s.size_mb,
+         "installed": is_installed(s), "install": s.install, "description": s.description}
+        for s in REGISTRY.values()
+    ])
+
+
+def conditions(library: str | Path | None = None, benchmark: str | None = None) -> list[dict]:
+    lib = load_library(library)
+    out = []
+    for c in lib.conditions.values():
+        for bench in c.benchmarks:
+            if benchmark and bench != benchmark:
+                continue
+            out.append({
+                "name": c.name, "label": c.label, "benchmark": bench,
+                "provenance": c.provenance, "source": c.source, "aliases": list(c.aliases),
+                "hash": c.version_hash(bench), "description": c.description,
+                "steps": [{"kind": s.kind, "text": s.text, "max_tokens": s.max_tokens}
+                          for s in c.steps[bench]],
+            })
+    return out
+
+
+def benchmarks() -> list[dict]:
+    out = []
+    for name in BENCHMARKS:
+        b = get_benchmark(name)
+        out.append({"name": name, "description": b.description, "categories": b.categories()})
+    return out
+
+
+# -- scoring predictions made elsewhere -------------------------------------------------------
+PRED_ALIASES = ("pred", "prediction", "pred_index", "answer_index")
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    p = Path(path)
+    if not p.is_file():
+        raise SelfCorrectError(f"no such predictions file: {p}")
+    try:
+        if p.suffix in (".jsonl", ".json") or p.name.endswith(".jsonl.gz"):
+            df = pd.read_json(p, lines=True, dtype=False)
+        else:
+            df = pd.read_csv(p, keep_default_na=True)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise SelfCorrectError(f"cannot parse predictions file {p}: {str(exc).splitlines()[0]}")
+    pred_col = next((c for c in PRED_ALIASES if c in df.columns), None)
+    missing = [c for c in ("category", "example_id") if c not in df.columns]
+    if pred_col is None:
+        missing.append("pred")
+    if missing:
+        raise SelfCorrectError(f"predictions file {p} lacks column(s): {', '.join(missing)}")
+    df = df.rename(columns={pred_col: "pred"})
+    pred = pd.to_numeric(df["pred"], errors="coerce")
+    bad = df["pred"].notna() & (pred.isna() | ~pred.isin([0, 1, 2]))
+    if bad.any():
+        row = int(bad.idxmax())
+        raise SelfCorrectError(
+            f"predictions file {p}: row {row + 1} has pred {df['pred'][row]!r}; "
+            "expected an option index 0, 1 or 2 (empty = unparseable)"
+        )
+    df["pred"] = pred.astype("Int64")
+    try:
+        df["example_id"] = df["example_id"].astype(int)
+    except (ValueError, TypeError):
+        raise SelfCorrectError(f"predictions file {p}: example_id must be integers") from None
+    return df
+
+
+def score(benchmark: str, path: str | Path, out: str | Path | None = None, n_boot: int = 1000,
+          seed: int = 0, reference: str = "baseline") -> dict[str, pd.DataFrame]:
+    """Score a plain prediction table (category, example_id, pred 0-2 [, model, condition,
+    round]) with the same metrics as `run`; writes CSV and Markdown next to it or into `out`."""
+    from selfcorrect.report import write_tables
+
+    if benchmark != "bbq":
+        if benchmark in BENCHMARKS:
+            raise SelfCorrectError(f"scoring outside predictions is not available for {benchmark}")
+        get_benchmark(benchmark)  # raises the unknown-benchmark error
+    bench = get_benchmark(benchmark)
+    preds = read_predictions(path)
+    table = bench.item_table(bench.items())
+    unknown_cats = sorted(set(preds["category"]) - set(table["category"]))
+    if unknown_cats:
+        raise SelfCorrectError(f"unknown BBQ category '{unknown_cats[0]}' in {path} "
+                               f"(valid: {', '.join(bench.categories())})")
+    merged = preds.merge(table, on=["category", "example_id"], how="left", validate="many_to_one")
+    if merged["uid"].isna().any():
+        row = merged[merged["uid"].isna()].iloc[0]
+        raise SelfCorrectError(f"{path}: no BBQ item {row['category']}:{row['example_id']}")
+    keys = [k for k in ("model", "condition", "readout", "round") if k in merged.columns]
+    if merged.duplicated(["uid", *keys]).any():
+        raise SelfCorrectError(f"{path}: an item appears twice for the same model/condition/round")
+    tables = bench.score(merged, n_boot=n_boot, seed=seed, reference=reference)
+    target = Path(out) if out else Path(path).with_name(Path(path).stem + "-scores")
+    try:
+        write_tables(tables, target, f"selfcorrect score: {Path(path).name}")
+    except OSError as exc:
+        raise SelfCorrectError(f"cannot write to {target}: {exc.strerror}") from None
+    return tables
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, indent=2, default=str)

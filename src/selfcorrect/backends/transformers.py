@@ -1,0 +1,237 @@
+"""Hugging Face transformers backend: bf16 on CPU by default, GPU when present."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from selfcorrect.backends.base import Conversation, ScoreResult, render_plain
+from selfcorrect.errors import SelfCorrectError
+from selfcorrect.registry import ResolvedModel, cache_dir
+
+_CACHE_FORMAT = 1  # bump when the layout of the dequantised cache changes
+
+
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="transformers")
+
+
+def _dequantised_copy(resolved: ResolvedModel, dtype) -> Path:
+    """Load a GGUF once (slow: dequantises every tensor), save model and tokenizer as
+    safetensors under the cache keyed by the file's sha256; later loads take about a second.
+    Written into a temporary folder and renamed, so an interrupted save leaves nothing behind."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir() / "hf" / f"{resolved.sha256[:24]}-v{_CACHE_FORMAT}"
+    if (target / "selfcorrect.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    src, name = str(resolved.path.parent), resolved.path.name
+    try:
+        tok = AutoTokenizer.from_pretrained(src, gguf_file=name)
+        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, dtype=torch.bfloat16)
+    except Exception as exc:  # transformers raises many types for a bad file
+        raise SelfCorrectError(f"cannot load GGUF {resolved.path}: {exc}") from None
+    model.hf_quantizer = None  # weights are plain tensors now; save_pretrained needs this
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "selfcorrect.json").write_text(
+            json.dumps({"source": str(resolved.path), "sha256": resolved.sha256})
+        )
+        os.replace(tmp, target)
+    except OSError:
+        if target.is_dir():  # another process won the race
+            return target
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _pick_device(device: str | None) -> str:
+    import torch
+
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(
+        self,
+        resolved: ResolvedModel,
+        dtype: str = "bfloat16",
+        device: str | None = None,
+        batch_tokens: int = 4096,
+        trust_remote_code: bool = False,
+    ):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        _quiet_transformers()
+        if dtype not in ("bfloat16", "float32", "float16"):
+            raise SelfCorrectError(f"unknown dtype '{dtype}' (valid: bfloat16, float16, float32)")
+        self.torch = torch
+        self.device = _pick_device(device)
+        self.dtype = getattr(torch, dtype)
+        self.batch_tokens = batch_tokens
+        folder = resolved.path if resolved.source == "hf-dir" else _dequantised_copy(resolved, dtype)
+        try:
+            self.tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                folder, dtype=self.dtype, trust_remote_code=trust_remote_code
+            ).to(self.device)
+        except (OSError, ValueError) as exc:
+            raise SelfCorrectError(f"cannot load model from {folder}: {exc}") from None
+        self.model.eval()
+        has_template = bool(getattr(self.tok, "chat_template", None))
+        kind = resolved.kind or ("chat" if has_template else "base")
+        if kind == "chat" and not has_template:
+            raise SelfCorrectError(f"model '{resolved.name}' is listed as chat but has no chat template")
+        self.chat = kind == "chat"
+        if self.tok.pad_token_id is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.decoder = self.model.get_decoder()
+        self.head = self.model.get_output_embeddings()
+        self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        self.info = {
+            "engine": "transformers",
+            "transformers_version": __import__("transformers").__version__,
+            "torch_version": torch.__version__,
+            "dtype": dtype,
+            "device": self.device,
+            "prompt_format": "chat-template" if self.chat else "human-assistant",
+            "threads": torch.get_num_threads(),
+        }
+
+    # rendering ---------------------------------------------------------------------------
+    def render(self, conv: Conversation) -> str:
+        if not self.chat:
+            return render_plain(conv)
+        msgs = [{"role": r, "content": c} for r, c in conv.messages]
+        try:
+            text = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        except Exception as exc:  # jinja errors, e.g. templates that demand alternating roles
+            raise SelfCorrectError(f"the model's chat template cannot render this conversation: {exc}")
+        return text + conv.prefill
+
+    def _encode(self, text: str) -> list[int]:
+        # A chat template writes its own BOS/special tokens; plain text gets the tokenizer's.
+        return self.tok(text, add_special_tokens=not self.chat)["input_ids"]
+
+    # scoring -----------------------------------------------------------------------------
+    def score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[ScoreResult]:
+        """Whole-continuation log-probabilities, tokenization-safe: each option is tokenized
+        together with its prompt, and scored from the first token where any option's
+        tokenization departs from the prompt's, so merges at the boundary are counted."""
+        seqs: list[tuple[int, int, list[int], int]] = []  # (request, option, ids, start)
+        for r, (prompt, cands) in enumerate(zip(prompts, candidates, strict=True)):
+            ctx = self._encode(prompt)
+            fulls = [self._encode(prompt + c) for c in cands]
+            start = min(_common_prefix(ctx, f) for f in fulls)
+            if start == 0:
+                raise SelfCorrectError("an option tokenizes with no shared prefix; cannot score")
+            for j, ids in enumerate(fulls):
+                if len(ids) <= start:
+                    raise SelfCorrectError(f"option {cands[j]!r} adds no tokens after the prompt")
+                seqs.append((r, j, ids, start))
+        out = [[0.0] * len(c) for c in candidates]
+        ntok = [[0] * len(c) for c in candidates]
+        for batch in _length_batches(seqs, self.batch_tokens):
+            for (r, j, ids, start), lp in zip(batch, self._score_batch(batch), strict=True):
+                out[r][j] = lp
+                ntok[r][j] = len(ids) - start
+        return [ScoreResult(tuple(o), tuple(n)) for o, n in zip(out, ntok, strict=True)]
+
+    def _score_batch(self, batch) -> list[float]:
+        torch = self.torch
+        width = max(len(ids) for _, _, ids, _ in batch)
+        pad = self.tok.pad_token_id
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        rows, cols, targets, owner = [], [], [], []
+        for b, (_, _, ids, start) in enumerate(batch):
+            input_ids[b, : len(ids)] = torch.tensor(ids)
+            mask[b, : len(ids)] = 1
+            for t in range(start, len(ids)):
+                rows.append(b)
+                cols.append(t - 1)  # the logits at t-1 predict token t
+                targets.append(ids[t])
+                owner.append(b)
+        with torch.inference_mode():
+            hidden = self.decoder(
+                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
+            ).last_hidden_state
+            picked = hidden[torch.tensor(rows), torch.tensor(cols)]
+            # logits only at the positions we read, log-softmax in fp32
+            logits = self.head(picked).float()
+            if self.softcap:
+                logits = torch.tanh(logits / self.softcap) * self.softcap
+            lp = torch.log_softmax(logits, dim=-1)
+            tok_lp = lp[torch.arange(len(targets)), torch.tensor(targets, device=lp.device)]
+        sums = torch.zeros(len(batch), dtype=torch.float64)
+        sums.index_add_(0, torch.tensor(owner), tok_lp.double().cpu())
+        return sums.tolist()
+
+    # generation --------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[str], max_tokens: int) -> list[str]:
+        torch = self.torch
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        results: list[str] = [""] * len(prompts)
+        self.tok.padding_side = "left"
+        step = max(1, self.batch_tokens // 512)
+        for k in range(0, len(order), step):
+            idx = order[k : k + step]
+            enc = self.tok(
+                [prompts[i] for i in idx], return_tensors="pt", padding=True,
+                add_special_tokens=not self.chat,
+            ).to(self.device)
+            with torch.inference_mode():
+                out = self.model.generate(
+                    **enc, max_new_tokens=max_tokens, do_sample=False, temperature=None,
+                    top_p=None, top_k=None, pad_token_id=self.tok.pad_token_id,
+                )
+            new = out[:, enc["input_ids"].shape[1] :]
+            for i, ids in zip(idx, new, strict=True):
+                results[i] = self.tok.decode(ids, skip_special_tokens=True)
+        return results
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _length_batches(seqs, budget: int):
+    """Length-sorted batches whose padded size stays within `budget` tokens."""
+    ordered = sorted(seqs, key=lambda s: len(s[2]))
+    batch: list = []
+    for s in ordered:
+        if batch and len(s[2]) * (len(batch) + 1) > budget:
+            yield batch
+            batch = []
+        batch.append(s)
+    if batch:
+        yield batch

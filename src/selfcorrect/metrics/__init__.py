@@ -1,0 +1,1 @@
+"""Pure functions from tidy outcome tables to metric tables with CIs."""

@@ -1,0 +1,234 @@
+"""The results store: one SQLite database per results directory (WAL, one transaction per
+batch), so a crash or Ctrl-C loses at most the batch in flight and never corrupts what is stored.
+Plain JSON and SQL only: no pickles."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from selfcorrect.errors import SelfCorrectError
+
+DB_NAME = "results.sqlite"
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, started REAL NOT NULL, finished REAL, status TEXT NOT NULL,
+    manifest TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS models (
+    model TEXT PRIMARY KEY, sha256 TEXT NOT NULL, info TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS conditions (
+    benchmark TEXT NOT NULL, condition TEXT NOT NULL, hash TEXT NOT NULL, spec TEXT NOT NULL,
+    PRIMARY KEY (benchmark, condition));
+CREATE TABLE IF NOT EXISTS items (
+    benchmark TEXT NOT NULL, uid TEXT NOT NULL, category TEXT NOT NULL, meta TEXT NOT NULL,
+    PRIMARY KEY (benchmark, uid));
+CREATE TABLE IF NOT EXISTS turns (
+    model TEXT NOT NULL, benchmark TEXT NOT NULL, condition TEXT NOT NULL, readout TEXT NOT NULL,
+    uid TEXT NOT NULL, step INTEGER NOT NULL, prompt TEXT NOT NULL, text TEXT NOT NULL,
+    run_id TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (model, benchmark, condition, readout, uid, step));
+CREATE TABLE IF NOT EXISTS answers (
+    model TEXT NOT NULL, benchmark TEXT NOT NULL, condition TEXT NOT NULL,
+    condition_hash TEXT NOT NULL, readout TEXT NOT NULL, uid TEXT NOT NULL,
+    round INTEGER NOT NULL, prompt TEXT NOT NULL, candidates TEXT NOT NULL,
+    logprobs TEXT, probs TEXT, pred INTEGER, parse_status TEXT NOT NULL, raw TEXT,
+    run_id TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (model, benchmark, condition, readout, uid, round));
+"""
+
+
+@dataclass(frozen=True)
+class Answer:
+    model: str
+    benchmark: str
+    condition: str
+    condition_hash: str
+    readout: str
+    uid: str
+    round: int
+    prompt: str
+    candidates: Sequence[str]
+    logprobs: Sequence[float] | None
+    probs: Sequence[float] | None
+    pred: int | None  # None = unparseable
+    parse_status: str
+    raw: str | None = None
+
+
+class Store:
+    def __init__(self, directory: str | Path, create: bool = True):
+        self.dir = Path(directory)
+        self.path = self.dir / DB_NAME
+        if not create and not self.path.is_file():
+            raise SelfCorrectError(f"no results database in {self.dir} (expected {DB_NAME})")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, timeout=30)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            with self.conn:
+                self.conn.executescript(_SCHEMA)
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+                )
+            found = self.conn.execute(
+                "SELECT value FROM meta WHERE key='schema_version'"
+            ).fetchone()[0]
+        except OSError as exc:
+            raise SelfCorrectError(f"cannot write results directory {self.dir}: {exc.strerror}") from None
+        except sqlite3.DatabaseError as exc:
+            raise SelfCorrectError(f"cannot use results database {self.path}: {exc}") from None
+        if found != SCHEMA_VERSION:
+            raise SelfCorrectError(f"{self.path} has schema {found}, this version reads {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # runs ----------------------------------------------------------------------------------
+    def start_run(self, manifest: dict) -> str:
+        run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        with self.conn:
+            self.conn.execute(
+                "INSERT INTO runs VALUES (?, ?, NULL, 'running', ?)",
+                (run_id, time.time(), json.dumps(manifest, sort_keys=True)),
+            )
+        return run_id
+
+    def update_run(self, run_id: str, manifest: dict, status: str) -> None:
+        with self.conn:
+            self.conn.execute(
+                "UPDATE runs SET manifest=?, status=?, finished=? WHERE run_id=?",
+                (json.dumps(manifest, sort_keys=True), status, time.time(), run_id),
+            )
+
+    def runs(self) -> list[dict]:
+        rows = self.conn.execute(
+            "SELECT run_id, started, finished, status, manifest FROM runs ORDER BY started"
+        ).fetchall()
+        return [
+            {"run_id": r[0], "started": r[1], "finished": r[2], "status": r[3],
+             "manifest": json.loads(r[4])}
+            for r in rows
+        ]
+
+    # identity checks: results made with other weights or other texts never mix ---------------
+    def register_model(self, model: str, sha256: str, info: dict) -> None:
+        row = self.conn.execute("SELECT sha256 FROM models WHERE model=?", (model,)).fetchone()
+        if row and row[0] != sha256:
+            raise SelfCorrectError(
+                f"results in {self.dir} for model '{model}' were made with other weights "
+                f"(sha256 {row[0][:12]}..., now {sha256[:12]}...); use a new --out directory"
+            )
+        with self.conn:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO models VALUES (?, ?, ?)", (model, sha256, json.dumps(info))
+            )
+
+    def register_condition(self, benchmark: str, condition: str, digest: str, spec: dict) -> None:
+        row = self.conn.execute(
+            "SELECT hash FROM conditions WHERE benchmark=? AND condition=?", (benchmark, condition)
+        ).fetchone()
+        if row and row[0] != digest:
+            raise SelfCorrectError(
+                f"condition '{condition}' changed since results were stored in {self.dir} "
+                f"(hash {row[0]} -> {digest}); use a new --out directory or rename the condition"
+            )
+        with self.conn:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO conditions VALUES (?, ?, ?, ?)",
+                (benchmark, condition, digest, json.dumps(spec)),
+            )
+
+    def add_items(self, benchmark: str, table: pd.DataFrame) -> None:
+        records = table.astype(object).where(table.notna(), None).to_dict("records")
+        with self.conn:
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO items VALUES (?, ?, ?, ?)",
+                [(benchmark, r["uid"], r["category"], json.dumps(r)) for r in records],
+            )
+
+    # answers and generated turns -------------------------------------------------------------
+    def done_answers(self, model: str, benchmark: str, condition: str, readout: str) -> dict:
+        """(uid, round) -> pred for what is stored."""
+        rows = self.conn.execute(
+            "SELECT uid, round, pred FROM answers WHERE model=? AND benchmark=? AND condition=? "
+            "AND readout=?",
+            (model, benchmark, condition, readout),
+        ).fetchall()
+        return {(u, r): p for u, r, p in rows}
+
+    def done_turns(self, model: str, benchmark: str, condition: str, readout: str) -> dict:
+        rows = self.conn.execute(
+            "SELECT uid, step, text FROM turns WHERE model=? AND benchmark=? AND condition=? "
+            "AND readout=?",
+            (model, benchmark, condition, readout),
+        ).fetchall()
+        return {(u, s): t for u, s, t in rows}
+
+    def write(self, run_id: str, answers: Iterable[Answer] = (), turns: Iterable[tuple] = ()) -> None:
+        """One transaction: all of this batch is stored, or none of it."""
+        now = time.time()
+        with self.conn:
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO turns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(*t, run_id, now) for t in turns],
+            )
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO answers VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (a.model, a.benchmark, a.condition, a.condition_hash, a.readout, a.uid,
+                     a.round, a.prompt, json.dumps(list(a.candidates)),
+                     None if a.logprobs is None else json.dumps(list(a.logprobs)),
+                     None if a.probs is None else json.dumps(list(a.probs)),
+                     a.pred, a.parse_status, a.raw, run_id, now)
+                    for a in answers
+                ],
+            )
+
+    # reading back ------------------------------------------------------------------------------
+    def outcomes(self, benchmark: str | None = None) -> pd.DataFrame:
+        """One row per item x model x condition x readout x round, joined with item metadata."""
+        where, args = ("WHERE a.benchmark=?", (benchmark,)) if benchmark else ("", ())
+        df = pd.read_sql_query(
+            "SELECT a.model, a.benchmark, a.condition, a.readout, a.round, a.uid, a.pred, "
+            "a.parse_status, a.probs, i.meta FROM answers a JOIN items i "
+            f"ON a.benchmark = i.benchmark AND a.uid = i.uid {where}",
+            self.conn, params=args,
+        )
+        if df.empty:
+            return df
+        meta = pd.DataFrame([json.loads(m) for m in df.pop("meta")])
+        meta = meta.drop(columns=[c for c in ("uid",) if c in meta])
+        out = pd.concat([df.reset_index(drop=True), meta], axis=1)
+        out["pred"] = out["pred"].astype("Int64")
+        return out
+
+    def transcripts(self, limit: int | None = None) -> pd.DataFrame:
+        q = ("SELECT model, benchmark, condition, readout, uid, round, prompt, candidates, "
+             "probs, pred, parse_status FROM answers ORDER BY model, condition, uid, round")
+        if limit:
+            q += f" LIMIT {int(limit)}"
+        return pd.read_sql_query(q, self.conn)
+
+    def models(self) -> dict[str, dict]:
+        return {
+            m: {"sha256": s, **json.loads(i)}
+            for m, s, i in self.conn.execute("SELECT model, sha256, info FROM models")
+        }
+
+    def conditions(self) -> list[dict]:
+        return [
+            {"benchmark": b, "condition": c, "hash": h, **json.loads(s)}
+            for b, c, h, s in self.conn.execute("SELECT * FROM conditions")
+        ]
