@@ -40,14 +40,25 @@ def _split(value: str | Sequence[str] | None) -> list[str]:
 
 
 def _progress(enabled: bool):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
     from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), disable=not enabled, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=False,
     )
 
 
@@ -94,8 +105,12 @@ def run(
         "selfcorrect_version": __version__,
         "benchmark": benchmark,
         "conditions": {
-            c.name: {"hash": c.version_hash(benchmark), "label": c.label,
-                     "provenance": c.provenance} for c in conds
+            c.name: {
+                "hash": c.version_hash(benchmark),
+                "label": c.label,
+                "provenance": c.provenance,
+            }
+            for c in conds
         },
         "library_version": lib.version,
         "library_sha256": lib.source_hash,
@@ -116,16 +131,28 @@ def run(
     try:
         store.add_items(benchmark, bench.item_table(items))
         for c in conds:
-            store.register_condition(benchmark, c.name, c.version_hash(benchmark), {
-                "label": c.label, "provenance": c.provenance, "source": c.source,
-                "steps": [[s.kind, s.text, s.max_tokens] for s in c.steps[benchmark]],
-            })
+            store.register_condition(
+                benchmark,
+                c.name,
+                c.version_hash(benchmark),
+                {
+                    "label": c.label,
+                    "provenance": c.provenance,
+                    "source": c.source,
+                    "steps": [[s.kind, s.text, s.max_tokens] for s in c.steps[benchmark]],
+                },
+            )
         with _progress(progress) as bar:
             for res in resolved:
-                store.register_model(res.name, res.sha256, {"source": res.source,
-                                                            "path": str(res.path), **res.meta})
-                entry = {"sha256": res.sha256, "source": res.source, "path": str(res.path),
-                         **res.meta}
+                store.register_model(
+                    res.name, res.sha256, {"source": res.source, "path": str(res.path), **res.meta}
+                )
+                entry = {
+                    "sha256": res.sha256,
+                    "source": res.source,
+                    "path": str(res.path),
+                    **res.meta,
+                }
                 manifest["models"][res.name] = entry
                 pending = count_pending(store, res.name, plan)
                 entry["pending_at_start"] = pending
@@ -138,7 +165,12 @@ def run(
                 entry["load_s"] = round(time.perf_counter() - t0, 2)
                 bar.update(task, description=f"{res.name}")
                 entry["condition_s"] = execute(
-                    store, run_id, res.name, backend, plan, batch_size,
+                    store,
+                    run_id,
+                    res.name,
+                    backend,
+                    plan,
+                    batch_size,
                     on_progress=lambda n, task=task: bar.advance(task, n),
                 )
                 del backend
@@ -149,15 +181,19 @@ def run(
         store.update_run(run_id, manifest, status)
         store.close()
     rep = report_dir(out, n_boot=n_boot, seed=seed)
-    return RunResult(Path(out), run_id, rep.tables.get(f"{benchmark}_summary", pd.DataFrame()),
-                     rep.tables.get(f"{benchmark}_paired", pd.DataFrame()), manifest)
+    return RunResult(
+        Path(out),
+        run_id,
+        rep.tables.get(f"{benchmark}_summary", pd.DataFrame()),
+        rep.tables.get(f"{benchmark}_paired", pd.DataFrame()),
+        manifest,
+    )
 
 
 def _load_backend(res, dtype, device, trust_remote_code):
     from selfcorrect.backends.transformers import TransformersBackend
 
-    return TransformersBackend(res, dtype=dtype, device=device,
-                               trust_remote_code=trust_remote_code)
+    return TransformersBackend(res, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
 
 
 def report(directory: str | Path, n_boot: int = 1000, seed: int = 0, reference: str = "baseline"):
@@ -169,12 +205,22 @@ def report(directory: str | Path, n_boot: int = 1000, seed: int = 0, reference: 
 
 def models() -> pd.DataFrame:
     """The registry with size and whether each model is installed."""
-    return pd.DataFrame([
-        {"name": s.name, "params_m": round(s.params / 1e6), "kind": s.kind,
-         "family": s.family, "alignment": s.alignment, "size_mb": s.size_mb,
-         "installed": is_installed(s), "install": s.install, "description": s.description}
-        for s in REGISTRY.values()
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "name": s.name,
+                "params_m": round(s.params / 1e6),
+                "kind": s.kind,
+                "family": s.family,
+                "alignment": s.alignment,
+                "size_mb": s.size_mb,
+                "installed": is_installed(s),
+                "install": s.install,
+                "description": s.description,
+            }
+            for s in REGISTRY.values()
+        ]
+    )
 
 
 def conditions(library: str | Path | None = None, benchmark: str | None = None) -> list[dict]:
@@ -184,13 +230,22 @@ def conditions(library: str | Path | None = None, benchmark: str | None = None) 
         for bench in c.benchmarks:
             if benchmark and bench != benchmark:
                 continue
-            out.append({
-                "name": c.name, "label": c.label, "benchmark": bench,
-                "provenance": c.provenance, "source": c.source, "aliases": list(c.aliases),
-                "hash": c.version_hash(bench), "description": c.description,
-                "steps": [{"kind": s.kind, "text": s.text, "max_tokens": s.max_tokens}
-                          for s in c.steps[bench]],
-            })
+            out.append(
+                {
+                    "name": c.name,
+                    "label": c.label,
+                    "benchmark": bench,
+                    "provenance": c.provenance,
+                    "source": c.source,
+                    "aliases": list(c.aliases),
+                    "hash": c.version_hash(bench),
+                    "description": c.description,
+                    "steps": [
+                        {"kind": s.kind, "text": s.text, "max_tokens": s.max_tokens}
+                        for s in c.steps[bench]
+                    ],
+                }
+            )
     return out
 
 
@@ -216,7 +271,8 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
         else:
             df = pd.read_csv(p, keep_default_na=True)
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise SelfCorrectError(f"cannot parse predictions file {p}: {str(exc).splitlines()[0]}")
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SelfCorrectError(f"cannot parse predictions file {p}: {first}") from None
     pred_col = next((c for c in PRED_ALIASES if c in df.columns), None)
     missing = [c for c in ("category", "example_id") if c not in df.columns]
     if pred_col is None:
@@ -240,8 +296,14 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def score(benchmark: str, path: str | Path, out: str | Path | None = None, n_boot: int = 1000,
-          seed: int = 0, reference: str = "baseline") -> dict[str, pd.DataFrame]:
+def score(
+    benchmark: str,
+    path: str | Path,
+    out: str | Path | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    reference: str = "baseline",
+) -> dict[str, pd.DataFrame]:
     """Score a plain prediction table (category, example_id, pred 0-2 [, model, condition,
     round]) with the same metrics as `run`; writes CSV and Markdown next to it or into `out`."""
     from selfcorrect.report import write_tables
@@ -255,8 +317,10 @@ def score(benchmark: str, path: str | Path, out: str | Path | None = None, n_boo
     table = bench.item_table(bench.items())
     unknown_cats = sorted(set(preds["category"]) - set(table["category"]))
     if unknown_cats:
-        raise SelfCorrectError(f"unknown BBQ category '{unknown_cats[0]}' in {path} "
-                               f"(valid: {', '.join(bench.categories())})")
+        raise SelfCorrectError(
+            f"unknown BBQ category '{unknown_cats[0]}' in {path} "
+            f"(valid: {', '.join(bench.categories())})"
+        )
     merged = preds.merge(table, on=["category", "example_id"], how="left", validate="many_to_one")
     if merged["uid"].isna().any():
         row = merged[merged["uid"].isna()].iloc[0]

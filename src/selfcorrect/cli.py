@@ -15,10 +15,13 @@ from selfcorrect import api
 from selfcorrect.errors import SelfCorrectError
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+    add_completion=False,
+    no_args_is_help=False,
+    pretty_exceptions_enable=False,
     help="Measure whether language models can morally self-correct (BBQ; G23/L24 protocols).",
 )
-out_console = Console()
+# Piped output is not wrapped at 80 columns: results tables are wide.
+out_console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 
 
@@ -33,8 +36,9 @@ def _friendly(fn):
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            err_console.print("interrupted: finished answers are stored; run the same command "
-                              "again to resume")
+            err_console.print(
+                "interrupted: finished answers are stored; run the same command again to resume"
+            )
             raise typer.Exit(130) from None
 
     return wrapper
@@ -61,43 +65,64 @@ def _parse_limit(limit: str) -> int | None:
 @app.command()
 @_friendly
 def run(
-    model: Annotated[str, typer.Option("--model", "-m", help="Model name(s), comma-separated: "
-                                       "registry names, .gguf files or HF directories.")]
-    = "smollm2-135m-instruct",
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model name(s), comma-separated: registry names, .gguf files or HF directories.",
+        ),
+    ] = "smollm2-135m-instruct",
     benchmark: Annotated[str, typer.Option(help="Benchmark name.")] = "bbq",
-    conditions: Annotated[str, typer.Option(help="Conditions, comma-separated.")]
-    = ",".join(api.DEFAULT_CONDITIONS),
-    categories: Annotated[str, typer.Option(help="Categories, comma-separated (default all).")]
-    = "",
-    limit: Annotated[str, typer.Option(help="Items in the stratified sample, or 'all'.")]
-    = str(api.DEFAULT_LIMIT),
+    conditions: Annotated[str, typer.Option(help="Conditions, comma-separated.")] = ",".join(
+        api.DEFAULT_CONDITIONS
+    ),
+    categories: Annotated[
+        str, typer.Option(help="Categories, comma-separated (default all).")
+    ] = "",
+    limit: Annotated[str, typer.Option(help="Items in the stratified sample, or 'all'.")] = str(
+        api.DEFAULT_LIMIT
+    ),
     seed: Annotated[int, typer.Option(help="Sampling and bootstrap seed.")] = 0,
-    out: Annotated[Path, typer.Option(help="Results directory (resumed if it exists).")]
-    = Path(api.DEFAULT_OUT),
+    out: Annotated[Path, typer.Option(help="Results directory (resumed if it exists).")] = Path(
+        api.DEFAULT_OUT
+    ),
     rounds: Annotated[int, typer.Option(help="Feedback rounds after each answer.")] = 0,
     library: Annotated[Path | None, typer.Option(help="A condition library TOML file.")] = None,
     dtype: Annotated[str, typer.Option(help="bfloat16, float16 or float32.")] = "bfloat16",
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: auto).")] = None,
     batch_size: Annotated[int, typer.Option(help="Requests per stored batch.")] = 64,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for CIs.")] = 1000,
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from HF dirs.")]
-    = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from HF dirs.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ):
     """Evaluate model(s) under conditions, store everything, print the results table."""
     res = api.run(
-        models=model, benchmark=benchmark, conditions=conditions, categories=categories or None,
-        limit=_parse_limit(limit), seed=seed, out=out, rounds=rounds, library=library,
-        dtype=dtype, device=device, batch_size=batch_size, n_boot=bootstrap,
-        progress=not quiet, trust_remote_code=trust_remote_code,
+        models=model,
+        benchmark=benchmark,
+        conditions=conditions,
+        categories=categories or None,
+        limit=_parse_limit(limit),
+        seed=seed,
+        out=out,
+        rounds=rounds,
+        library=library,
+        dtype=dtype,
+        device=device,
+        batch_size=batch_size,
+        n_boot=bootstrap,
+        progress=not quiet,
+        trust_remote_code=trust_remote_code,
     )
     from selfcorrect.report import headline
 
     _print_df(headline(res.summary), title="BBQ overall: accuracy %, bias x100 [95% CI]")
     m = res.manifest
-    out_console.print(f"results: {res.directory}/results.sqlite, report: "
-                      f"{res.directory}/report/ ({m['n_items']} items, wall {m['wall_s']} s, "
-                      f"peak RSS {m['peak_rss_mb']} MB)")
+    out_console.print(
+        f"results: {res.directory}/results.sqlite, report: "
+        f"{res.directory}/report/ ({m['n_items']} items, wall {m['wall_s']} s, "
+        f"peak RSS {m['peak_rss_mb']} MB)"
+    )
 
 
 @app.command()
@@ -106,8 +131,9 @@ def report(
     directory: Annotated[Path, typer.Argument(help="A results directory.")],
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for CIs.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
-    reference: Annotated[str, typer.Option(help="Reference condition for paired diffs.")]
-    = "baseline",
+    reference: Annotated[
+        str, typer.Option(help="Reference condition for paired diffs.")
+    ] = "baseline",
 ):
     """Recompute all metrics from the store (no model) and write Markdown and CSV tables."""
     from selfcorrect.report import headline
@@ -124,15 +150,21 @@ def report(
 @_friendly
 def score(
     benchmark: Annotated[str, typer.Argument(help="Benchmark of the predictions (bbq).")],
-    file: Annotated[Path, typer.Argument(help="CSV or JSONL: category, example_id, pred "
-                                         "(option index 0-2; empty = unparseable), optional "
-                                         "model, condition, round.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV or JSONL: category, example_id, pred "
+            "(option index 0-2; empty = unparseable), optional "
+            "model, condition, round."
+        ),
+    ],
     out: Annotated[Path | None, typer.Option(help="Where to write the tables.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for CIs.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
-    reference: Annotated[str, typer.Option(help="Reference condition for paired diffs.")]
-    = "baseline",
+    reference: Annotated[
+        str, typer.Option(help="Reference condition for paired diffs.")
+    ] = "baseline",
 ):
     """Score predictions made by any other tool with the same metrics."""
     if fmt not in ("table", "json"):
@@ -156,8 +188,14 @@ def models():
     for col in ("name", "params (M)", "kind", "size (MB)", "installed", "install"):
         table.add_column(col, overflow="fold")
     for r in df.itertuples():
-        table.add_row(r.name, str(r.params_m), r.kind, str(r.size_mb),
-                      "yes" if r.installed else "no", "" if r.installed else r.install)
+        table.add_row(
+            r.name,
+            str(r.params_m),
+            r.kind,
+            str(r.size_mb),
+            "yes" if r.installed else "no",
+            "" if r.installed else r.install,
+        )
     out_console.print(table)
 
 
@@ -171,13 +209,18 @@ def conditions(
     for c in api.conditions(library, benchmark):
         tag = "verbatim" if c["provenance"] == "verbatim" else "RECONSTRUCTION"
         aliases = f" (alias {', '.join(c['aliases'])})" if c["aliases"] else ""
-        out_console.print(f"{c['name']}{aliases} [{c['benchmark']}] {c['label']} - {tag}; "
-                          f"{c['source']}; hash {c['hash']}", highlight=False, markup=False,
-                          soft_wrap=True)
+        out_console.print(
+            f"{c['name']}{aliases} [{c['benchmark']}] {c['label']} - {tag}; "
+            f"{c['source']}; hash {c['hash']}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
         for s in c["steps"]:
             body = f"up to {s['max_tokens']} tokens" if s["kind"] == "generate" else s["text"]
-            out_console.print(f"    {s['kind']:>8}: {body}", highlight=False, markup=False,
-                              soft_wrap=True)
+            out_console.print(
+                f"    {s['kind']:>8}: {body}", highlight=False, markup=False, soft_wrap=True
+            )
 
 
 @app.command()
@@ -186,8 +229,9 @@ def benchmarks():
     """List the benchmarks and their categories."""
     for b in api.benchmarks():
         out_console.print(f"[bold]{b['name']}[/]: {b['description']}")
-        out_console.print("    categories: " + ", ".join(b["categories"]), highlight=False,
-                          soft_wrap=True)
+        out_console.print(
+            "    categories: " + ", ".join(b["categories"]), highlight=False, soft_wrap=True
+        )
 
 
 def main() -> None:

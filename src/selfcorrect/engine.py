@@ -98,8 +98,17 @@ def execute(
             if waiting_gen:
                 _generate_wave(store, run_id, model, backend, plan, waiting_gen, batch_size)
             if waiting_read:
-                _read_wave(store, run_id, model, backend, plan, digest, waiting_read,
-                           batch_size, on_progress)
+                _read_wave(
+                    store,
+                    run_id,
+                    model,
+                    backend,
+                    plan,
+                    digest,
+                    waiting_read,
+                    batch_size,
+                    on_progress,
+                )
             active = waiting_gen + waiting_read
         timings[cond.name] = round(time.perf_counter() - t0, 3)
     return timings
@@ -143,8 +152,18 @@ def _generate_wave(store, run_id, model, backend, plan, states, batch_size) -> N
             prompts = [backend.render(st.conversation()) for st in group]
             texts = backend.generate(prompts, max_tokens)
             for st, prompt, text in zip(group, prompts, texts, strict=True):
-                turns.append((model, plan.benchmark, st.condition.name, READOUT, st.item.uid,
-                              st.pos, prompt, text))
+                turns.append(
+                    (
+                        model,
+                        plan.benchmark,
+                        st.condition.name,
+                        READOUT,
+                        st.item.uid,
+                        st.pos,
+                        prompt,
+                        text,
+                    )
+                )
                 st.finish_assistant(text)
                 st.pos += 1
         store.write(run_id, turns=turns)
@@ -159,12 +178,23 @@ def _read_wave(store, run_id, model, backend, plan, digest, states, batch_size, 
         for st, prompt, res in zip(chunk, prompts, results, strict=True):
             probs = softmax(res.logprobs)
             pred = max(range(len(probs)), key=probs.__getitem__)
-            answers.append(Answer(
-                model=model, benchmark=plan.benchmark, condition=st.condition.name,
-                condition_hash=digest, readout=READOUT, uid=st.item.uid, round=st.reads,
-                prompt=prompt, candidates=st.item.candidates, logprobs=res.logprobs,
-                probs=probs, pred=pred, parse_status="ok",
-            ))
+            answers.append(
+                Answer(
+                    model=model,
+                    benchmark=plan.benchmark,
+                    condition=st.condition.name,
+                    condition_hash=digest,
+                    readout=READOUT,
+                    uid=st.item.uid,
+                    round=st.reads,
+                    prompt=prompt,
+                    candidates=st.item.candidates,
+                    logprobs=res.logprobs,
+                    probs=probs,
+                    pred=pred,
+                    parse_status="ok",
+                )
+            )
             _after_read(st, pred)
             st.pos += 1
         store.write(run_id, answers=answers)

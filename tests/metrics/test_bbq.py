@@ -12,12 +12,23 @@ from selfcorrect.metrics.stats import bootstrap, paired_bootstrap
 
 def rows(spec, context="ambig", category="Age"):
     """spec: list of (pred, gold, unknown_index, target_loc, question_index)."""
-    return pd.DataFrame([
-        {"uid": f"{category}:{i}", "category": category, "example_id": i,
-         "question_index": str(q), "context_condition": context, "label_type": "label",
-         "gold": g, "unknown_index": u, "target_loc": t, "pred": p}
-        for i, (p, g, u, t, q) in enumerate(spec)
-    ]).astype({"pred": "Int64", "target_loc": "Int64"})
+    return pd.DataFrame(
+        [
+            {
+                "uid": f"{category}:{i}",
+                "category": category,
+                "example_id": i,
+                "question_index": str(q),
+                "context_condition": context,
+                "label_type": "label",
+                "gold": g,
+                "unknown_index": u,
+                "target_loc": t,
+                "pred": p,
+            }
+            for i, (p, g, u, t, q) in enumerate(spec)
+        ]
+    ).astype({"pred": "Int64", "target_loc": "Int64"})
 
 
 def only(summary, group="overall", context=None):
@@ -85,8 +96,13 @@ def test_groups_and_names_labels_split():
     a["label_type"] = ["name", "label"]
     b = rows([(2, 2, 2, 0, 1)], "disambig", "Age")
     s = bbq.summary(pd.concat([a, b], ignore_index=True), n_boot=0)
-    assert set(s["group"]) == {"overall", "Age", "Race_ethnicity", "Race_ethnicity (names)",
-                               "Race_ethnicity (labels)"}
+    assert set(s["group"]) == {
+        "overall",
+        "Age",
+        "Race_ethnicity",
+        "Race_ethnicity (names)",
+        "Race_ethnicity (labels)",
+    }
     assert only(s, "Race_ethnicity (names)").bias == 1.0
     assert only(s, "Race_ethnicity (labels)").bias == -1.0
     assert only(s, "overall").n == 3

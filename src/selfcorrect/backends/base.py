@@ -31,7 +31,9 @@ class Backend(Protocol):
         """The exact text the model sees, ending with the prefill."""
         ...
 
-    def score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[ScoreResult]:
+    def score(
+        self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]
+    ) -> list[ScoreResult]:
         """Log-probability of each candidate continuation after its rendered prompt."""
         ...
 
@@ -42,6 +44,8 @@ class Backend(Protocol):
 
 def render_plain(conv: Conversation) -> str:
     """G23's Human/Assistant format for base models without a chat template."""
-    parts = [("Human: " if role == "user" else "Assistant: ") + text for role, text in conv.messages]
+    parts = [
+        ("Human: " if role == "user" else "Assistant: ") + text for role, text in conv.messages
+    ]
     parts.append("Assistant: " + conv.prefill if conv.prefill else "Assistant:")
     return "\n\n".join(parts)

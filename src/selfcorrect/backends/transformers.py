@@ -93,7 +93,9 @@ class TransformersBackend:
         self.device = _pick_device(device)
         self.dtype = getattr(torch, dtype)
         self.batch_tokens = batch_tokens
-        folder = resolved.path if resolved.source == "hf-dir" else _dequantised_copy(resolved, dtype)
+        folder = (
+            resolved.path if resolved.source == "hf-dir" else _dequantised_copy(resolved, dtype)
+        )
         try:
             self.tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
             self.model = AutoModelForCausalLM.from_pretrained(
@@ -105,7 +107,9 @@ class TransformersBackend:
         has_template = bool(getattr(self.tok, "chat_template", None))
         kind = resolved.kind or ("chat" if has_template else "base")
         if kind == "chat" and not has_template:
-            raise SelfCorrectError(f"model '{resolved.name}' is listed as chat but has no chat template")
+            raise SelfCorrectError(
+                f"model '{resolved.name}' is listed as chat but has no chat template"
+            )
         self.chat = kind == "chat"
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
@@ -130,7 +134,9 @@ class TransformersBackend:
         try:
             text = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         except Exception as exc:  # jinja errors, e.g. templates that demand alternating roles
-            raise SelfCorrectError(f"the model's chat template cannot render this conversation: {exc}")
+            raise SelfCorrectError(
+                f"the model's chat template cannot render this conversation: {exc}"
+            ) from None
         return text + conv.prefill
 
     def _encode(self, text: str) -> list[int]:
@@ -138,7 +144,9 @@ class TransformersBackend:
         return self.tok(text, add_special_tokens=not self.chat)["input_ids"]
 
     # scoring -----------------------------------------------------------------------------
-    def score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[ScoreResult]:
+    def score(
+        self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]
+    ) -> list[ScoreResult]:
         """Whole-continuation log-probabilities, tokenization-safe: each option is tokenized
         together with its prompt, and scored from the first token where any option's
         tokenization departs from the prompt's, so merges at the boundary are counted."""
@@ -201,13 +209,20 @@ class TransformersBackend:
         for k in range(0, len(order), step):
             idx = order[k : k + step]
             enc = self.tok(
-                [prompts[i] for i in idx], return_tensors="pt", padding=True,
+                [prompts[i] for i in idx],
+                return_tensors="pt",
+                padding=True,
                 add_special_tokens=not self.chat,
             ).to(self.device)
             with torch.inference_mode():
                 out = self.model.generate(
-                    **enc, max_new_tokens=max_tokens, do_sample=False, temperature=None,
-                    top_p=None, top_k=None, pad_token_id=self.tok.pad_token_id,
+                    **enc,
+                    max_new_tokens=max_tokens,
+                    do_sample=False,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    pad_token_id=self.tok.pad_token_id,
                 )
             new = out[:, enc["input_ids"].shape[1] :]
             for i, ids in zip(idx, new, strict=True):
@@ -217,7 +232,7 @@ class TransformersBackend:
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1

@@ -50,8 +50,18 @@ DIMENSIONS = {
 LETTERS = ("a", "b", "c")
 CANDIDATES = tuple(f" ({letter})" for letter in LETTERS)
 _REQUIRED = (
-    "example_id", "question_index", "question_polarity", "context_condition", "category",
-    "answer_info", "context", "question", "ans0", "ans1", "ans2", "label",
+    "example_id",
+    "question_index",
+    "question_polarity",
+    "context_condition",
+    "category",
+    "answer_info",
+    "context",
+    "question",
+    "ans0",
+    "ans1",
+    "ans2",
+    "label",
 )
 
 
@@ -71,7 +81,9 @@ def _read_category(path: Path, category: str) -> list[dict]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise SelfCorrectError(f"malformed BBQ file {path}: line {lineno}: {exc.msg}")
+                    raise SelfCorrectError(
+                        f"malformed BBQ file {path}: line {lineno}: {exc.msg}"
+                    ) from None
                 missing = [k for k in _REQUIRED if k not in row]
                 if missing:
                     raise SelfCorrectError(
@@ -211,7 +223,9 @@ class BBQ:
 
     def sample(self, items: list[Item], limit: int | None, seed: int) -> list[Item]:
         return stratified_sample(
-            items, limit, seed,
+            items,
+            limit,
+            seed,
             lambda it: (it.category, it.meta["context_condition"], it.meta["polarity"]),
         )
 

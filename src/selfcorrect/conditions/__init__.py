@@ -83,7 +83,7 @@ class Library:
 def _parse_step(raw, where: str) -> Step:
     if not isinstance(raw, dict) or len(raw) != 1:
         raise SelfCorrectError(f"{where}: each step must be one of ask/prefill/generate/read")
-    (kind, value), = raw.items()
+    ((kind, value),) = raw.items()
     if kind in ("ask", "prefill") and isinstance(value, str):
         return Step(kind, text=value)
     if kind == "generate" and isinstance(value, int) and value > 0:
@@ -176,5 +176,7 @@ def protocol(
     if rounds < 0:
         raise SelfCorrectError(f"rounds must be >= 0, got {rounds}")
     template = list(condition.steps[benchmark]) + list(lib.feedback) * rounds
-    return [Step(s.kind, fill(s.text, fields) if s.kind != "read" else s.text, s.max_tokens)
-            for s in template]
+    return [
+        Step(s.kind, fill(s.text, fields) if s.kind != "read" else s.text, s.max_tokens)
+        for s in template
+    ]

@@ -21,8 +21,17 @@ from selfcorrect.metrics.stats import bootstrap, paired_bootstrap
 N, UNP, CORRECT, HAS_T, CORRECT_T, NU_T, BIASED_T = range(7)
 RUN_KEYS = ["model", "condition", "readout", "round"]
 CONTEXTS = ("ambig", "disambig")
-REQUIRED = ("category", "question_index", "context_condition", "label_type", "gold",
-            "unknown_index", "target_loc", "pred", "uid")
+REQUIRED = (
+    "category",
+    "question_index",
+    "context_condition",
+    "label_type",
+    "gold",
+    "unknown_index",
+    "target_loc",
+    "pred",
+    "uid",
+)
 
 
 def row_counts(df: pd.DataFrame) -> np.ndarray:
@@ -35,8 +44,13 @@ def row_counts(df: pd.DataFrame) -> np.ndarray:
     correct = p == df["gold"].to_numpy(dtype=int)
     non_unknown = parsed & (p != df["unknown_index"].to_numpy(dtype=int))
     cols = [
-        np.ones(len(df)), ~parsed, correct, has_t, correct & has_t,
-        non_unknown & has_t, non_unknown & has_t & (p == t),
+        np.ones(len(df)),
+        ~parsed,
+        correct,
+        has_t,
+        correct & has_t,
+        non_unknown & has_t,
+        non_unknown & has_t & (p == t),
     ]
     return np.column_stack(cols).astype(float)
 
@@ -119,19 +133,30 @@ def summary(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame
                 tot = cl.sum(axis=0)
                 acc, acc_ci = bootstrap(cl, accuracy, n_boot, seed)
                 bias, bias_ci = bootstrap(cl, BIAS[ctx], n_boot, seed)
-                rows.append({
-                    **dict(zip(RUN_KEYS, run, strict=True)), "group": gname, "context": ctx,
-                    "n": int(tot[N]), "n_unparseable": int(tot[UNP]),
-                    "n_excluded_na_target": int(tot[N] - tot[HAS_T]),
-                    "n_non_unknown": int(tot[NU_T]), "n_templates": cl.shape[0],
-                    "accuracy": acc, "accuracy_lo": acc_ci[0], "accuracy_hi": acc_ci[1],
-                    "bias": bias, "bias_lo": bias_ci[0], "bias_hi": bias_ci[1],
-                })
+                rows.append(
+                    {
+                        **dict(zip(RUN_KEYS, run, strict=True)),
+                        "group": gname,
+                        "context": ctx,
+                        "n": int(tot[N]),
+                        "n_unparseable": int(tot[UNP]),
+                        "n_excluded_na_target": int(tot[N] - tot[HAS_T]),
+                        "n_non_unknown": int(tot[NU_T]),
+                        "n_templates": cl.shape[0],
+                        "accuracy": acc,
+                        "accuracy_lo": acc_ci[0],
+                        "accuracy_hi": acc_ci[1],
+                        "bias": bias,
+                        "bias_lo": bias_ci[0],
+                        "bias_hi": bias_ci[1],
+                    }
+                )
     return pd.DataFrame(rows)
 
 
-def paired(df: pd.DataFrame, reference: str = "baseline", n_boot: int = 1000,
-           seed: int = 0) -> pd.DataFrame:
+def paired(
+    df: pd.DataFrame, reference: str = "baseline", n_boot: int = 1000, seed: int = 0
+) -> pd.DataFrame:
     """condition - reference on the items both answered (same model, readout, round), with a
     paired cluster bootstrap: the same template draws for both conditions."""
     _check(df)
@@ -158,17 +183,28 @@ def paired(df: pd.DataFrame, reference: str = "baseline", n_boot: int = 1000,
                     clb, _ = _cluster_counts(b_df[mask], cb[mask])
                     for metric, fn in (("accuracy", accuracy), ("bias", BIAS[ctx])):
                         d, ci = paired_bootstrap(cla, clb, fn, n_boot, seed)
-                        rows.append({
-                            "model": model, "readout": readout, "round": rnd,
-                            "condition": cond, "reference": reference, "group": gname,
-                            "context": ctx, "metric": metric, "n_pairs": int(mask.sum()),
-                            "diff": d, "diff_lo": ci[0], "diff_hi": ci[1],
-                        })
+                        rows.append(
+                            {
+                                "model": model,
+                                "readout": readout,
+                                "round": rnd,
+                                "condition": cond,
+                                "reference": reference,
+                                "group": gname,
+                                "context": ctx,
+                                "metric": metric,
+                                "n_pairs": int(mask.sum()),
+                                "diff": d,
+                                "diff_lo": ci[0],
+                                "diff_hi": ci[1],
+                            }
+                        )
     return pd.DataFrame(rows)
 
 
-def bbq_tables(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
-               reference: str = "baseline") -> dict[str, pd.DataFrame]:
+def bbq_tables(
+    df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, reference: str = "baseline"
+) -> dict[str, pd.DataFrame]:
     return {
         "summary": summary(df, n_boot, seed),
         "paired": paired(df, reference, n_boot, seed),

