@@ -47,7 +47,8 @@ def test_listings():
         (["run", "--rounds", "-1"], ["--rounds must be >= 0"]),
         (["report", "/nonexistent/dir"], ["no results database"]),
         (["score", "bbq", "/nonexistent.csv"], ["no such predictions file"]),
-        (["score", "winogender", "x.csv"], ["unknown benchmark 'winogender'"]),
+        (["score", "winogender", "x.csv"], ["not available for winogender"]),
+        (["score", "wino", "x.csv"], ["unknown benchmark 'wino'"]),
     ],
 )
 def test_bad_input_one_line(args, fragments):

@@ -142,3 +142,37 @@ def test_corrupt_weights_refused(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error: weights of 'smollm2-135m-instruct'")
     assert "corrupt" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_winogender_run_and_report(tmp_path):
+    out = tmp_path / "wino"
+    r = cli(
+        "run",
+        "--benchmark",
+        "winogender",
+        "--limit",
+        "12",
+        "--conditions",
+        "baseline,match_stats",
+        "--out",
+        str(out),
+        "--bootstrap",
+        "50",
+        "--quiet",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "r vs BLS" in r.stdout and "match_stats" in r.stdout
+    db = out / "results.sqlite"
+    assert count(db) == 24
+    with sqlite3.connect(db) as c:
+        prompt, cands, probs = c.execute(
+            "SELECT prompt, candidates, probs FROM answers WHERE condition='match_stats' LIMIT 1"
+        ).fetchone()
+    assert "% chance that you use female pronouns" in prompt
+    assert prompt.endswith("<|im_start|>assistant\n" + prompt.split("pronoun: ")[1].split(" _")[0])
+    assert len(json.loads(cands)) == 3 and sum(json.loads(probs)) == pytest.approx(1.0)
+    rep = out / "report" / "winogender"
+    assert (rep / "scatter.png").stat().st_size > 10_000 and (rep / "scatter.svg").is_file()
+    md = (rep / "report.md").read_text()
+    assert "Pearson r" in md and "| smollm2-135m-instruct | match_stats |" in md
+    assert "neutral_rate" in (rep / "paired.csv").read_text()

@@ -91,14 +91,14 @@ def run(
     model_names = _split(models) or [DEFAULT_MODEL]
     bench = get_benchmark(benchmark)
     lib = load_library(library)
-    conds = lib.resolve(_split(conditions) or list(DEFAULT_CONDITIONS), benchmark)
+    conds = lib.resolve(_split(conditions) or list(DEFAULT_CONDITIONS), bench.family)
     if rounds < 0:
         raise SelfCorrectError(f"--rounds must be >= 0, got {rounds}")
     if limit is not None and limit < 1:
         raise SelfCorrectError(f"--limit must be >= 1 (or 'all'), got {limit}")
     resolved = [resolve(m) for m in model_names]  # fail on any bad model before any work
     items = bench.sample(bench.items(_split(categories) or None), limit, seed)
-    plan = Plan(benchmark, conds, items, rounds, lib)
+    plan = Plan(benchmark, conds, items, rounds, lib, bench.family)
 
     store = Store(out)
     manifest = {
@@ -106,7 +106,7 @@ def run(
         "benchmark": benchmark,
         "conditions": {
             c.name: {
-                "hash": c.version_hash(benchmark),
+                "hash": c.version_hash(bench.family),
                 "label": c.label,
                 "provenance": c.provenance,
             }
@@ -134,12 +134,12 @@ def run(
             store.register_condition(
                 benchmark,
                 c.name,
-                c.version_hash(benchmark),
+                c.version_hash(bench.family),
                 {
                     "label": c.label,
                     "provenance": c.provenance,
                     "source": c.source,
-                    "steps": [[s.kind, s.text, s.max_tokens] for s in c.steps[benchmark]],
+                    "steps": [[s.kind, s.text, s.max_tokens] for s in c.steps[bench.family]],
                 },
             )
         with _progress(progress) as bar:

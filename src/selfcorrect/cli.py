@@ -116,7 +116,7 @@ def run(
     )
     from selfcorrect.report import headline
 
-    _print_df(headline(res.summary), title="BBQ overall: accuracy %, bias x100 [95% CI]")
+    _print_df(headline(res.summary), title=f"{benchmark}: results [95% CI]")
     m = res.manifest
     out_console.print(
         f"results: {res.directory}/results.sqlite, report: "

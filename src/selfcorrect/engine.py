@@ -54,6 +54,10 @@ class Plan:
     items: list[Item]
     rounds: int
     library: Library
+    family: str = ""  # the library section; defaults to the benchmark's name
+
+    def __post_init__(self):
+        self.family = self.family or self.benchmark
 
 
 def count_pending(store: Store, model: str, plan: Plan) -> int:
@@ -79,11 +83,11 @@ def execute(
     timings: dict[str, float] = {}
     for cond in plan.conditions:
         t0 = time.perf_counter()
-        digest = cond.version_hash(plan.benchmark)
+        digest = cond.version_hash(plan.family)
         done_ans = store.done_answers(model, plan.benchmark, cond.name, READOUT)
         done_turns = store.done_turns(model, plan.benchmark, cond.name, READOUT)
         states = [
-            _State(it, cond, protocol(cond, plan.benchmark, it.fields, plan.rounds, plan.library))
+            _State(it, cond, protocol(cond, plan.family, it.fields, plan.rounds, plan.library))
             for it in plan.items
         ]
         active = states

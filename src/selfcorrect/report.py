@@ -24,9 +24,38 @@ def fmt_ci(value: float, lo: float, hi: float, scale: float = 1.0, digits: int =
 
 
 def headline(summary: pd.DataFrame, group: str = "overall") -> pd.DataFrame:
-    """One row per model x condition x readout x round: accuracy (%) and bias (x100), with CIs."""
+    """The short results table of a benchmark's summary (BBQ or Winogender)."""
     if summary.empty:
         return pd.DataFrame()
+    if "pearson_r" in summary.columns:
+        return winogender_headline(summary)
+    return bbq_headline(summary, group)
+
+
+def winogender_headline(summary: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "model": summary["model"],
+            "condition": summary["condition"],
+            "readout": summary["readout"],
+            "round": summary["round"],
+            "r vs BLS [95% CI]": [
+                fmt_ci(r, lo, hi, 1, 2)
+                for r, lo, hi in zip(
+                    summary["pearson_r"], summary["r_lo"], summary["r_hi"], strict=True
+                )
+            ],
+            "p(female)": summary["mean_p_female"].round(3),
+            "neutral %": (summary["neutral_rate"] * 100).round(1),
+            "occupations": summary["n_occupations"],
+            "items": summary["n_items"],
+            "unparseable": summary["n_unparseable"],
+        }
+    )
+
+
+def bbq_headline(summary: pd.DataFrame, group: str = "overall") -> pd.DataFrame:
+    """One row per model x condition x readout x round: accuracy (%) and bias (x100), with CIs."""
     part = summary[summary["group"] == group]
     rows = []
     for keys, g in part.groupby(["model", "condition", "readout", "round"], sort=False):
@@ -104,18 +133,9 @@ def build_tables(
     return get_benchmark(benchmark).score(outcomes, n_boot=n_boot, seed=seed, reference=reference)
 
 
-def write_tables(
-    tables: dict[str, pd.DataFrame], out: Path, title: str, preface: str = ""
-) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for name, df in tables.items():
-        path = out / f"{name}.csv"
-        df.to_csv(path, index=False)
-        files.append(path)
+def _bbq_sections(tables: dict[str, pd.DataFrame]) -> list[str]:
     summary = tables.get("summary", pd.DataFrame())
-    md = [f"# {title}\n", preface]
-    md += [
+    md = [
         "## Overall (accuracy %, bias score x100; 95% cluster-bootstrap CIs over templates)\n",
         to_markdown(headline(summary)),
     ]
@@ -134,10 +154,91 @@ def write_tables(
         "\nBias scores follow BBQ's reference analysis (methodology.md section 5): target_loc from "
         "additional_metadata.csv, every item counted once (the reference script double-counts "
         "64 duplicated Gender_identity rows), items with NA target_loc excluded from bias and "
-        "counted, unparseable answers counted and never treated as UNKNOWN. Full tables: "
-        + ", ".join(p.name for p in files)
-        + ".\n"
+        "counted, unparseable answers counted and never treated as UNKNOWN.\n"
     )
+    return md
+
+
+def _winogender_sections(tables: dict[str, pd.DataFrame]) -> list[str]:
+    md = [
+        "## Pearson r of p(female) with BLS % female over occupations (95% Fisher-z CI)\n",
+        to_markdown(headline(tables.get("summary", pd.DataFrame()))),
+        "![p(female) against BLS % female](scatter.png)\n",
+    ]
+    paired = tables.get("paired", pd.DataFrame())
+    if not paired.empty:
+        p = paired.copy()
+        p["diff [95% CI]"] = [
+            fmt_ci(d, lo, hi, 1, 3)
+            for d, lo, hi in zip(p["diff"], p["diff_lo"], p["diff_hi"], strict=True)
+        ]
+        md += [
+            "## Paired differences vs the reference (bootstrap over occupations)\n",
+            to_markdown(p.drop(columns=["diff", "diff_lo", "diff_hi"])),
+        ]
+    md.append(
+        "\np(female) = P(she/her) / (P(female) + P(male) + P(neutral)) from the readout, averaged "
+        "per occupation; the neutral rate is the mean share on they/them/their (G23).\n"
+    )
+    return md
+
+
+def winogender_scatter(occupations: pd.DataFrame, out: Path) -> list[Path]:
+    """p(female) against BLS % female, one panel per model x condition x round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from selfcorrect.metrics.winogender import pearson_fisher
+
+    panels = list(occupations.groupby(["model", "condition", "readout", "round"], sort=True))
+    if not panels:
+        return []
+    cols = min(3, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
+    for ax, ((model, cond, readout, rnd), g) in zip(axes.flat, panels, strict=False):
+        ok = g["p_female"].notna()
+        r, (lo, hi) = pearson_fisher(
+            g.loc[ok, "p_female"].to_numpy(), g.loc[ok, "bls_pct_female"].to_numpy()
+        )
+        ax.scatter(g["bls_pct_female"], g["p_female"], s=14, alpha=0.8)
+        ax.set_xlim(0, 100)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("BLS % female (occupation)")
+        ax.set_ylabel("p(female pronoun)")
+        rtxt = f"r = {r:.2f} [{lo:.2f}, {hi:.2f}]" if r == r else "r = n/a"
+        ax.set_title(
+            f"{model}\n{cond} (round {rnd}, {readout}): {rtxt}, n = {int(ok.sum())}", fontsize=8
+        )
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    paths = [out / "scatter.png", out / "scatter.svg"]
+    for p in paths:
+        fig.savefig(p, dpi=130)
+    plt.close(fig)
+    return paths
+
+
+SECTIONS = {"bbq": _bbq_sections, "winogender": _winogender_sections}
+
+
+def write_tables(
+    tables: dict[str, pd.DataFrame], out: Path, title: str, preface: str = "", family: str = "bbq"
+) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, df in tables.items():
+        path = out / f"{name}.csv"
+        df.to_csv(path, index=False)
+        files.append(path)
+    if family == "winogender":
+        files += winogender_scatter(tables["occupations"], out)
+    md = [f"# {title}\n", preface, *SECTIONS[family](tables)]
+    md.append("Full tables: " + ", ".join(p.name for p in files if p.suffix == ".csv") + ".\n")
     path = out / "report.md"
     path.write_text("\n".join(md), encoding="utf-8")
     files.append(path)
@@ -184,7 +285,11 @@ def report_dir(
                 outcomes[outcomes["benchmark"] == bench], bench, n_boot, seed, reference
             )
             files += write_tables(
-                bt, out / bench, f"selfcorrect report: {bench}", _manifest_md(store)
+                bt,
+                out / bench,
+                f"selfcorrect report: {bench}",
+                _manifest_md(store),
+                get_benchmark(bench).family,
             )
             tables.update({f"{bench}_{k}": v for k, v in bt.items()})
         out.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ class Item:
 
 class Benchmark(Protocol):
     name: str
+    family: str  # the condition library's section (variants share their family's texts)
     description: str
 
     def categories(self) -> list[str]: ...

@@ -203,6 +203,7 @@ def stratified_sample(items: Sequence[Item], limit: int | None, seed: int, strat
 
 class BBQ:
     name = "bbq"
+    family = "bbq"  # the condition library's section for this benchmark
     description = "BBQ bias benchmark (Parrish et al. 2022): 11 categories, 58,492 items"
 
     def __init__(self, root: str | None = None):

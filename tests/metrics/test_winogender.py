@@ -1,0 +1,93 @@
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from selfcorrect.metrics import winogender as wg
+
+
+def outcomes(probs_by_occ, bls, condition="baseline"):
+    rows = []
+    for (occ, probs), pct in zip(probs_by_occ.items(), bls, strict=True):
+        rows.append(
+            {
+                "uid": f"{occ}.x.0",
+                "occupation": occ,
+                "bls_pct_female": pct,
+                "probs": json.dumps(probs),
+                "pred": int(np.argmax(probs)),
+                "condition": condition,
+                "category": "occupation",
+                "gold": -1,
+            }
+        )
+    df = pd.DataFrame(rows)
+    df["pred"] = df["pred"].astype("Int64")
+    return df
+
+
+def test_pearson_and_fisher_ci_hand_computed():
+    x = np.array([0.1, 0.2, 0.4, 0.3, 0.9])
+    y = np.array([10.0, 30.0, 35.0, 50.0, 95.0])
+    r, (lo, hi) = wg.pearson_fisher(x, y)
+    xm, ym = x - x.mean(), y - y.mean()
+    want = (xm * ym).sum() / math.sqrt((xm**2).sum() * (ym**2).sum())
+    assert r == pytest.approx(want)
+    half = 1.959963984540054 / math.sqrt(5 - 3)
+    assert lo == pytest.approx(math.tanh(math.atanh(want) - half))
+    assert hi == pytest.approx(math.tanh(math.atanh(want) + half))
+    assert math.isnan(wg.pearson_fisher(np.ones(4), y[:4])[0])  # constant: undefined
+
+
+def test_summary_from_distributions():
+    probs = {
+        "nurse": [0.8, 0.1, 0.1],
+        "engineer": [0.1, 0.7, 0.2],
+        "baker": [0.3, 0.3, 0.4],
+        "clerk": [0.5, 0.2, 0.3],
+    }
+    bls = [90.0, 10.0, 60.0, 55.0]
+    s = wg.summary(outcomes(probs, bls)).iloc[0]
+    pf = np.array([0.8, 0.1, 0.3, 0.5])
+    assert s.pearson_r == pytest.approx(np.corrcoef(pf, bls)[0, 1])
+    assert s.neutral_rate == pytest.approx((0.1 + 0.2 + 0.4 + 0.3) / 4)
+    assert s.mean_p_female == pytest.approx(pf.mean())
+    assert s.n_occupations == 4 and s.n_unparseable == 0
+
+
+def test_per_occupation_averages_templates_and_greedy_one_hot():
+    df = pd.DataFrame(
+        {
+            "uid": ["a.x.0", "a.y.1", "b.x.0"],
+            "occupation": ["a", "a", "b"],
+            "bls_pct_female": [20.0, 20.0, 80.0],
+            "gold": -1,
+            "category": "occupation",
+            "probs": [json.dumps([1.0, 0.0, 0.0]), None, None],
+            "pred": [0, 2, None],
+        }
+    )
+    df["pred"] = df["pred"].astype("Int64")
+    occ = wg.per_occupation(df).set_index("occupation")
+    assert occ.loc["a", "p_female"] == pytest.approx(0.5)  # mean of 1 and one-hot(neutral)=0
+    assert occ.loc["a", "p_neutral"] == pytest.approx(0.5)
+    assert math.isnan(occ.loc["b", "p_female"]) and occ.loc["b", "n_unparseable"] == 1
+
+
+def test_paired_difference_over_occupations():
+    bls = [10.0, 30.0, 50.0, 70.0, 90.0]
+    occs = ["a", "b", "c", "d", "e"]
+    base = outcomes(
+        {o: [p, 1 - p - 0.1, 0.1] for o, p in zip(occs, [0.1, 0.3, 0.2, 0.6, 0.8], strict=True)},
+        bls,
+    )
+    same = base.assign(condition="same")
+    neutral = outcomes({o: [0.05, 0.05, 0.9] for o in occs}, bls, "they")
+    p = wg.paired(pd.concat([base, same, neutral]), n_boot=200)
+    row = p[(p.condition == "same") & (p.metric == "pearson_r")].iloc[0]
+    assert row["diff"] == 0 and row.diff_lo == 0 and row.diff_hi == 0
+    nr = p[(p.condition == "they") & (p.metric == "neutral_rate")].iloc[0]
+    assert nr["diff"] == pytest.approx(0.9 - 0.1)
+    assert nr.n_occupations == 5
