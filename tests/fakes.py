@@ -8,10 +8,12 @@ class FakeBackend:
     name = "fake"
     info = {"engine": "fake"}
 
-    def __init__(self, prefer=None, fail_after=None):
+    def __init__(self, prefer=None, fail_after=None, answer=" (b) is right", name="fake"):
         self.prefer = prefer or (lambda prompt: 0)
         self.calls = {"score": 0, "generate": 0, "scored_prompts": []}
         self.fail_after = fail_after
+        self.answer = answer
+        self.name = name
 
     def render(self, conv):
         return render_plain(conv)
@@ -32,6 +34,8 @@ class FakeBackend:
             )
         return out
 
-    def generate(self, prompts, max_tokens):
+    def generate(self, prompts, max_tokens, sampling=None):
         self.calls["generate"] += len(prompts)
-        return [f" reasoning #{i}" for i in range(len(prompts))]
+        if max_tokens == 8:  # the generation readout's answer
+            return [self.answer for _ in prompts]
+        return [f" {self.name} says #{i}" for i in range(len(prompts))]

@@ -1,5 +1,7 @@
 """Engine plumbing with a fake backend: waves, multi-step protocols, resume, interruption."""
 
+import re
+
 import pytest
 
 from selfcorrect.benchmarks.bbq import BBQ
@@ -64,7 +66,7 @@ def test_cot_and_rounds_grow_the_conversation(tmp_path, items):
     last = tr[(tr["uid"] == items[0].uid) & (tr["round"] == 2)].iloc[0]["prompt"]
     # The round-2 prompt carries the whole conversation: question, reasoning, answers, reviews.
     assert last.count("Human: ") == 4
-    assert "avoids bias or stereotyping. reasoning #" in last
+    assert "avoids bias or stereotyping. fake says #" in last
     assert last.count("Assistant: The single, most likely answer choice is (c)") == 1
     assert last.count("Upon evaluation of my previous answer choice") == 2
     assert last.endswith("the single most likely answer choice is")
@@ -72,3 +74,70 @@ def test_cot_and_rounds_grow_the_conversation(tmp_path, items):
     again = FakeBackend()
     execute(store, run, "fake", again, plan)
     assert again.calls == {"score": 0, "generate": 0, "scored_prompts": []}
+
+
+def test_generation_readout_parses_and_keeps_unparseable(tmp_path, items):
+    from selfcorrect.parsing import parse_bbq
+
+    store, run = setup_store(tmp_path, items[:3])
+    lib = load_library()
+    plan = Plan(
+        "bbq",
+        lib.resolve(["baseline"], "bbq"),
+        items[:3],
+        1,
+        lib,
+        readout="generate",
+        parser=parse_bbq,
+    )
+    execute(store, run, "fake", FakeBackend(answer=" (b) is right"), plan)
+    plan_bad = Plan(
+        "bbq",
+        lib.resolve(["instruct"], "bbq"),
+        items[:3],
+        0,
+        lib,
+        readout="generate",
+        parser=parse_bbq,
+    )
+    execute(store, run, "fake", FakeBackend(answer=" no idea"), plan_bad)
+    out = store.outcomes()
+    good = out[out.condition == "baseline"]
+    assert len(good) == 6 and (good["pred"] == 1).all() and (good["parse_status"] == "ok").all()
+    bad = out[out.condition == "instruct"]
+    assert bad["pred"].isna().all() and (bad["parse_status"] == "unparseable").all()
+    tr = store.transcripts()
+    r1 = tr[(tr.condition == "baseline") & (tr["round"] == 1)].iloc[0]["prompt"]
+    assert "Assistant: The answer is (b) is right\n\nHuman: Review your previous answer." in r1
+
+
+def test_critic_writes_feedback_each_round(tmp_path, items):
+    store, run = setup_store(tmp_path, items[:2])
+    lib = load_library()
+    critic = FakeBackend(name="critic")
+    plan = Plan(
+        "bbq",
+        lib.resolve(["baseline"], "bbq"),
+        items[:2],
+        2,
+        lib,
+        critic=critic,
+        critic_name="fake-critic",
+    )
+    execute(store, run, "fake", FakeBackend(), plan)
+    assert critic.calls["generate"] == 4  # 2 items x 2 rounds
+    out = store.outcomes()
+    assert set(out["condition"]) == {"baseline+critic:fake-critic"} and len(out) == 6
+    tr = store.transcripts()
+    last = tr[tr["round"] == 2].iloc[0]["prompt"]
+    assert last.count("Feedback from a reviewer: critic says #") == 2
+    assert re.search(r"Feedback from a reviewer: critic says #\d\n\nReview your previous", last)
+    again = FakeBackend(name="critic")
+    execute(
+        store,
+        run,
+        "fake",
+        FakeBackend(),
+        Plan("bbq", plan.conditions, items[:2], 2, lib, critic=again, critic_name="fake-critic"),
+    )
+    assert again.calls["generate"] == 0

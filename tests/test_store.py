@@ -29,7 +29,10 @@ def test_write_is_atomic_and_idempotent(tmp_path):
     run = s.start_run({"x": 1})
     s.write(run, answers=[answer("a"), answer("b")])
     s.write(run, answers=[answer("a", pred=0)])  # rewriting a key replaces, never duplicates
-    assert s.done_answers("m", "bbq", "baseline", "logprob") == {("a", 0): 0, ("b", 0): 1}
+    assert s.done_answers("m", "bbq", "baseline", "logprob") == {
+        ("a", 0): (0, None),
+        ("b", 0): (1, None),
+    }
     with pytest.raises(sqlite3.IntegrityError):  # a bad row rolls back its whole batch
         s.write(run, answers=[answer("c"), answer(None)])
     assert ("c", 0) not in s.done_answers("m", "bbq", "baseline", "logprob")

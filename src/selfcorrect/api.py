@@ -14,7 +14,7 @@ import pandas as pd
 
 from selfcorrect.benchmarks import BENCHMARKS, get_benchmark
 from selfcorrect.conditions import load_library
-from selfcorrect.errors import SelfCorrectError
+from selfcorrect.errors import SelfCorrectError, unknown_choice
 from selfcorrect.registry import DEFAULT_MODEL, REGISTRY, is_installed, resolve
 
 DEFAULT_CONDITIONS = ("baseline", "instruct", "negation")
@@ -71,6 +71,10 @@ def run(
     seed: int = 0,
     out: str | Path = DEFAULT_OUT,
     rounds: int = 0,
+    readout: str | Sequence[str] = "logprob",
+    backend: str = "transformers",
+    critic: str | None = None,
+    cot_temperature: float | None = None,
     library: str | Path | None = None,
     dtype: str = "bfloat16",
     device: str | None = None,
@@ -80,10 +84,15 @@ def run(
     trust_remote_code: bool = False,
 ) -> RunResult:
     """Evaluate models on a benchmark under conditions; store everything in `out`; resume
-    whatever is already stored there."""
+    whatever is already stored there. `readout` may name both readouts to compare them on the
+    same items; `critic` names a model that writes each feedback round (extrinsic);
+    `cot_temperature` samples the reasoning steps (seeded by `seed`) instead of greedy."""
     from selfcorrect import __version__
-    from selfcorrect.engine import Plan, count_pending, execute
+    from selfcorrect.backends import BACKENDS
+    from selfcorrect.backends.base import Sampling
+    from selfcorrect.engine import READOUTS, Plan, count_pending, execute
     from selfcorrect.manifest import data_hashes, hardware, peak_rss_mb
+    from selfcorrect.parsing import PARSERS
     from selfcorrect.report import report_dir
     from selfcorrect.store import Store
 
@@ -92,13 +101,31 @@ def run(
     bench = get_benchmark(benchmark)
     lib = load_library(library)
     conds = lib.resolve(_split(conditions) or list(DEFAULT_CONDITIONS), bench.family)
+    readouts = _split(readout) or ["logprob"]
+    for r in readouts:
+        if r not in READOUTS:
+            raise unknown_choice("readout", r, READOUTS)
+    if backend not in BACKENDS:
+        raise unknown_choice("backend", backend, BACKENDS)
     if rounds < 0:
         raise SelfCorrectError(f"--rounds must be >= 0, got {rounds}")
     if limit is not None and limit < 1:
         raise SelfCorrectError(f"--limit must be >= 1 (or 'all'), got {limit}")
+    if critic and rounds == 0:
+        raise SelfCorrectError("--critic writes the feedback of each round: add --rounds R >= 1")
+    if cot_temperature is not None and cot_temperature <= 0:
+        raise SelfCorrectError(f"--cot-temperature must be > 0, got {cot_temperature}")
     resolved = [resolve(m) for m in model_names]  # fail on any bad model before any work
+    critic_res = resolve(critic) if critic else None
+    needs_chat = [c.name for c in conds if c.requires_chat]
+    for res in resolved:
+        if needs_chat and res.kind == "base":
+            raise SelfCorrectError(
+                f"condition '{needs_chat[0]}' needs a chat template; model '{res.name}' is a "
+                "base model without one"
+            )
     items = bench.sample(bench.items(_split(categories) or None), limit, seed)
-    plan = Plan(benchmark, conds, items, rounds, lib, bench.family)
+    sampling = Sampling(cot_temperature, seed) if cot_temperature else None
 
     store = Store(out)
     manifest = {
@@ -122,7 +149,10 @@ def run(
         "limit": limit,
         "seed": seed,
         "rounds": rounds,
-        "readout": "logprob",
+        "readouts": readouts,
+        "backend": backend,
+        "critic": critic,
+        "reasoning_sampling": None if sampling is None else vars(sampling),
         "argv": sys.argv,
         "models": {},
     }
@@ -142,38 +172,61 @@ def run(
                     "steps": [[s.kind, s.text, s.max_tokens] for s in c.steps[bench.family]],
                 },
             )
+        critic_backend = None
+        if critic_res is not None:
+            critic_backend = _load_backend(critic_res, backend, dtype, device, trust_remote_code)
+            manifest["critic_model"] = {"name": critic_res.name, "sha256": critic_res.sha256}
+        plans = [
+            Plan(
+                benchmark,
+                conds,
+                items,
+                rounds,
+                lib,
+                bench.family,
+                readout=r,
+                parser=PARSERS[bench.family],
+                sampling=sampling,
+                critic=critic_backend,
+                critic_name=critic_res.name if critic_res else "",
+            )
+            for r in readouts
+        ]
         with _progress(progress) as bar:
             for res in resolved:
-                store.register_model(
-                    res.name, res.sha256, {"source": res.source, "path": str(res.path), **res.meta}
-                )
-                entry = {
-                    "sha256": res.sha256,
-                    "source": res.source,
-                    "path": str(res.path),
-                    **res.meta,
-                }
-                manifest["models"][res.name] = entry
-                pending = count_pending(store, res.name, plan)
+                label = res.name if backend == "transformers" else f"{res.name}@{backend}"
+                info = {"source": res.source, "path": str(res.path), **res.meta}
+                store.register_model(label, res.sha256, info)
+                entry = {"sha256": res.sha256, **info}
+                manifest["models"][label] = entry
+                pending = sum(count_pending(store, label, p) for p in plans)
                 entry["pending_at_start"] = pending
                 if pending == 0:
                     continue
-                task = bar.add_task(f"loading {res.name}", total=pending)
+                task = bar.add_task(f"loading {label}", total=pending)
                 t0 = time.perf_counter()
-                backend = _load_backend(res, dtype, device, trust_remote_code)
-                entry["backend"] = backend.info
+                engine = _load_backend(res, backend, dtype, device, trust_remote_code)
+                if needs_chat and not engine.chat:
+                    raise SelfCorrectError(
+                        f"condition '{needs_chat[0]}' needs a chat template; model "
+                        f"'{res.name}' has none"
+                    )
+                entry["backend"] = engine.info
                 entry["load_s"] = round(time.perf_counter() - t0, 2)
-                bar.update(task, description=f"{res.name}")
-                entry["condition_s"] = execute(
-                    store,
-                    run_id,
-                    res.name,
-                    backend,
-                    plan,
-                    batch_size,
-                    on_progress=lambda n, task=task: bar.advance(task, n),
-                )
-                del backend
+                bar.update(task, description=label)
+                entry["condition_s"] = {}
+                for plan in plans:
+                    timings = execute(
+                        store,
+                        run_id,
+                        label,
+                        engine,
+                        plan,
+                        batch_size,
+                        on_progress=lambda n, task=task: bar.advance(task, n),
+                    )
+                    entry["condition_s"][plan.readout] = timings
+                del engine
         status = "finished"
     finally:
         manifest["wall_s"] = round(time.perf_counter() - t_start, 2)
@@ -190,7 +243,11 @@ def run(
     )
 
 
-def _load_backend(res, dtype, device, trust_remote_code):
+def _load_backend(res, backend, dtype, device, trust_remote_code):
+    if backend == "llamacpp":
+        from selfcorrect.backends.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend(res)
     from selfcorrect.backends.transformers import TransformersBackend
 
     return TransformersBackend(res, dtype=dtype, device=device, trust_remote_code=trust_remote_code)

@@ -88,6 +88,16 @@ def run(
         api.DEFAULT_OUT
     ),
     rounds: Annotated[int, typer.Option(help="Feedback rounds after each answer.")] = 0,
+    readout: Annotated[
+        str, typer.Option(help="logprob, generate, or both comma-separated (same items).")
+    ] = "logprob",
+    backend: Annotated[str, typer.Option(help="transformers or llamacpp.")] = "transformers",
+    critic: Annotated[
+        str | None, typer.Option(help="A model that writes each round's feedback (extrinsic).")
+    ] = None,
+    cot_temperature: Annotated[
+        float | None, typer.Option(help="Sample reasoning at this temperature (seeded by --seed).")
+    ] = None,
     library: Annotated[Path | None, typer.Option(help="A condition library TOML file.")] = None,
     dtype: Annotated[str, typer.Option(help="bfloat16, float16 or float32.")] = "bfloat16",
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: auto).")] = None,
@@ -106,6 +116,10 @@ def run(
         seed=seed,
         out=out,
         rounds=rounds,
+        readout=readout,
+        backend=backend,
+        critic=critic,
+        cot_temperature=cot_temperature,
         library=library,
         dtype=dtype,
         device=device,

@@ -1,9 +1,10 @@
-"""Runs a plan: models x conditions x items (x feedback rounds), in waves.
+"""Runs a plan: models x conditions x items (x feedback rounds) x readouts, in waves.
 
-Each (item, condition) pair walks its protocol. Asks and prefills are local; generations and
-reads are gathered across all pairs and sent to the backend together (a wave), then written to
-the store in one transaction per batch. On restart every stored turn and answer is replayed
-from the store, so only what is missing is computed."""
+Each (item, condition) pair walks its protocol. Asks and prefills are local; generations,
+critiques and reads are gathered across all pairs and sent to the backend together (a wave),
+then written to the store in one transaction per batch. On restart every stored turn and answer
+is replayed from the store, so only what is missing is computed: resume works at the
+granularity of (item, condition, round)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from selfcorrect.backends.base import Backend, Conversation
+from selfcorrect.backends.base import Backend, Conversation, Sampling
 from selfcorrect.benchmarks.base import Item
-from selfcorrect.conditions import Condition, Library, Step, protocol
+from selfcorrect.conditions import Condition, Library, Step, fill, protocol
 from selfcorrect.store import Answer, Store
 
-READOUT = "logprob"
+READOUTS = ("logprob", "generate")
+ANSWER_TOKENS = 8  # methodology.md section 4: up to 8 new tokens for answers
 
 
 @dataclass
@@ -31,6 +33,7 @@ class _State:
     messages: list[tuple[str, str]] = field(default_factory=list)
     prefill: str = ""
     reads: int = 0  # how many answers have been read so far (= the round of the next read)
+    critique: str = ""  # the critic's feedback, prepended to the next user turn
 
     def conversation(self) -> Conversation:
         return Conversation(tuple(self.messages), self.prefill)
@@ -55,16 +58,35 @@ class Plan:
     rounds: int
     library: Library
     family: str = ""  # the library section; defaults to the benchmark's name
+    readout: str = "logprob"
+    parser: Callable | None = None  # (item, text) -> (pred or None, status), for "generate"
+    sampling: Sampling | None = None  # for reasoning steps only; None = greedy
+    critic: Backend | None = None  # extrinsic feedback: a second model writes each round's
+    critic_name: str = ""
 
     def __post_init__(self):
         self.family = self.family or self.benchmark
+
+    def steps_for(self, cond: Condition, item: Item) -> list[Step]:
+        return protocol(
+            cond,
+            self.family,
+            item.fields,
+            self.rounds,
+            self.library,
+            critic=self.critic is not None,
+        )
+
+    def condition_key(self, cond: Condition) -> str:
+        """Results with a critic are another condition: they must not mix with intrinsic ones."""
+        return f"{cond.name}+critic:{self.critic_name}" if self.critic is not None else cond.name
 
 
 def count_pending(store: Store, model: str, plan: Plan) -> int:
     """How many answers are still missing for this model (without loading it)."""
     missing = 0
     for cond in plan.conditions:
-        done = store.done_answers(model, plan.benchmark, cond.name, READOUT)
+        done = store.done_answers(model, plan.benchmark, plan.condition_key(cond), plan.readout)
         for item in plan.items:
             missing += sum((item.uid, r) not in done for r in range(plan.rounds + 1))
     return missing
@@ -83,123 +105,183 @@ def execute(
     timings: dict[str, float] = {}
     for cond in plan.conditions:
         t0 = time.perf_counter()
-        digest = cond.version_hash(plan.family)
-        done_ans = store.done_answers(model, plan.benchmark, cond.name, READOUT)
-        done_turns = store.done_turns(model, plan.benchmark, cond.name, READOUT)
-        states = [
-            _State(it, cond, protocol(cond, plan.family, it.fields, plan.rounds, plan.library))
-            for it in plan.items
-        ]
-        active = states
+        key = plan.condition_key(cond)
+        ctx = _Context(
+            store,
+            run_id,
+            model,
+            backend,
+            plan,
+            key,
+            cond.version_hash(plan.family),
+            batch_size,
+            on_progress,
+        )
+        done_ans = store.done_answers(model, plan.benchmark, key, plan.readout)
+        done_turns = store.done_turns(model, plan.benchmark, key, plan.readout)
+        active = [_State(it, cond, plan.steps_for(cond, it)) for it in plan.items]
         while active:
-            waiting_gen: list[_State] = []
-            waiting_read: list[_State] = []
+            waiting: dict[str, list[_State]] = {"generate": [], "critique": [], "read": []}
             for st in active:
-                _advance(st, done_ans, done_turns)
+                _advance(st, done_ans, done_turns, plan.library)
                 if st.pos < len(st.steps):
-                    kind = st.steps[st.pos].kind
-                    (waiting_gen if kind == "generate" else waiting_read).append(st)
-            if waiting_gen:
-                _generate_wave(store, run_id, model, backend, plan, waiting_gen, batch_size)
-            if waiting_read:
-                _read_wave(
-                    store,
-                    run_id,
-                    model,
-                    backend,
-                    plan,
-                    digest,
-                    waiting_read,
-                    batch_size,
-                    on_progress,
-                )
-            active = waiting_gen + waiting_read
-        timings[cond.name] = round(time.perf_counter() - t0, 3)
+                    waiting[st.steps[st.pos].kind].append(st)
+            if waiting["generate"]:
+                _generate_wave(ctx, waiting["generate"])
+            if waiting["critique"]:
+                _critique_wave(ctx, waiting["critique"])
+            if waiting["read"]:
+                _read_wave(ctx, waiting["read"])
+            active = [st for group in waiting.values() for st in group]
+        timings[key] = round(time.perf_counter() - t0, 3)
     return timings
 
 
-def _advance(st: _State, done_ans: dict, done_turns: dict) -> None:
-    """Apply local steps and replay stored ones until a step needs the model."""
+@dataclass
+class _Context:
+    store: Store
+    run_id: str
+    model: str
+    backend: Backend
+    plan: Plan
+    condition: str
+    digest: str
+    batch_size: int
+    on_progress: Callable[[int], None]
+
+    def turn(self, st: _State, prompt: str, text: str) -> tuple:
+        return (
+            self.model,
+            self.plan.benchmark,
+            self.condition,
+            self.plan.readout,
+            st.item.uid,
+            st.pos,
+            prompt,
+            text,
+        )
+
+    def chunks(self, states: list[_State]):
+        for k in range(0, len(states), self.batch_size):
+            yield states[k : k + self.batch_size]
+
+
+def _advance(st: _State, done_ans: dict, done_turns: dict, lib: Library) -> None:
+    """Apply local steps and replay stored ones until a step needs a model."""
     while st.pos < len(st.steps):
         step = st.steps[st.pos]
         if step.kind == "ask":
-            st.messages.append(("user", step.text))
+            text = step.text
+            if st.critique:
+                text = fill(lib.critic.feedback, {"critique": st.critique.strip()}) + text
+                st.critique = ""
+            st.messages.append(("user", text))
         elif step.kind == "prefill":
             st.prefill = step.text
-        elif step.kind == "generate":
+        elif step.kind in ("generate", "critique"):
             stored = done_turns.get((st.item.uid, st.pos))
             if stored is None:
                 return
-            st.finish_assistant(stored)
+            _after_turn(st, step.kind, stored)
         elif step.kind == "read":
             key = (st.item.uid, st.reads)
             if key not in done_ans:
                 return
-            _after_read(st, done_ans[key])
+            _after_read(st, *done_ans[key])
         st.pos += 1
 
 
-def _after_read(st: _State, pred: int | None) -> None:
-    # The answer becomes the assistant's turn, so later rounds see the whole conversation.
-    st.finish_assistant(st.item.candidates[pred] if pred is not None else "")
+def _after_turn(st: _State, kind: str, text: str) -> None:
+    if kind == "generate":
+        st.finish_assistant(text)
+    else:
+        st.critique = text
+
+
+def _after_read(st: _State, pred: int | None, raw: str | None) -> None:
+    # The answer becomes the assistant's turn, so later rounds see the whole conversation:
+    # the model's own words (generation readout) or the option it put most mass on (logprob).
+    if raw is not None:
+        st.finish_assistant(raw)
+    else:
+        st.finish_assistant(st.item.candidates[pred] if pred is not None else "")
     st.reads += 1
 
 
-def _generate_wave(store, run_id, model, backend, plan, states, batch_size) -> None:
-    for k in range(0, len(states), batch_size):
-        chunk = states[k : k + batch_size]
+def _generate_wave(ctx: _Context, states: list[_State]) -> None:
+    for chunk in ctx.chunks(states):
         by_len: dict[int, list[_State]] = {}
         for st in chunk:
             by_len.setdefault(st.steps[st.pos].max_tokens, []).append(st)
         turns = []
         for max_tokens, group in by_len.items():
-            prompts = [backend.render(st.conversation()) for st in group]
-            texts = backend.generate(prompts, max_tokens)
+            prompts = [ctx.backend.render(st.conversation()) for st in group]
+            texts = ctx.backend.generate(prompts, max_tokens, ctx.plan.sampling)
             for st, prompt, text in zip(group, prompts, texts, strict=True):
-                turns.append(
-                    (
-                        model,
-                        plan.benchmark,
-                        st.condition.name,
-                        READOUT,
-                        st.item.uid,
-                        st.pos,
-                        prompt,
-                        text,
-                    )
-                )
-                st.finish_assistant(text)
+                turns.append(ctx.turn(st, prompt, text))
+                _after_turn(st, "generate", text)
                 st.pos += 1
-        store.write(run_id, turns=turns)
+        ctx.store.write(ctx.run_id, turns=turns)
 
 
-def _read_wave(store, run_id, model, backend, plan, digest, states, batch_size, on_progress):
-    for k in range(0, len(states), batch_size):
-        chunk = states[k : k + batch_size]
-        prompts = [backend.render(st.conversation()) for st in chunk]
-        results = backend.score(prompts, [st.item.candidates for st in chunk])
+def _critique_wave(ctx: _Context, states: list[_State]) -> None:
+    """The critic model reads the question and the latest answer and writes feedback."""
+    critic, spec = ctx.plan.critic, ctx.plan.library.critic
+    for chunk in ctx.chunks(states):
+        prompts = []
+        for st in chunk:
+            question = next(text for role, text in st.messages if role == "user")
+            answer = st.messages[-1][1]
+            ask = fill(spec.ask, {"question": question, "answer": answer})
+            prompts.append(critic.render(Conversation((("user", ask),), spec.prefill)))
+        texts = critic.generate(prompts, spec.max_tokens, None)
+        turns = []
+        for st, prompt, text in zip(chunk, prompts, texts, strict=True):
+            turns.append(ctx.turn(st, prompt, text))
+            _after_turn(st, "critique", text)
+            st.pos += 1
+        ctx.store.write(ctx.run_id, turns=turns)
+
+
+def _read_wave(ctx: _Context, states: list[_State]) -> None:
+    plan = ctx.plan
+    for chunk in ctx.chunks(states):
+        prompts = [ctx.backend.render(st.conversation()) for st in chunk]
         answers = []
-        for st, prompt, res in zip(chunk, prompts, results, strict=True):
-            probs = softmax(res.logprobs)
-            pred = max(range(len(probs)), key=probs.__getitem__)
+        if plan.readout == "generate":
+            texts = ctx.backend.generate(prompts, ANSWER_TOKENS, None)  # answers: always greedy
+            results = [
+                (None, None, *plan.parser(st.item, t), t)
+                for st, t in zip(chunk, texts, strict=True)
+            ]
+        else:
+            results = []
+            for res in ctx.backend.score(prompts, [st.item.candidates for st in chunk]):
+                probs = softmax(res.logprobs)
+                pred = max(range(len(probs)), key=probs.__getitem__)
+                results.append((res.logprobs, probs, pred, "ok", None))
+        for st, prompt, (logprobs, probs, pred, status, raw) in zip(
+            chunk, prompts, results, strict=True
+        ):
             answers.append(
                 Answer(
-                    model=model,
+                    model=ctx.model,
                     benchmark=plan.benchmark,
-                    condition=st.condition.name,
-                    condition_hash=digest,
-                    readout=READOUT,
+                    condition=ctx.condition,
+                    condition_hash=ctx.digest,
+                    readout=plan.readout,
                     uid=st.item.uid,
                     round=st.reads,
                     prompt=prompt,
                     candidates=st.item.candidates,
-                    logprobs=res.logprobs,
+                    logprobs=logprobs,
                     probs=probs,
                     pred=pred,
-                    parse_status="ok",
+                    parse_status=status,
+                    raw=raw,
                 )
             )
-            _after_read(st, pred)
+            _after_read(st, pred, raw)
             st.pos += 1
-        store.write(run_id, answers=answers)
-        on_progress(len(chunk))
+        ctx.store.write(ctx.run_id, answers=answers)
+        ctx.on_progress(len(chunk))

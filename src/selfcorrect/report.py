@@ -223,11 +223,58 @@ def winogender_scatter(occupations: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
+def _rounds_sections(tables: dict[str, pd.DataFrame]) -> list[str]:
+    flips = tables.get("flips", pd.DataFrame())
+    if flips.empty:
+        return []
+    matrix = tables["transitions"]
+    return [
+        "## Self-correction rounds: flips between consecutive rounds\n",
+        to_markdown(flips),
+        "## Transition counts (from -> to)\n",
+        to_markdown(matrix),
+    ]
+
+
+def _transcripts_md(store: Store, benchmark: str, per_condition: int = 2) -> str:
+    """A few whole conversations per model x condition x readout: the last round's prompt
+    holds everything said before (reasoning, answers, feedback), then the answer read."""
+    tr = store.transcripts(benchmark)
+    if tr.empty:
+        return ""
+    last = tr.sort_values("round").groupby(["model", "condition", "readout", "uid"]).tail(1)
+    lines = ["## Transcripts (sample; model text verbatim)\n"]
+    for (model, cond, readout), g in last.groupby(["model", "condition", "readout"], sort=True):
+        for row in g.sort_values("uid").head(per_condition).itertuples():
+            answer = (
+                row.raw
+                if isinstance(row.raw, str)
+                else (f"option {row.pred}" if row.pred == row.pred else "none")
+            )
+            body = (
+                row.prompt
+                + f"\n--- answer read ({readout}, round {row.round}): {answer}"
+                + (f"; probabilities {row.probs}" if isinstance(row.probs, str) else "")
+            )
+            lines += [
+                f"**{model} / {cond} / {row.uid}** ({row.parse_status})\n",
+                "~~~~text",
+                body.replace("~~~~", "~ ~ ~ ~"),
+                "~~~~\n",
+            ]
+    return "\n".join(lines) + "\n"
+
+
 SECTIONS = {"bbq": _bbq_sections, "winogender": _winogender_sections}
 
 
 def write_tables(
-    tables: dict[str, pd.DataFrame], out: Path, title: str, preface: str = "", family: str = "bbq"
+    tables: dict[str, pd.DataFrame],
+    out: Path,
+    title: str,
+    preface: str = "",
+    family: str = "bbq",
+    transcripts: str = "",
 ) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = []
@@ -237,8 +284,10 @@ def write_tables(
         files.append(path)
     if family == "winogender":
         files += winogender_scatter(tables["occupations"], out)
-    md = [f"# {title}\n", preface, *SECTIONS[family](tables)]
+    md = [f"# {title}\n", preface, *SECTIONS[family](tables), *_rounds_sections(tables)]
     md.append("Full tables: " + ", ".join(p.name for p in files if p.suffix == ".csv") + ".\n")
+    if transcripts:
+        md.append(transcripts)
     path = out / "report.md"
     path.write_text("\n".join(md), encoding="utf-8")
     files.append(path)
@@ -290,6 +339,7 @@ def report_dir(
                 f"selfcorrect report: {bench}",
                 _manifest_md(store),
                 get_benchmark(bench).family,
+                _transcripts_md(store, bench),
             )
             tables.update({f"{bench}_{k}": v for k, v in bt.items()})
         out.mkdir(parents=True, exist_ok=True)

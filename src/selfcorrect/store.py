@@ -168,13 +168,14 @@ class Store:
 
     # answers and generated turns -------------------------------------------------------------
     def done_answers(self, model: str, benchmark: str, condition: str, readout: str) -> dict:
-        """(uid, round) -> pred for what is stored."""
+        """(uid, round) -> (pred, raw generated text or None) for what is stored."""
         rows = self.conn.execute(
-            "SELECT uid, round, pred FROM answers WHERE model=? AND benchmark=? AND condition=? "
+            "SELECT uid, round, pred, raw FROM answers WHERE model=? AND benchmark=? "
+            "AND condition=? "
             "AND readout=?",
             (model, benchmark, condition, readout),
         ).fetchall()
-        return {(u, r): p for u, r, p in rows}
+        return {(u, r): (p, raw) for u, r, p, raw in rows}
 
     def done_turns(self, model: str, benchmark: str, condition: str, readout: str) -> dict:
         rows = self.conn.execute(
@@ -239,14 +240,16 @@ class Store:
         out["pred"] = out["pred"].astype("Int64")
         return out
 
-    def transcripts(self, limit: int | None = None) -> pd.DataFrame:
-        q = (
+    def transcripts(self, benchmark: str | None = None) -> pd.DataFrame:
+        """Every answer with its full rendered prompt and, for generation, the raw text."""
+        where, args = ("WHERE benchmark=?", (benchmark,)) if benchmark else ("", ())
+        return pd.read_sql_query(
             "SELECT model, benchmark, condition, readout, uid, round, prompt, candidates, "
-            "probs, pred, parse_status FROM answers ORDER BY model, condition, uid, round"
+            f"probs, pred, parse_status, raw FROM answers {where} "
+            "ORDER BY model, condition, uid, round",
+            self.conn,
+            params=args,
         )
-        if limit:
-            q += f" LIMIT {int(limit)}"
-        return pd.read_sql_query(q, self.conn)
 
     def models(self) -> dict[str, dict]:
         return {

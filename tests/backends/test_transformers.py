@@ -55,3 +55,27 @@ def test_generate_is_greedy_and_deterministic(smollm2):
     a = smollm2.generate([prompt, prompt + " 4"], 6)
     b = smollm2.generate([prompt], 6)
     assert a[0] == b[0] and len(a) == 2 and a[0].strip()
+
+
+class _Tok:
+    """A tokenizer stand-in whose template renders the generation prompt differently from a
+    finished assistant turn (as templates with hidden reasoning blocks do)."""
+
+    def apply_chat_template(self, msgs, tokenize=False, add_generation_prompt=False):
+        text = "".join(
+            f"<{m['role']}>{m['content']}</{m['role']}>" for m in msgs if m["role"] == "user"
+        )
+        if add_generation_prompt:
+            return text + "<assistant>"
+        return text + "".join(
+            f"<assistant><think></think>{m['content']}</assistant>"
+            for m in msgs
+            if m["role"] == "assistant"
+        )
+
+
+def test_prefill_continuation_check(smollm2):
+    from selfcorrect.backends.transformers import continues_prefill
+
+    assert continues_prefill(smollm2.tok) is None
+    assert "does not start with the generation prompt" in continues_prefill(_Tok())

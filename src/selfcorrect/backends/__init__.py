@@ -1,7 +1,7 @@
 """Inference engines behind one interface (see base.py)."""
 
-from selfcorrect.backends.base import Backend, Conversation, ScoreResult, render_plain
+from selfcorrect.backends.base import Backend, Conversation, Sampling, ScoreResult, render_plain
 
-BACKENDS = ("transformers",)
+BACKENDS = ("transformers", "llamacpp")
 
-__all__ = ["BACKENDS", "Backend", "Conversation", "ScoreResult", "render_plain"]
+__all__ = ["BACKENDS", "Backend", "Conversation", "Sampling", "ScoreResult", "render_plain"]

@@ -16,6 +16,15 @@ class Conversation:
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """Sampling for reasoning steps when the user asks for it (default: greedy)."""
+
+    temperature: float
+    seed: int
+    top_p: float = 1.0
+
+
+@dataclass(frozen=True)
 class ScoreResult:
     """Sum of log-probabilities of each candidate's tokens (fp32), and their token counts."""
 
@@ -37,8 +46,10 @@ class Backend(Protocol):
         """Log-probability of each candidate continuation after its rendered prompt."""
         ...
 
-    def generate(self, prompts: Sequence[str], max_tokens: int) -> list[str]:
-        """Greedy continuation of each rendered prompt."""
+    def generate(
+        self, prompts: Sequence[str], max_tokens: int, sampling: Sampling | None = None
+    ) -> list[str]:
+        """Continuation of each rendered prompt: greedy unless `sampling` is given."""
         ...
 
 

@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from selfcorrect.backends.base import Conversation, ScoreResult, render_plain
+from selfcorrect.backends.base import Conversation, Sampling, ScoreResult, render_plain
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.registry import ResolvedModel, cache_dir
 
@@ -111,6 +111,8 @@ class TransformersBackend:
                 f"model '{resolved.name}' is listed as chat but has no chat template"
             )
         self.chat = kind == "chat"
+        self.model_name = resolved.name
+        self.prefill_problem = continues_prefill(self.tok) if self.chat else None
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
         self.decoder = self.model.get_decoder()
@@ -130,6 +132,11 @@ class TransformersBackend:
     def render(self, conv: Conversation) -> str:
         if not self.chat:
             return render_plain(conv)
+        if conv.prefill and self.prefill_problem:
+            raise SelfCorrectError(
+                f"the chat template of '{self.model_name}' cannot continue an assistant prefill "
+                f"({self.prefill_problem}); use a condition without a prefill or another model"
+            )
         msgs = [{"role": r, "content": c} for r, c in conv.messages]
         try:
             text = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
@@ -200,8 +207,20 @@ class TransformersBackend:
         return sums.tolist()
 
     # generation --------------------------------------------------------------------------
-    def generate(self, prompts: Sequence[str], max_tokens: int) -> list[str]:
+    def generate(
+        self, prompts: Sequence[str], max_tokens: int, sampling: Sampling | None = None
+    ) -> list[str]:
         torch = self.torch
+        if sampling is None:  # explicit: some chat models' configs sample by default
+            how = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        else:
+            torch.manual_seed(sampling.seed)
+            how = {
+                "do_sample": True,
+                "temperature": sampling.temperature,
+                "top_p": sampling.top_p,
+                "top_k": None,
+            }
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         results: list[str] = [""] * len(prompts)
         self.tok.padding_side = "left"
@@ -216,18 +235,31 @@ class TransformersBackend:
             ).to(self.device)
             with torch.inference_mode():
                 out = self.model.generate(
-                    **enc,
-                    max_new_tokens=max_tokens,
-                    do_sample=False,
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
-                    pad_token_id=self.tok.pad_token_id,
+                    **enc, max_new_tokens=max_tokens, pad_token_id=self.tok.pad_token_id, **how
                 )
             new = out[:, enc["input_ids"].shape[1] :]
             for i, ids in zip(idx, new, strict=True):
                 results[i] = self.tok.decode(ids, skip_special_tokens=True)
         return results
+
+
+_PROBE = "SELFCORRECT_PREFILL_PROBE"
+
+
+def continues_prefill(tok) -> str | None:
+    """None when a prefilled assistant turn renders like the start of a finished one (so the
+    model reads the prefill as its own words); else what goes wrong."""
+    user = [{"role": "user", "content": "Hello."}]
+    try:
+        opened = tok.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+        done = tok.apply_chat_template(
+            [*user, {"role": "assistant", "content": _PROBE}], tokenize=False
+        )
+    except Exception as exc:  # a template that cannot render a plain exchange
+        return f"the template fails on a plain exchange: {exc}"
+    if not done.startswith(opened + _PROBE):
+        return "a finished assistant turn does not start with the generation prompt"
+    return None
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -18,7 +18,7 @@ from typing import Literal
 
 from selfcorrect.errors import SelfCorrectError, unknown_choice
 
-StepKind = Literal["ask", "prefill", "generate", "read"]
+StepKind = Literal["ask", "prefill", "generate", "critique", "read"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Condition:
     description: str
     steps: Mapping[str, tuple[Step, ...]]  # benchmark -> protocol template
     aliases: tuple[str, ...] = ()
+    requires_chat: bool = False  # refuse base models (no chat template) for this condition
 
     @property
     def benchmarks(self) -> list[str]:
@@ -53,11 +54,23 @@ class Condition:
 
 
 @dataclass(frozen=True)
+class Critic:
+    """Extrinsic feedback: what the critic model is asked, and how its answer is passed on."""
+
+    ask: str  # placeholders {question}, {answer}
+    prefill: str
+    max_tokens: int
+    feedback: str  # prepended to the review instruction; placeholder {critique}
+    provenance: str
+
+
+@dataclass(frozen=True)
 class Library:
     version: str
     conditions: Mapping[str, Condition]
     feedback: tuple[Step, ...]
     source_hash: str
+    critic: Critic | None = None
 
     def get(self, name: str) -> Condition:
         key = name.strip().lower()
@@ -131,8 +144,19 @@ def parse_library(data: dict, origin: str, source_hash: str) -> Library:
                 description=spec.get("description", ""),
                 steps=steps,
                 aliases=tuple(a.lower() for a in spec.get("aliases", ())),
+                requires_chat=bool(spec.get("requires_chat", False)),
             )
-        return Library(str(data["version"]), conditions, feedback, source_hash)
+        critic = None
+        if "critic" in data:
+            c = data["critic"]
+            critic = Critic(
+                c["ask"],
+                c.get("prefill", ""),
+                int(c.get("max_tokens", 96)),
+                c["feedback"],
+                c.get("provenance", "reconstruction"),
+            )
+        return Library(str(data["version"]), conditions, feedback, source_hash, critic)
     except KeyError as exc:
         raise SelfCorrectError(f"malformed condition library {origin}: missing {exc}") from None
     except TypeError as exc:
@@ -170,13 +194,22 @@ def fill(template: str, fields: Mapping[str, str]) -> str:
 
 
 def protocol(
-    condition: Condition, benchmark: str, fields: Mapping[str, str], rounds: int, lib: Library
+    condition: Condition,
+    benchmark: str,
+    fields: Mapping[str, str],
+    rounds: int,
+    lib: Library,
+    critic: bool = False,
 ) -> list[Step]:
-    """The concrete steps for one item: the condition's, then `rounds` feedback rounds."""
+    """The concrete steps for one item: the condition's, then `rounds` feedback rounds (each
+    preceded by a critique from a second model when `critic`)."""
     if rounds < 0:
         raise SelfCorrectError(f"rounds must be >= 0, got {rounds}")
-    template = list(condition.steps[benchmark]) + list(lib.feedback) * rounds
+    if critic and lib.critic is None:
+        raise SelfCorrectError("the condition library has no [critic] section")
+    feedback = ([Step("critique")] if critic else []) + list(lib.feedback)
+    template = list(condition.steps[benchmark]) + feedback * rounds
     return [
-        Step(s.kind, fill(s.text, fields) if s.kind != "read" else s.text, s.max_tokens)
+        Step(s.kind, fill(s.text, fields) if s.kind in ("ask", "prefill") else s.text, s.max_tokens)
         for s in template
     ]

@@ -205,7 +205,12 @@ def paired(
 def bbq_tables(
     df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, reference: str = "baseline"
 ) -> dict[str, pd.DataFrame]:
+    from selfcorrect.metrics.rounds import bbq_states, transitions
+
+    matrix, flips = transitions(_with_run_keys(df), bbq_states(_with_run_keys(df)))
     return {
         "summary": summary(df, n_boot, seed),
         "paired": paired(df, reference, n_boot, seed),
+        "transitions": matrix,
+        "flips": flips,
     }

@@ -155,8 +155,14 @@ def paired(
 def winogender_tables(
     df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, reference: str = "baseline"
 ) -> dict[str, pd.DataFrame]:
+    from selfcorrect.metrics.rounds import pronoun_states, transitions
+
+    runs = _with_run_keys(df)
+    matrix, flips = transitions(runs, pronoun_states(runs))
     return {
         "summary": summary(df),
         "occupations": per_occupation(df),
         "paired": paired(df, reference, n_boot, seed),
+        "transitions": matrix,
+        "flips": flips,
     }
