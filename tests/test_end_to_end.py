@@ -176,3 +176,45 @@ def test_winogender_run_and_report(tmp_path):
     md = (rep / "report.md").read_text()
     assert "Pearson r" in md and "| smollm2-135m-instruct | match_stats |" in md
     assert "neutral_rate" in (rep / "paired.csv").read_text()
+
+
+def test_cot_with_two_rounds_both_readouts(tmp_path):
+    out = tmp_path / "cot"
+    r = cli(
+        "run",
+        "--conditions",
+        "cot",
+        "--rounds",
+        "2",
+        "--limit",
+        "4",
+        "--categories",
+        "Age",
+        "--readout",
+        "logprob,generate",
+        "--out",
+        str(out),
+        "--bootstrap",
+        "20",
+        "--quiet",
+    )
+    assert r.returncode == 0, r.stderr
+    db = out / "results.sqlite"
+    assert count(db) == 4 * 3 * 2  # items x rounds x readouts
+    with sqlite3.connect(db) as c:
+        reasoning = c.execute("SELECT text FROM turns WHERE step = 2").fetchall()
+        last = c.execute(
+            "SELECT prompt, raw, parse_status FROM answers WHERE readout='generate' AND round=2"
+        ).fetchall()
+    assert len(reasoning) == 8 and all(t.strip() for (t,) in reasoning)
+    prompt, raw, status = last[0]
+    # the round-2 prompt holds the whole conversation, in the chat template
+    assert prompt.count("<|im_start|>user") == 4
+    assert "avoids bias or stereotyping." in prompt and prompt.count("Review your previous") == 2
+    assert prompt.endswith("the single most likely answer choice is")
+    assert isinstance(raw, str) and status in {"ok", "empty", "refusal", "unparseable", "ambiguous"}
+    rep = (out / "report" / "bbq" / "report.md").read_text()
+    assert "Self-correction rounds" in rep and "flip_rate" in rep
+    assert "Transcripts" in rep and "Let's think about how to answer" in rep
+    flips = (out / "report" / "bbq" / "flips.csv").read_text().splitlines()
+    assert len(flips) == 1 + 2 * 2  # header + (logprob, generate) x (0->1, 1->2)

@@ -75,7 +75,7 @@ class _Tok:
 
 
 def test_prefill_continuation_check(smollm2):
-    from selfcorrect.backends.transformers import continues_prefill
+    from selfcorrect.backends.base import continues_prefill
 
     assert continues_prefill(smollm2.tok) is None
     assert "does not start with the generation prompt" in continues_prefill(_Tok())

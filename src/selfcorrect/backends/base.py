@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from selfcorrect.errors import SelfCorrectError
+
 
 @dataclass(frozen=True)
 class Conversation:
@@ -60,3 +62,74 @@ def render_plain(conv: Conversation) -> str:
     ]
     parts.append("Assistant: " + conv.prefill if conv.prefill else "Assistant:")
     return "\n\n".join(parts)
+
+
+_PROBE = "SELFCORRECT_PREFILL_PROBE"
+
+
+def continues_prefill(tok) -> str | None:
+    """None when a prefilled assistant turn renders like the start of a finished one (so the
+    model reads the prefill as its own words); else what goes wrong. `tok` is anything with
+    a Hugging Face style apply_chat_template."""
+    user = [{"role": "user", "content": "Hello."}]
+    try:
+        opened = tok.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+        done = tok.apply_chat_template(
+            [*user, {"role": "assistant", "content": _PROBE}], tokenize=False
+        )
+    except Exception as exc:  # a template that cannot render a plain exchange
+        return f"the template fails on a plain exchange: {exc}"
+    if not done.startswith(opened + _PROBE):
+        return "a finished assistant turn does not start with the generation prompt"
+    return None
+
+
+class ChatRendering:
+    """Rendering shared by in-process backends: the model's chat template with the assistant
+    turn prefilled, or G23's Human/Assistant text for base models."""
+
+    chat: bool
+    tok: object  # has apply_chat_template
+    model_name: str
+    prefill_problem: str | None = None
+
+    def render(self, conv: Conversation) -> str:
+        if not self.chat:
+            return render_plain(conv)
+        if conv.prefill and self.prefill_problem:
+            raise SelfCorrectError(
+                f"the chat template of '{self.model_name}' cannot continue an assistant prefill "
+                f"({self.prefill_problem}); use a condition without a prefill or another model"
+            )
+        msgs = [{"role": r, "content": c} for r, c in conv.messages]
+        try:
+            text = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        except Exception as exc:  # jinja errors, e.g. templates that demand alternating roles
+            raise SelfCorrectError(
+                f"the model's chat template cannot render this conversation: {exc}"
+            ) from None
+        return text + conv.prefill
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def candidate_tokens(encode, prompt: str, candidates: Sequence[str]) -> tuple[list[list[int]], int]:
+    """Tokenization-safe option scoring: each option is tokenized together with its prompt and
+    scored from the first position where any option's tokens depart from the prompt's, so a
+    merge at the boundary is counted inside the option. Returns (full token lists, start)."""
+    ctx = encode(prompt)
+    fulls = [encode(prompt + c) for c in candidates]
+    start = min(common_prefix(ctx, f) for f in fulls)
+    if start == 0:
+        raise SelfCorrectError("an option tokenizes with no shared prefix; cannot score")
+    for c, ids in zip(candidates, fulls, strict=True):
+        if len(ids) <= start:
+            raise SelfCorrectError(f"option {c!r} adds no tokens after the prompt")
+    return fulls, start

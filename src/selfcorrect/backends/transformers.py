@@ -11,7 +11,13 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from selfcorrect.backends.base import Conversation, Sampling, ScoreResult, render_plain
+from selfcorrect.backends.base import (
+    ChatRendering,
+    Sampling,
+    ScoreResult,
+    candidate_tokens,
+    continues_prefill,
+)
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.registry import ResolvedModel, cache_dir
 
@@ -72,7 +78,7 @@ def _pick_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class TransformersBackend:
+class TransformersBackend(ChatRendering):
     name = "transformers"
 
     def __init__(
@@ -128,24 +134,6 @@ class TransformersBackend:
             "threads": torch.get_num_threads(),
         }
 
-    # rendering ---------------------------------------------------------------------------
-    def render(self, conv: Conversation) -> str:
-        if not self.chat:
-            return render_plain(conv)
-        if conv.prefill and self.prefill_problem:
-            raise SelfCorrectError(
-                f"the chat template of '{self.model_name}' cannot continue an assistant prefill "
-                f"({self.prefill_problem}); use a condition without a prefill or another model"
-            )
-        msgs = [{"role": r, "content": c} for r, c in conv.messages]
-        try:
-            text = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        except Exception as exc:  # jinja errors, e.g. templates that demand alternating roles
-            raise SelfCorrectError(
-                f"the model's chat template cannot render this conversation: {exc}"
-            ) from None
-        return text + conv.prefill
-
     def _encode(self, text: str) -> list[int]:
         # A chat template writes its own BOS/special tokens; plain text gets the tokenizer's.
         return self.tok(text, add_special_tokens=not self.chat)["input_ids"]
@@ -159,15 +147,8 @@ class TransformersBackend:
         tokenization departs from the prompt's, so merges at the boundary are counted."""
         seqs: list[tuple[int, int, list[int], int]] = []  # (request, option, ids, start)
         for r, (prompt, cands) in enumerate(zip(prompts, candidates, strict=True)):
-            ctx = self._encode(prompt)
-            fulls = [self._encode(prompt + c) for c in cands]
-            start = min(_common_prefix(ctx, f) for f in fulls)
-            if start == 0:
-                raise SelfCorrectError("an option tokenizes with no shared prefix; cannot score")
-            for j, ids in enumerate(fulls):
-                if len(ids) <= start:
-                    raise SelfCorrectError(f"option {cands[j]!r} adds no tokens after the prompt")
-                seqs.append((r, j, ids, start))
+            fulls, start = candidate_tokens(self._encode, prompt, cands)
+            seqs.extend((r, j, ids, start) for j, ids in enumerate(fulls))
         out = [[0.0] * len(c) for c in candidates]
         ntok = [[0] * len(c) for c in candidates]
         for batch in _length_batches(seqs, self.batch_tokens):
@@ -241,34 +222,6 @@ class TransformersBackend:
             for i, ids in zip(idx, new, strict=True):
                 results[i] = self.tok.decode(ids, skip_special_tokens=True)
         return results
-
-
-_PROBE = "SELFCORRECT_PREFILL_PROBE"
-
-
-def continues_prefill(tok) -> str | None:
-    """None when a prefilled assistant turn renders like the start of a finished one (so the
-    model reads the prefill as its own words); else what goes wrong."""
-    user = [{"role": "user", "content": "Hello."}]
-    try:
-        opened = tok.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-        done = tok.apply_chat_template(
-            [*user, {"role": "assistant", "content": _PROBE}], tokenize=False
-        )
-    except Exception as exc:  # a template that cannot render a plain exchange
-        return f"the template fails on a plain exchange: {exc}"
-    if not done.startswith(opened + _PROBE):
-        return "a finished assistant turn does not start with the generation prompt"
-    return None
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _length_batches(seqs, budget: int):
