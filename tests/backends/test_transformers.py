@@ -24,7 +24,7 @@ def reference_logprob(backend, prompt: str, cont: str) -> float:
     return sum(lp[t - 1, full[t]].item() for t in range(start, len(full)))
 
 
-def test_score_matches_reference_and_batches(smollm2):
+def test_score_matches_reference_and_batches(smollm2, smollm2_fp32):
     convs = [
         Conversation(
             (("user", "Who is older? (a) The boy (b) Unknown (c) The man."),), "The answer is"
@@ -32,14 +32,15 @@ def test_score_matches_reference_and_batches(smollm2):
         Conversation((("user", "Pick one. (a) red (b) blue (c) green."),), "The answer is"),
     ]
     prompts = [smollm2.render(c) for c in convs]
-    got = smollm2.score(prompts, [CANDS, CANDS])
-    for prompt, res in zip(prompts, got, strict=True):
-        ref = [reference_logprob(smollm2, prompt, c) for c in CANDS]
-        assert res.logprobs == pytest.approx(ref, abs=0.15)  # bf16 batch vs single padding
-        assert max(range(3), key=res.logprobs.__getitem__) == max(range(3), key=ref.__getitem__)
-        assert res.n_tokens == (3, 3, 3)  # " (a)" is 'Ġ(', 'a', ')': a whole continuation
-    single = smollm2.score(prompts[:1], [CANDS])[0]
-    assert single.logprobs == pytest.approx(got[0].logprobs, abs=0.1)
+    for backend, tol in ((smollm2_fp32, 1e-3), (smollm2, 0.3)):  # bf16: batch shapes round
+        got = backend.score(prompts, [CANDS, CANDS])
+        for prompt, res in zip(prompts, got, strict=True):
+            ref = [reference_logprob(backend, prompt, c) for c in CANDS]
+            assert res.logprobs == pytest.approx(ref, abs=tol)
+            assert max(range(3), key=res.logprobs.__getitem__) == max(range(3), key=ref.__getitem__)
+            assert res.n_tokens == (3, 3, 3)  # " (a)" is 'Ġ(', 'a', ')': a whole continuation
+        single = backend.score(prompts[:1], [CANDS])[0]
+        assert single.logprobs == pytest.approx(got[0].logprobs, abs=tol)
 
 
 def test_boundary_merge_is_scored_whole(smollm2):
@@ -79,3 +80,50 @@ def test_prefill_continuation_check(smollm2):
 
     assert continues_prefill(smollm2.tok) is None
     assert "does not start with the generation prompt" in continues_prefill(_Tok())
+
+
+@pytest.fixture(scope="module")
+def smollm2_fp32():
+    from selfcorrect.backends.transformers import TransformersBackend
+    from selfcorrect.registry import resolve
+
+    return TransformersBackend(resolve("smollm2-135m-instruct"), dtype="float32")
+
+
+def _bbq_prompts(backend, n):
+    from selfcorrect.benchmarks.bbq import BBQ
+    from selfcorrect.conditions import load_library, protocol
+
+    lib = load_library()
+    items = BBQ().sample(BBQ().items(), n, 5)
+    convs = []
+    for it in items:
+        steps = protocol(lib.get("instruct"), "bbq", it.fields, 0, lib)
+        convs.append(Conversation((("user", steps[0].text),), steps[1].text))
+    return [backend.render(c) for c in convs], [it.candidates for it in items]
+
+
+def test_shared_prefix_path_equals_per_option_reference(smollm2_fp32, smollm2):
+    """One forward per prompt (options from its KV cache) against one pass per option."""
+    prompts, cands = _bbq_prompts(smollm2_fp32, 16)
+    fast = smollm2_fp32.score(prompts, cands)
+    plain = smollm2_fp32.score_per_option(prompts, cands)
+    for f, p in zip(fast, plain, strict=True):
+        assert f.logprobs == pytest.approx(p.logprobs, abs=1e-3)  # fp32: the same numbers
+        assert f.n_tokens == p.n_tokens
+    # bf16: batch shapes round differently; answers agree, log-probs within bf16 noise
+    fast = smollm2.score(prompts, cands)
+    plain = smollm2.score_per_option(prompts, cands)
+    same = [
+        max(range(3), key=f.logprobs.__getitem__) == max(range(3), key=p.logprobs.__getitem__)
+        for f, p in zip(fast, plain, strict=True)
+    ]
+    assert sum(same) >= 15
+    assert (
+        max(
+            abs(a - b)
+            for f, p in zip(fast, plain, strict=True)
+            for a, b in zip(f.logprobs, p.logprobs, strict=True)
+        )
+        < 0.5
+    )

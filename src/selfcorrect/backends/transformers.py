@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -88,6 +89,7 @@ class TransformersBackend(ChatRendering):
         device: str | None = None,
         batch_tokens: int = 4096,
         trust_remote_code: bool = False,
+        prefix_cache: bool = True,
     ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -99,6 +101,7 @@ class TransformersBackend(ChatRendering):
         self.device = _pick_device(device)
         self.dtype = getattr(torch, dtype)
         self.batch_tokens = batch_tokens
+        self.prefix_cache = prefix_cache
         folder = (
             resolved.path if resolved.source == "hf-dir" else _dequantised_copy(resolved, dtype)
         )
@@ -122,6 +125,9 @@ class TransformersBackend(ChatRendering):
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
         self.decoder = self.model.get_decoder()
+        # newer transformers renamed the decoder's cache argument
+        params = inspect.signature(self.decoder.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.head = self.model.get_output_embeddings()
         self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
         self.info = {
@@ -145,6 +151,13 @@ class TransformersBackend(ChatRendering):
         """Whole-continuation log-probabilities, tokenization-safe: each option is tokenized
         together with its prompt, and scored from the first token where any option's
         tokenization departs from the prompt's, so merges at the boundary are counted."""
+        if self.prefix_cache:
+            return self._score_shared_prefix(prompts, candidates)
+        return self.score_per_option(prompts, candidates)
+
+    def score_per_option(self, prompts, candidates) -> list[ScoreResult]:
+        """The plain way, one full sequence per option (the reference the fast path is
+        tested against, and the fallback for models whose cache cannot be shared)."""
         seqs: list[tuple[int, int, list[int], int]] = []  # (request, option, ids, start)
         for r, (prompt, cands) in enumerate(zip(prompts, candidates, strict=True)):
             fulls, start = candidate_tokens(self._encode, prompt, cands)
@@ -156,6 +169,85 @@ class TransformersBackend(ChatRendering):
                 out[r][j] = lp
                 ntok[r][j] = len(ids) - start
         return [ScoreResult(tuple(o), tuple(n)) for o, n in zip(out, ntok, strict=True)]
+
+    def _score_shared_prefix(self, prompts, candidates) -> list[ScoreResult]:
+        """One forward per prompt: the shared prefix is computed once (left-padded batch),
+        then all options of every prompt continue from its KV cache in a second, tiny pass."""
+        reqs = []
+        for r, (prompt, cands) in enumerate(zip(prompts, candidates, strict=True)):
+            fulls, start = candidate_tokens(self._encode, prompt, cands)
+            reqs.append((r, fulls[0][:start], [ids[start:] for ids in fulls]))
+        out: list[ScoreResult | None] = [None] * len(prompts)
+        by_k: dict[int, list] = {}
+        for req in reqs:  # the cache is repeated K times: batch prompts with K options together
+            by_k.setdefault(len(req[2]), []).append(req)
+        for group in by_k.values():
+            for batch in _length_batches(group, self.batch_tokens, key=lambda q: q[1]):
+                for (r, _, sufs), lps in zip(batch, self._score_cached_batch(batch), strict=True):
+                    out[r] = ScoreResult(tuple(lps), tuple(len(s) for s in sufs))
+        return out
+
+    def _score_cached_batch(self, batch) -> list[list[float]]:
+        torch = self.torch
+        pad = self.tok.pad_token_id
+        n_opts = len(batch[0][2])
+        width = max(len(p) for _, p, _ in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for b, (_, prefix, _) in enumerate(batch):
+            ids[b, width - len(prefix) :] = torch.tensor(prefix)
+            mask[b, width - len(prefix) :] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        lens = mask.sum(-1)
+        sufs = [s for _, _, opts in batch for s in opts]  # row b*K + j
+        slen = max(len(s) for s in sufs)
+        with torch.inference_mode():
+            first = self.decoder(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=pos.to(self.device),
+                use_cache=True,
+            )
+            # the last prefix position predicts every option's first token
+            heads = [first.last_hidden_state[:, -1].repeat_interleave(n_opts, 0)]
+            cols = [[0] * len(sufs)]
+            if slen > 1:  # options' own tokens predict their next ones, from the shared cache
+                cache = first.past_key_values
+                cache.batch_repeat_interleave(n_opts)
+                sids = torch.full((len(sufs), slen - 1), pad, dtype=torch.long)
+                smask = torch.zeros((len(sufs), slen - 1), dtype=torch.long)
+                for i, s in enumerate(sufs):
+                    sids[i, : len(s) - 1] = torch.tensor(s[:-1])
+                    smask[i, : len(s) - 1] = 1
+                spos = lens.repeat_interleave(n_opts)[:, None] + torch.arange(slen - 1)[None]
+                second = self.decoder(
+                    input_ids=sids.to(self.device),
+                    attention_mask=torch.cat([mask.repeat_interleave(n_opts, 0), smask], 1).to(
+                        self.device
+                    ),
+                    position_ids=spos.to(self.device),
+                    use_cache=True,
+                    **{self._cache_kw: cache},
+                )
+                heads.append(second.last_hidden_state)
+            rows, picks, targets, owner = [], [], [], []
+            for i, s in enumerate(sufs):
+                for t, tok in enumerate(s):
+                    rows.append((0, i) if t == 0 else (1, i, t - 1))
+                    targets.append(tok)
+                    owner.append(i)
+            hidden = torch.stack(
+                [heads[0][r[1]] if r[0] == 0 else heads[1][r[1], r[2]] for r in rows]
+            )
+            logits = self.head(hidden).float()
+            if self.softcap:
+                logits = torch.tanh(logits / self.softcap) * self.softcap
+            lp = torch.log_softmax(logits, dim=-1)
+            tok_lp = lp[torch.arange(len(targets)), torch.tensor(targets, device=lp.device)]
+        sums = torch.zeros(len(sufs), dtype=torch.float64)
+        sums.index_add_(0, torch.tensor(owner), tok_lp.double().cpu())
+        flat = sums.tolist()
+        return [flat[b * n_opts : (b + 1) * n_opts] for b in range(len(batch))]
 
     def _score_batch(self, batch) -> list[float]:
         torch = self.torch
@@ -224,12 +316,12 @@ class TransformersBackend(ChatRendering):
         return results
 
 
-def _length_batches(seqs, budget: int):
+def _length_batches(seqs, budget: int, key=lambda s: s[2]):
     """Length-sorted batches whose padded size stays within `budget` tokens."""
-    ordered = sorted(seqs, key=lambda s: len(s[2]))
+    ordered = sorted(seqs, key=lambda s: len(key(s)))
     batch: list = []
     for s in ordered:
-        if batch and len(s[2]) * (len(batch) + 1) > budget:
+        if batch and len(key(s)) * (len(batch) + 1) > budget:
             yield batch
             batch = []
         batch.append(s)
