@@ -210,7 +210,6 @@ class TransformersBackend(ChatRendering):
             )
             # the last prefix position predicts every option's first token
             heads = [first.last_hidden_state[:, -1].repeat_interleave(n_opts, 0)]
-            cols = [[0] * len(sufs)]
             if slen > 1:  # options' own tokens predict their next ones, from the shared cache
                 cache = first.past_key_values
                 cache.batch_repeat_interleave(n_opts)
@@ -230,7 +229,7 @@ class TransformersBackend(ChatRendering):
                     **{self._cache_kw: cache},
                 )
                 heads.append(second.last_hidden_state)
-            rows, picks, targets, owner = [], [], [], []
+            rows, targets, owner = [], [], []
             for i, s in enumerate(sufs):
                 for t, tok in enumerate(s):
                     rows.append((0, i) if t == 0 else (1, i, t - 1))
