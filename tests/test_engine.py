@@ -141,3 +141,22 @@ def test_critic_writes_feedback_each_round(tmp_path, items):
         Plan("bbq", plan.conditions, items[:2], 2, lib, critic=again, critic_name="fake-critic"),
     )
     assert again.calls["generate"] == 0
+
+
+def test_sequential_backend_walks_items_depth_first(tmp_path, items):
+    class Sequential(FakeBackend):
+        batches = False
+
+        def __init__(self):
+            super().__init__()
+            self.order = []
+
+        def score(self, prompts, candidates):
+            self.order += [p.count("Human: ") for p in prompts]
+            return super().score(prompts, candidates)
+
+    store, run = setup_store(tmp_path, items[:3])
+    seq = Sequential()
+    execute(store, run, "fake", seq, make_plan(items[:3], ["baseline"], rounds=2))
+    # each item's rounds 0, 1, 2 come before the next item's
+    assert seq.order == [1, 2, 3] * 3

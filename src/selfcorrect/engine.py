@@ -119,22 +119,32 @@ def execute(
         )
         done_ans = store.done_answers(model, plan.benchmark, key, plan.readout)
         done_turns = store.done_turns(model, plan.benchmark, key, plan.readout)
-        active = [_State(it, cond, plan.steps_for(cond, it)) for it in plan.items]
-        while active:
-            waiting: dict[str, list[_State]] = {"generate": [], "critique": [], "read": []}
-            for st in active:
-                _advance(st, done_ans, done_turns, plan.library)
-                if st.pos < len(st.steps):
-                    waiting[st.steps[st.pos].kind].append(st)
-            if waiting["generate"]:
-                _generate_wave(ctx, waiting["generate"])
-            if waiting["critique"]:
-                _critique_wave(ctx, waiting["critique"])
-            if waiting["read"]:
-                _read_wave(ctx, waiting["read"])
-            active = [st for group in waiting.values() for st in group]
+        states = [_State(it, cond, plan.steps_for(cond, it)) for it in plan.items]
+        # A batching backend takes many items per wave. A sequential one with a prompt cache
+        # (llama.cpp) walks one item through all its steps and rounds, so each step continues
+        # from the conversation already in its cache instead of recomputing it.
+        width = len(states) if getattr(backend, "batches", True) else 1
+        for k in range(0, len(states), width):
+            _run_waves(ctx, states[k : k + width], done_ans, done_turns)
         timings[key] = round(time.perf_counter() - t0, 3)
     return timings
+
+
+def _run_waves(ctx: _Context, active: list[_State], done_ans: dict, done_turns: dict) -> None:
+    """Step k of every state together, until all protocols are done."""
+    while active:
+        waiting: dict[str, list[_State]] = {"generate": [], "critique": [], "read": []}
+        for st in active:
+            _advance(st, done_ans, done_turns, ctx.plan.library)
+            if st.pos < len(st.steps):
+                waiting[st.steps[st.pos].kind].append(st)
+        if waiting["generate"]:
+            _generate_wave(ctx, waiting["generate"])
+        if waiting["critique"]:
+            _critique_wave(ctx, waiting["critique"])
+        if waiting["read"]:
+            _read_wave(ctx, waiting["read"])
+        active = [st for group in waiting.values() for st in group]
 
 
 @dataclass

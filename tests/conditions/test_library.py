@@ -110,3 +110,59 @@ def test_chat_rendering_snapshot(smollm2, name):
     lib = load_library()
     conv = _conversation_at_read(protocol(lib.get(name), "bbq", FIELDS, 0, lib))
     assert smollm2.render(conv) == (SNAP / f"{name}_smollm2.txt").read_text()
+
+
+def _renders_at_each_read(steps, render):
+    """Walk a protocol, answering every generate with <reasoning> and every read with (b)."""
+    msgs, prefill, out = [], "", []
+    for s in steps:
+        if s.kind == "ask":
+            msgs.append(("user", s.text))
+        elif s.kind == "prefill":
+            prefill = s.text
+        elif s.kind == "generate":
+            msgs.append(("assistant", prefill + " <reasoning>"))
+            prefill = ""
+        elif s.kind == "read":
+            out.append(render(Conversation(tuple(msgs), prefill)))
+            msgs.append(("assistant", prefill + " (b)"))
+            prefill = ""
+    return "\n=== next read ===\n".join(out)
+
+
+def test_two_rounds_plain_snapshot():
+    lib = load_library()
+    steps = protocol(lib.get("cot"), "bbq", FIELDS, 2, lib)
+    got = _renders_at_each_read(steps, render_plain)
+    assert got == (SNAP / "cot_2rounds_plain.txt").read_text()
+    parts = got.split("\n=== next read ===\n")
+    assert len(parts) == 3 and all(parts[i + 1].startswith(parts[i]) for i in range(2))
+
+
+@pytest.mark.slow
+def test_two_rounds_chat_snapshot(smollm2):
+    lib = load_library()
+    steps = protocol(lib.get("baseline"), "bbq", FIELDS, 2, lib)
+    got = _renders_at_each_read(steps, smollm2.render)
+    assert got == (SNAP / "baseline_2rounds_smollm2.txt").read_text()
+
+
+def test_chat_only_condition_refuses_base_models(tmp_path):
+    import selfcorrect
+
+    lib = tmp_path / "lib.toml"
+    lib.write_text(
+        'version = "u"\n[benchmarks.bbq]\nprompt = "{question_text}"\nanswer_prefill = "A:"\n'
+        '[feedback]\nask = "again?"\nprefill = "Now:"\n'
+        '[conditions.chatty]\nprovenance = "reconstruction"\nrequires_chat = true\n'
+        'bbq.instruction = "Hi."\n'
+    )
+    with pytest.raises(SelfCorrectError, match="needs a chat template; model 'gemma-3-270m'"):
+        selfcorrect.run(
+            models="gemma-3-270m",
+            conditions="chatty",
+            library=lib,
+            limit=2,
+            out=tmp_path / "o",
+            progress=False,
+        )

@@ -37,6 +37,9 @@ class ScoreResult:
 class Backend(Protocol):
     name: str
     info: dict  # what goes into the run manifest (engine, dtype, device, template kind)
+    chat: bool  # renders through a chat template (else G23's Human/Assistant text)
+    # batches=False: sequential engine with a prompt cache; the engine then runs one item
+    # through all its steps before the next (optional attribute, default True)
 
     def render(self, conv: Conversation) -> str:
         """The exact text the model sees, ending with the prefill."""

@@ -54,6 +54,7 @@ class _GGUFTemplate:
 
 class LlamaCppBackend(ChatRendering):
     name = "llamacpp"
+    batches = False  # sequential: the engine walks one item at a time through its cache
 
     def __init__(self, resolved: ResolvedModel, n_ctx: int = 4096, threads: int | None = None):
         try:
