@@ -1,0 +1,192 @@
+"""Time BBQ scoring side by side: lm-evaluation-harness 0.4.13 (stock 12-choice `bbq` task and
+a 3-choice variant, both reading our local BBQ file) against selfcorrect, on the same model
+(smollm2-135m-instruct in bf16), the same items and the same machine. Also: the cost of K
+conditions in one selfcorrect run, and scoring throughput against the measured bf16 matmul peak.
+
+    pip install -e ".[bench]" && python benchmarks/bbq_speed.py [--items 500] [--json out.json]
+
+Prints every figure; docs/performance.md records them with the machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
+    """bf16 matrix-multiply throughput of this machine with torch's current threads."""
+    a = torch.randn(n, n, dtype=torch.bfloat16)
+    b = torch.randn(n, n, dtype=torch.bfloat16)
+    for _ in range(2):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def first_items(n: int):
+    """The first n Age items (example_id order), as BBQ rows and as selfcorrect items."""
+    from selfcorrect.benchmarks.bbq import BBQ
+
+    return BBQ().items(["Age"])[:n]
+
+
+def write_bbq_jsonl(items, path: Path) -> None:
+    import gzip
+
+    from selfcorrect.data import data_dir
+
+    wanted = {it.meta["example_id"] for it in items}
+    with gzip.open(data_dir() / "bbq" / "Age.jsonl.gz", "rt") as src, open(path, "w") as out:
+        for line in src:
+            if json.loads(line)["example_id"] in wanted:
+                out.write(line)
+
+
+def lm_eval_run(model_dir: Path, data: Path, three_choice: bool, batch_size: int) -> dict:
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    stock = Path(lm_eval.__file__).parent / "tasks" / "bbq" / "bbq_multiple_choice.yaml"
+    tasks = Path(tempfile.mkdtemp(prefix="lmeval-tasks-"))
+    name = "bbq_local_3choice" if three_choice else "bbq_local"
+    lines = [f"include: {stock}", f"task: {name}", "dataset_path: json", "dataset_name: null",
+             "dataset_kwargs:", "  data_files:", f"    test: {data}"]
+    if three_choice:  # the real options only; plain accuracy (the stock metrics assume 12)
+        lines += ['doc_to_choice: "{{[ans0, ans1, ans2]}}"', 'doc_to_target: "{{label}}"',
+                  "process_results: null", "metric_list:", "  - metric: acc",
+                  "    aggregation: mean", "    higher_is_better: true"]
+    (tasks / f"{name}.yaml").write_text("\n".join(lines) + "\n")
+    t = time.perf_counter()
+    out = lm_eval.simple_evaluate(
+        model="hf", model_args=f"pretrained={model_dir},dtype=bfloat16", tasks=[name],
+        batch_size=batch_size, device="cpu", task_manager=TaskManager(include_path=str(tasks)),
+        log_samples=True,
+    )
+    seconds = time.perf_counter() - t
+    samples = out["samples"][name]
+    preds = [int(np.argmax([r[0] for r in s["filtered_resps"]])) for s in samples]
+    n_requests = sum(len(s["filtered_resps"]) for s in samples)
+    return {"seconds": seconds, "results": out["results"][name], "preds": preds,
+            "docs": [s["doc"] for s in samples], "requests": n_requests}
+
+
+def selfcorrect_scores(preds, docs):
+    """lm-eval's choices scored with selfcorrect's metrics (option index 0-2)."""
+    import pandas as pd
+
+    from selfcorrect.benchmarks.bbq import BBQ
+    from selfcorrect.metrics.bbq import summary
+
+    b = BBQ()
+    table = b.item_table(b.items(["Age"]))
+    df = pd.DataFrame({"category": "Age", "example_id": [d["example_id"] for d in docs],
+                       "pred": preds})
+    merged = df.merge(table, on=["category", "example_id"])
+    merged["pred"] = merged["pred"].astype("Int64")
+    s = summary(merged, n_boot=0)
+    return s[s.group == "overall"][["context", "accuracy", "bias"]].to_dict("records")
+
+
+def selfcorrect_run(items, conditions, backend) -> dict:
+    from selfcorrect.conditions import load_library
+    from selfcorrect.engine import Plan, execute
+    from selfcorrect.metrics.bbq import summary
+    from selfcorrect.store import Store
+
+    lib = load_library()
+    from selfcorrect.benchmarks.bbq import BBQ
+
+    with tempfile.TemporaryDirectory() as d:
+        store = Store(d)
+        store.add_items("bbq", BBQ().item_table(items))
+        run = store.start_run({})
+        plan = Plan("bbq", lib.resolve(conditions, "bbq"), items, 0, lib)
+        prompts = [backend.render(_conv(plan, it, c)) for c in plan.conditions for it in items]
+        tokens = sum(len(backend._encode(p)) + 3 for p in prompts)
+        t = time.perf_counter()
+        execute(store, run, "m", backend, plan, batch_size=64)
+        seconds = time.perf_counter() - t
+        out = store.outcomes()
+        store.close()
+    s = summary(out[out.condition == conditions[0]], n_boot=0)
+    scores = s[s.group == "overall"][["context", "accuracy", "bias"]].to_dict("records")
+    return {"seconds": seconds, "prompt_tokens": tokens, "scores": scores}
+
+
+def _conv(plan, item, cond):
+    from selfcorrect.backends.base import Conversation
+    from selfcorrect.conditions import protocol
+
+    steps = protocol(cond, "bbq", item.fields, 0, plan.library)
+    return Conversation((("user", steps[0].text),), steps[1].text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--items", type=int, default=500)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--skip-lm-eval", action="store_true")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    from selfcorrect.backends.transformers import TransformersBackend, _dequantised_copy
+    from selfcorrect.registry import resolve
+
+    res = resolve("smollm2-135m-instruct")
+    model_dir = _dequantised_copy(res, "bfloat16")
+    items = first_items(args.items)
+    report: dict = {"items": len(items), "threads": torch.get_num_threads()}
+    report["bf16_peak_gflops"] = round(matmul_peak_gflops(), 1)
+    print(f"bf16 matmul peak: {report['bf16_peak_gflops']} GFLOP/s "
+          f"({report['threads']} threads)")
+
+    backend = TransformersBackend(res)
+    params = sum(p.numel() for n, p in backend.model.named_parameters() if "embed" not in n)
+    for k, conds in ((1, ["baseline"]),
+                     (3, ["baseline", "instruct", "negation"]),
+                     (9, ["baseline", "instruct", "s2", "s3", "s4", "negation", "s2-neg",
+                          "s3-neg", "s4-neg"])):
+        r = selfcorrect_run(items, conds, backend)
+        gflops = 2 * params * r["prompt_tokens"] / r["seconds"] / 1e9
+        r["tokens_per_s"] = round(r["prompt_tokens"] / r["seconds"], 1)
+        r["mfu"] = round(gflops / report["bf16_peak_gflops"], 3)
+        report[f"selfcorrect_k{k}"] = r
+        print(f"selfcorrect, {k} condition(s): {r['seconds']:.1f} s, {r['tokens_per_s']} "
+              f"prompt tokens/s, model FLOP utilisation {r['mfu']:.0%}")
+    one = report["selfcorrect_k1"]["seconds"]
+    for k in (3, 9):
+        print(f"  {k} conditions cost {report[f'selfcorrect_k{k}']['seconds'] / one:.2f}x one")
+    print("selfcorrect scores (baseline):", report["selfcorrect_k1"]["scores"])
+
+    if not args.skip_lm_eval:
+        with tempfile.TemporaryDirectory() as d:
+            data = Path(d) / "bbq_age.jsonl"
+            write_bbq_jsonl(items, data)
+            for tag, three in (("lm_eval_stock", False), ("lm_eval_3choice", True)):
+                r = lm_eval_run(model_dir, data, three, args.batch_size)
+                r["selfcorrect_metrics_on_its_choices"] = (
+                    selfcorrect_scores(r["preds"], r["docs"]) if three else None)
+                report[tag] = {k: v for k, v in r.items() if k not in ("preds", "docs")}
+                print(f"{tag}: {r['seconds']:.1f} s for {r['requests']} log-likelihood "
+                      f"requests; {json.dumps(r['results'], default=str)[:400]}")
+                if three:
+                    print("  its choices under selfcorrect's metrics:",
+                          r["selfcorrect_metrics_on_its_choices"])
+        for tag in ("lm_eval_stock", "lm_eval_3choice"):
+            ratio = report[tag]["seconds"] / one
+            report[f"speedup_vs_{tag}"] = round(ratio, 2)
+            print(f"selfcorrect is {ratio:.1f}x faster than {tag}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
