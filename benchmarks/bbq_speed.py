@@ -19,16 +19,20 @@ import numpy as np
 import torch
 
 
-def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
-    """bf16 matrix-multiply throughput of this machine with torch's current threads."""
-    a = torch.randn(n, n, dtype=torch.bfloat16)
-    b = torch.randn(n, n, dtype=torch.bfloat16)
-    for _ in range(2):
-        a @ b
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+def matmul_peak_gflops(sizes=(1024, 2048, 4096), reps: int = 5) -> float:
+    """bf16 matrix-multiply throughput of this machine with torch's current threads: the best
+    over a few square sizes."""
+    best = 0.0
+    for n in sizes:
+        a = torch.randn(n, n, dtype=torch.bfloat16)
+        b = torch.randn(n, n, dtype=torch.bfloat16)
+        for _ in range(2):
+            a @ b
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t) / 1e9)
+    return best
 
 
 def first_items(n: int):
@@ -57,25 +61,47 @@ def lm_eval_run(model_dir: Path, data: Path, three_choice: bool, batch_size: int
     stock = Path(lm_eval.__file__).parent / "tasks" / "bbq" / "bbq_multiple_choice.yaml"
     tasks = Path(tempfile.mkdtemp(prefix="lmeval-tasks-"))
     name = "bbq_local_3choice" if three_choice else "bbq_local"
-    lines = [f"include: {stock}", f"task: {name}", "dataset_path: json", "dataset_name: null",
-             "dataset_kwargs:", "  data_files:", f"    test: {data}"]
+    lines = [
+        f"include: {stock}",
+        f"task: {name}",
+        "dataset_path: json",
+        "dataset_name: null",
+        "dataset_kwargs:",
+        "  data_files:",
+        f"    test: {data}",
+    ]
     if three_choice:  # the real options only; plain accuracy (the stock metrics assume 12)
-        lines += ['doc_to_choice: "{{[ans0, ans1, ans2]}}"', 'doc_to_target: "{{label}}"',
-                  "process_results: null", "metric_list:", "  - metric: acc",
-                  "    aggregation: mean", "    higher_is_better: true"]
+        lines += [
+            'doc_to_choice: "{{[ans0, ans1, ans2]}}"',
+            'doc_to_target: "{{label}}"',
+            "process_results: null",
+            "metric_list:",
+            "  - metric: acc",
+            "    aggregation: mean",
+            "    higher_is_better: true",
+        ]
     (tasks / f"{name}.yaml").write_text("\n".join(lines) + "\n")
     t = time.perf_counter()
     out = lm_eval.simple_evaluate(
-        model="hf", model_args=f"pretrained={model_dir},dtype=bfloat16", tasks=[name],
-        batch_size=batch_size, device="cpu", task_manager=TaskManager(include_path=str(tasks)),
+        model="hf",
+        model_args=f"pretrained={model_dir},dtype=bfloat16",
+        tasks=[name],
+        batch_size=batch_size,
+        device="cpu",
+        task_manager=TaskManager(include_path=str(tasks)),
         log_samples=True,
     )
     seconds = time.perf_counter() - t
     samples = out["samples"][name]
     preds = [int(np.argmax([r[0] for r in s["filtered_resps"]])) for s in samples]
     n_requests = sum(len(s["filtered_resps"]) for s in samples)
-    return {"seconds": seconds, "results": out["results"][name], "preds": preds,
-            "docs": [s["doc"] for s in samples], "requests": n_requests}
+    return {
+        "seconds": seconds,
+        "results": out["results"][name],
+        "preds": preds,
+        "docs": [s["doc"] for s in samples],
+        "requests": n_requests,
+    }
 
 
 def selfcorrect_scores(preds, docs):
@@ -87,8 +113,9 @@ def selfcorrect_scores(preds, docs):
 
     b = BBQ()
     table = b.item_table(b.items(["Age"]))
-    df = pd.DataFrame({"category": "Age", "example_id": [d["example_id"] for d in docs],
-                       "pred": preds})
+    df = pd.DataFrame(
+        {"category": "Age", "example_id": [d["example_id"] for d in docs], "pred": preds}
+    )
     merged = df.merge(table, on=["category", "example_id"])
     merged["pred"] = merged["pred"].astype("Int64")
     s = summary(merged, n_boot=0)
@@ -145,22 +172,24 @@ def main() -> None:
     items = first_items(args.items)
     report: dict = {"items": len(items), "threads": torch.get_num_threads()}
     report["bf16_peak_gflops"] = round(matmul_peak_gflops(), 1)
-    print(f"bf16 matmul peak: {report['bf16_peak_gflops']} GFLOP/s "
-          f"({report['threads']} threads)")
+    print(f"bf16 matmul peak: {report['bf16_peak_gflops']} GFLOP/s ({report['threads']} threads)")
 
     backend = TransformersBackend(res)
     params = sum(p.numel() for n, p in backend.model.named_parameters() if "embed" not in n)
-    for k, conds in ((1, ["baseline"]),
-                     (3, ["baseline", "instruct", "negation"]),
-                     (9, ["baseline", "instruct", "s2", "s3", "s4", "negation", "s2-neg",
-                          "s3-neg", "s4-neg"])):
+    for k, conds in (
+        (1, ["baseline"]),
+        (3, ["baseline", "instruct", "negation"]),
+        (9, ["baseline", "instruct", "s2", "s3", "s4", "negation", "s2-neg", "s3-neg", "s4-neg"]),
+    ):
         r = selfcorrect_run(items, conds, backend)
         gflops = 2 * params * r["prompt_tokens"] / r["seconds"] / 1e9
         r["tokens_per_s"] = round(r["prompt_tokens"] / r["seconds"], 1)
         r["mfu"] = round(gflops / report["bf16_peak_gflops"], 3)
         report[f"selfcorrect_k{k}"] = r
-        print(f"selfcorrect, {k} condition(s): {r['seconds']:.1f} s, {r['tokens_per_s']} "
-              f"prompt tokens/s, model FLOP utilisation {r['mfu']:.0%}")
+        print(
+            f"selfcorrect, {k} condition(s): {r['seconds']:.1f} s, {r['tokens_per_s']} "
+            f"prompt tokens/s, model FLOP utilisation {r['mfu']:.0%}"
+        )
     one = report["selfcorrect_k1"]["seconds"]
     for k in (3, 9):
         print(f"  {k} conditions cost {report[f'selfcorrect_k{k}']['seconds'] / one:.2f}x one")
@@ -173,13 +202,18 @@ def main() -> None:
             for tag, three in (("lm_eval_stock", False), ("lm_eval_3choice", True)):
                 r = lm_eval_run(model_dir, data, three, args.batch_size)
                 r["selfcorrect_metrics_on_its_choices"] = (
-                    selfcorrect_scores(r["preds"], r["docs"]) if three else None)
+                    selfcorrect_scores(r["preds"], r["docs"]) if three else None
+                )
                 report[tag] = {k: v for k, v in r.items() if k not in ("preds", "docs")}
-                print(f"{tag}: {r['seconds']:.1f} s for {r['requests']} log-likelihood "
-                      f"requests; {json.dumps(r['results'], default=str)[:400]}")
+                print(
+                    f"{tag}: {r['seconds']:.1f} s for {r['requests']} log-likelihood "
+                    f"requests; {json.dumps(r['results'], default=str)[:400]}"
+                )
                 if three:
-                    print("  its choices under selfcorrect's metrics:",
-                          r["selfcorrect_metrics_on_its_choices"])
+                    print(
+                        "  its choices under selfcorrect's metrics:",
+                        r["selfcorrect_metrics_on_its_choices"],
+                    )
         for tag in ("lm_eval_stock", "lm_eval_3choice"):
             ratio = report[tag]["seconds"] / one
             report[f"speedup_vs_{tag}"] = round(ratio, 2)

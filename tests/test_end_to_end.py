@@ -218,3 +218,40 @@ def test_cot_with_two_rounds_both_readouts(tmp_path):
     assert "Transcripts" in rep and "Let's think about how to answer" in rep
     flips = (out / "report" / "bbq" / "flips.csv").read_text().splitlines()
     assert len(flips) == 1 + 2 * 2  # header + (logprob, generate) x (0->1, 1->2)
+
+
+def test_local_gguf_file_and_hf_directory(tmp_path):
+    """Models outside the registry: a .gguf file path and a Hugging Face directory."""
+    from selfcorrect.backends.transformers import _dequantised_copy
+    from selfcorrect.registry import REGISTRY, part_paths, resolve
+
+    gguf = part_paths(REGISTRY["smollm2-135m-instruct"])[0]
+    hf_dir = _dequantised_copy(resolve("smollm2-135m-instruct"), "bfloat16")
+    out = tmp_path / "local"
+    r = cli(
+        "run",
+        "--model",
+        f"{gguf},{hf_dir}",
+        "--limit",
+        "4",
+        "--categories",
+        "Age",
+        "--conditions",
+        "baseline",
+        "--out",
+        str(out),
+        "--bootstrap",
+        "10",
+        "--quiet",
+    )
+    assert r.returncode == 0, r.stderr
+    with sqlite3.connect(out / "results.sqlite") as c:
+        models = dict(c.execute("SELECT model, sha256 FROM models").fetchall())
+        preds = c.execute("SELECT model, uid, pred FROM answers ORDER BY uid").fetchall()
+    assert set(models) == {str(gguf), str(hf_dir)}
+    assert models[str(gguf)] == REGISTRY["smollm2-135m-instruct"].sha256
+    assert len(preds) == 8
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"NOPE" + b"\0" * 100)
+    r = cli("run", "--model", str(bad), "--limit", "2", "--out", str(out))
+    assert r.returncode == 2 and "not a GGUF file" in r.stderr

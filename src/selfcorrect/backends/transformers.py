@@ -238,15 +238,20 @@ class TransformersBackend(ChatRendering):
             hidden = torch.stack(
                 [heads[0][r[1]] if r[0] == 0 else heads[1][r[1], r[2]] for r in rows]
             )
-            logits = self.head(hidden).float()
-            if self.softcap:
-                logits = torch.tanh(logits / self.softcap) * self.softcap
-            lp = torch.log_softmax(logits, dim=-1)
-            tok_lp = lp[torch.arange(len(targets)), torch.tensor(targets, device=lp.device)]
-        sums = torch.zeros(len(sufs), dtype=torch.float64)
-        sums.index_add_(0, torch.tensor(owner), tok_lp.double().cpu())
-        flat = sums.tolist()
+            flat = self._summed_logprobs(hidden, targets, owner, len(sufs))
         return [flat[b * n_opts : (b + 1) * n_opts] for b in range(len(batch))]
+
+    def _summed_logprobs(self, hidden, targets, owner, n_rows) -> list[float]:
+        """Logits only at the positions read, log-softmax in fp32, summed per row in fp64."""
+        torch = self.torch
+        logits = self.head(hidden).float()
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        lp = torch.log_softmax(logits, dim=-1)
+        tok_lp = lp[torch.arange(len(targets)), torch.tensor(targets, device=lp.device)]
+        sums = torch.zeros(n_rows, dtype=torch.float64)
+        sums.index_add_(0, torch.tensor(owner), tok_lp.double().cpu())
+        return sums.tolist()
 
     def _score_batch(self, batch) -> list[float]:
         torch = self.torch
@@ -268,15 +273,7 @@ class TransformersBackend(ChatRendering):
                 input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
             ).last_hidden_state
             picked = hidden[torch.tensor(rows), torch.tensor(cols)]
-            # logits only at the positions we read, log-softmax in fp32
-            logits = self.head(picked).float()
-            if self.softcap:
-                logits = torch.tanh(logits / self.softcap) * self.softcap
-            lp = torch.log_softmax(logits, dim=-1)
-            tok_lp = lp[torch.arange(len(targets)), torch.tensor(targets, device=lp.device)]
-        sums = torch.zeros(len(batch), dtype=torch.float64)
-        sums.index_add_(0, torch.tensor(owner), tok_lp.double().cpu())
-        return sums.tolist()
+            return self._summed_logprobs(picked, targets, owner, len(batch))
 
     # generation --------------------------------------------------------------------------
     def generate(

@@ -17,6 +17,7 @@ import pandas as pd
 from scipy import stats
 
 from selfcorrect.metrics.bbq import RUN_KEYS, _with_run_keys
+from selfcorrect.metrics.stats import percentile_ci
 
 FEMALE, MALE, NEUTRAL = range(3)
 Z95 = 1.959963984540054
@@ -129,12 +130,7 @@ def paired(
                 boots = np.array(
                     [_occ_metric(b, metric, i) - _occ_metric(a, metric, i) for i in draws]
                 )
-                finite = boots[np.isfinite(boots)]
-                lo, hi = (
-                    np.percentile(finite, [2.5, 97.5])
-                    if finite.size
-                    else (float("nan"), float("nan"))
-                )
+                lo, hi = percentile_ci(boots)
                 rows.append(
                     {
                         "model": model,
