@@ -147,8 +147,16 @@ def test_two_rounds_chat_snapshot(smollm2):
     assert got == (SNAP / "baseline_2rounds_smollm2.txt").read_text()
 
 
-def test_chat_only_condition_refuses_base_models(tmp_path):
+def test_chat_only_condition_refuses_base_models(tmp_path, monkeypatch):
+    from pathlib import Path
+
     import selfcorrect
+    from selfcorrect import api
+    from selfcorrect.registry import ResolvedModel
+
+    # a registry base model, without needing its weights installed
+    monkeypatch.setattr(api, "resolve", lambda name: ResolvedModel(
+        name, "registry", Path("/nonexistent.gguf"), "0" * 64, "base"))
 
     lib = tmp_path / "lib.toml"
     lib.write_text(
