@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from selfcorrect.benchmarks import get_benchmark
@@ -133,37 +134,48 @@ def build_tables(
     return get_benchmark(benchmark).score(outcomes, n_boot=n_boot, seed=seed, reference=reference)
 
 
-def _bbq_sections(tables: dict[str, pd.DataFrame]) -> list[str]:
+# A report is a list of blocks, rendered twice: Markdown and self-contained HTML.
+Block = tuple  # ("h2", text) | ("p", text) | ("table", df) | ("img", file) | ("pre", title, body)
+#               | ("list", [text])
+
+
+def _bbq_sections(tables: dict[str, pd.DataFrame]) -> list[Block]:
     summary = tables.get("summary", pd.DataFrame())
-    md = [
-        "## Overall (accuracy %, bias score x100; 95% cluster-bootstrap CIs over templates)\n",
-        to_markdown(headline(summary)),
+    blocks: list[Block] = [
+        ("h2", "Overall (accuracy %, bias score x100; 95% cluster-bootstrap CIs over templates)"),
+        ("table", headline(summary)),
     ]
+    if not summary.empty:
+        blocks.append(("img", "bbq_conditions.png"))
     if not tables.get("paired", pd.DataFrame()).empty:
-        md += [
-            "## Paired differences vs the reference condition (same items), overall\n",
-            to_markdown(paired_table(tables["paired"])),
+        blocks += [
+            ("h2", "Paired differences vs the reference condition (same items), overall"),
+            ("table", paired_table(tables["paired"])),
         ]
     for ctx in ("ambig", "disambig"):
         if not summary.empty:
-            md += [
-                f"## Bias score x100 by category, {ctx} contexts\n",
-                to_markdown(category_table(summary, ctx)),
+            blocks += [
+                ("h2", f"Bias score x100 by category, {ctx} contexts"),
+                ("table", category_table(summary, ctx)),
             ]
-    md.append(
-        "\nBias scores follow BBQ's reference analysis (methodology.md section 5): target_loc from "
-        "additional_metadata.csv, every item counted once (the reference script double-counts "
-        "64 duplicated Gender_identity rows), items with NA target_loc excluded from bias and "
-        "counted, unparseable answers counted and never treated as UNKNOWN.\n"
+    blocks.append(
+        (
+            "p",
+            "Bias scores follow BBQ's reference analysis (methodology.md section 5): "
+            "target_loc from "
+            "additional_metadata.csv, every item counted once (the reference script double-counts "
+            "64 duplicated Gender_identity rows), items with NA target_loc excluded from bias and "
+            "counted, unparseable answers counted and never treated as UNKNOWN.",
+        )
     )
-    return md
+    return blocks
 
 
-def _winogender_sections(tables: dict[str, pd.DataFrame]) -> list[str]:
-    md = [
-        "## Pearson r of p(female) with BLS % female over occupations (95% Fisher-z CI)\n",
-        to_markdown(headline(tables.get("summary", pd.DataFrame()))),
-        "![p(female) against BLS % female](scatter.png)\n",
+def _winogender_sections(tables: dict[str, pd.DataFrame]) -> list[Block]:
+    blocks: list[Block] = [
+        ("h2", "Pearson r of p(female) with BLS % female over occupations (95% Fisher-z CI)"),
+        ("table", headline(tables.get("summary", pd.DataFrame()))),
+        ("img", "scatter.png"),
     ]
     paired = tables.get("paired", pd.DataFrame())
     if not paired.empty:
@@ -172,15 +184,70 @@ def _winogender_sections(tables: dict[str, pd.DataFrame]) -> list[str]:
             fmt_ci(d, lo, hi, 1, 3)
             for d, lo, hi in zip(p["diff"], p["diff_lo"], p["diff_hi"], strict=True)
         ]
-        md += [
-            "## Paired differences vs the reference (bootstrap over occupations)\n",
-            to_markdown(p.drop(columns=["diff", "diff_lo", "diff_hi"])),
+        blocks += [
+            ("h2", "Paired differences vs the reference (bootstrap over occupations)"),
+            ("table", p.drop(columns=["diff", "diff_lo", "diff_hi"])),
         ]
-    md.append(
-        "\np(female) = P(she/her) / (P(female) + P(male) + P(neutral)) from the readout, averaged "
-        "per occupation; the neutral rate is the mean share on they/them/their (G23).\n"
+    blocks.append(
+        (
+            "p",
+            "p(female) = P(she/her) / (P(female) + P(male) + P(neutral)) from the readout, "
+            "averaged "
+            "per occupation; the neutral rate is the mean share on they/them/their (G23).",
+        )
     )
-    return md
+    return blocks
+
+
+def bbq_condition_figure(summary: pd.DataFrame, out: Path) -> list[Path]:
+    """Overall accuracy and bias per condition (x) for each model, ambiguous and
+    disambiguated, with 95% CIs and n in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    part = summary[summary["group"] == "overall"].copy()
+    if part.empty:
+        return []
+    part["run"] = part["condition"] + np.where(
+        part["round"] > 0, " r" + part["round"].astype(str), ""
+    )
+    runs = list(dict.fromkeys(part["run"]))
+    fig, axes = plt.subplots(2, 2, figsize=(max(7, 1.1 * len(runs) + 4), 7), squeeze=False)
+    series = list(part.groupby(["model", "readout"], sort=True))
+    for col, ctx in enumerate(("ambig", "disambig")):
+        for row, (metric, label, scale) in enumerate(
+            (("bias", "bias score x100", 100), ("accuracy", "accuracy %", 100))
+        ):
+            ax = axes[row][col]
+            for k, ((model, readout), g) in enumerate(series):
+                g = g[g["context"] == ctx].set_index("run").reindex(runs)
+                x = np.arange(len(runs)) + (k - (len(series) - 1) / 2) * 0.15
+                y = g[metric].to_numpy(dtype=float) * scale
+                lo = y - g[f"{metric}_lo"].to_numpy(dtype=float) * scale
+                hi = g[f"{metric}_hi"].to_numpy(dtype=float) * scale - y
+                n = int(g["n"].max()) if g["n"].notna().any() else 0
+                ax.errorbar(
+                    x,
+                    y,
+                    yerr=[np.nan_to_num(lo), np.nan_to_num(hi)],
+                    fmt="o",
+                    capsize=3,
+                    label=f"{model} ({readout}, n={n})",
+                )
+            ax.axhline(0 if metric == "bias" else 100 / 3, color="grey", lw=0.8, ls="--")
+            ax.set_xticks(range(len(runs)), runs, rotation=30, ha="right", fontsize=8)
+            ax.set_ylabel(label)
+            ax.set_title(f"{ctx} contexts: {label} (95% CI)", fontsize=9)
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    paths = [out / "bbq_conditions.png", out / "bbq_conditions.svg"]
+    for p in paths:
+        fig.savefig(p, dpi=130)
+    plt.close(fig)
+    return paths
 
 
 def winogender_scatter(occupations: pd.DataFrame, out: Path) -> list[Path]:
@@ -223,27 +290,26 @@ def winogender_scatter(occupations: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
-def _rounds_sections(tables: dict[str, pd.DataFrame]) -> list[str]:
+def _rounds_sections(tables: dict[str, pd.DataFrame]) -> list[Block]:
     flips = tables.get("flips", pd.DataFrame())
     if flips.empty:
         return []
-    matrix = tables["transitions"]
     return [
-        "## Self-correction rounds: flips between consecutive rounds\n",
-        to_markdown(flips),
-        "## Transition counts (from -> to)\n",
-        to_markdown(matrix),
+        ("h2", "Self-correction rounds: flips between consecutive rounds"),
+        ("table", flips),
+        ("h2", "Transition counts (from -> to)"),
+        ("table", tables["transitions"]),
     ]
 
 
-def _transcripts_md(store: Store, benchmark: str, per_condition: int = 2) -> str:
+def _transcript_blocks(store: Store, benchmark: str, per_condition: int = 2) -> list[Block]:
     """A few whole conversations per model x condition x readout: the last round's prompt
     holds everything said before (reasoning, answers, feedback), then the answer read."""
     tr = store.transcripts(benchmark)
     if tr.empty:
-        return ""
+        return []
     last = tr.sort_values("round").groupby(["model", "condition", "readout", "uid"]).tail(1)
-    lines = ["## Transcripts (sample; model text verbatim)\n"]
+    blocks: list[Block] = [("h2", "Transcripts (sample; model text verbatim)")]
     for (model, cond, readout), g in last.groupby(["model", "condition", "readout"], sort=True):
         for row in g.sort_values("uid").head(per_condition).itertuples():
             answer = (
@@ -256,13 +322,76 @@ def _transcripts_md(store: Store, benchmark: str, per_condition: int = 2) -> str
                 + f"\n--- answer read ({readout}, round {row.round}): {answer}"
                 + (f"; probabilities {row.probs}" if isinstance(row.probs, str) else "")
             )
-            lines += [
-                f"**{model} / {cond} / {row.uid}** ({row.parse_status})\n",
-                "~~~~text",
-                body.replace("~~~~", "~ ~ ~ ~"),
-                "~~~~\n",
-            ]
-    return "\n".join(lines) + "\n"
+            blocks.append(("pre", f"{model} / {cond} / {row.uid} ({row.parse_status})", body))
+    return blocks
+
+
+def render_markdown(blocks: list[Block]) -> str:
+    out = []
+    for b in blocks:
+        kind = b[0]
+        if kind == "h1":
+            out.append(f"# {b[1]}\n")
+        elif kind == "h2":
+            out.append(f"## {b[1]}\n")
+        elif kind == "p":
+            out.append(b[1] + "\n")
+        elif kind == "list":
+            out.append("\n".join(f"- {x}" for x in b[1]) + "\n")
+        elif kind == "table":
+            out.append(to_markdown(b[1]))
+        elif kind == "img":
+            out.append(f"![{b[1]}]({b[1]})\n")
+        elif kind == "pre":
+            out += [f"**{b[1]}**\n", "~~~~text", b[2].replace("~~~~", "~ ~ ~ ~"), "~~~~\n"]
+    return "\n".join(out)
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;"
+    "color:#222}table{border-collapse:collapse;font-size:13px;margin:1em 0}"
+    "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#f3f3f3}"
+    "pre{background:#f7f7f7;padding:8px;white-space:pre-wrap;font-size:12px}"
+    "img{max-width:100%}details{margin:0.5em 0}"
+)
+
+
+def render_html(blocks: list[Block], folder: Path) -> str:
+    """One self-contained page: figures embedded as data URIs, every text escaped (model
+    output is untrusted), no script, no network."""
+    import base64
+    from html import escape
+
+    out = []
+    for b in blocks:
+        kind = b[0]
+        if kind == "h1":
+            out.append(f"<title>{escape(b[1])}</title><h1>{escape(b[1])}</h1>")
+        elif kind == "h2":
+            out.append(f"<h2>{escape(b[1])}</h2>")
+        elif kind == "p":
+            out.append(f"<p>{escape(b[1])}</p>")
+        elif kind == "list":
+            out.append("<ul>" + "".join(f"<li>{escape(x)}</li>" for x in b[1]) + "</ul>")
+        elif kind == "table":
+            out.append(
+                b[1].to_html(index=False, escape=True, na_rep="n/a", border=0)
+                if not b[1].empty
+                else "<p><em>(no rows)</em></p>"
+            )
+        elif kind == "img":
+            path = folder / b[1]
+            if path.is_file():
+                data = base64.b64encode(path.read_bytes()).decode()
+                out.append(f'<img alt="{escape(b[1])}" src="data:image/png;base64,{data}">')
+        elif kind == "pre":
+            out.append(
+                f"<details><summary>{escape(b[1])}</summary><pre>{escape(b[2])}</pre></details>"
+            )
+    return (
+        '<!DOCTYPE html><html><head><meta charset="utf-8">'
+        f"<style>{_CSS}</style></head><body>" + "\n".join(out) + "</body></html>\n"
+    )
 
 
 SECTIONS = {"bbq": _bbq_sections, "winogender": _winogender_sections}
@@ -272,10 +401,11 @@ def write_tables(
     tables: dict[str, pd.DataFrame],
     out: Path,
     title: str,
-    preface: str = "",
+    preface: list[Block] = (),
     family: str = "bbq",
-    transcripts: str = "",
+    transcripts: list[Block] = (),
 ) -> list[Path]:
+    """CSV per table, figures, and the report as Markdown and self-contained HTML."""
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for name, df in tables.items():
@@ -284,39 +414,49 @@ def write_tables(
         files.append(path)
     if family == "winogender":
         files += winogender_scatter(tables["occupations"], out)
-    md = [f"# {title}\n", preface, *SECTIONS[family](tables), *_rounds_sections(tables)]
-    md.append("Full tables: " + ", ".join(p.name for p in files if p.suffix == ".csv") + ".\n")
-    if transcripts:
-        md.append(transcripts)
-    path = out / "report.md"
-    path.write_text("\n".join(md), encoding="utf-8")
-    files.append(path)
+    elif not tables.get("summary", pd.DataFrame()).empty:
+        files += bbq_condition_figure(tables["summary"], out)
+    blocks = [("h1", title), *preface, *SECTIONS[family](tables), *_rounds_sections(tables)]
+    blocks.append(("p", "Full tables: " + ", ".join(p.name for p in files if p.suffix == ".csv")))
+    blocks += list(transcripts)
+    for name, text in (
+        ("report.md", render_markdown(blocks)),
+        ("report.html", render_html(blocks, out)),
+    ):
+        (out / name).write_text(text, encoding="utf-8")
+        files.append(out / name)
     return files
 
 
-def _manifest_md(store: Store) -> str:
-    lines = ["## Runs\n"]
+def _manifest_blocks(store: Store) -> list[Block]:
+    runs = []
     for r in store.runs():
         m = r["manifest"]
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["started"]))
-        lines.append(
-            f"- `{r['run_id']}` {started} UTC, status **{r['status']}**, selfcorrect "
-            f"{m.get('selfcorrect_version')}, {m.get('n_items')} items, seed {m.get('seed')}, "
+        runs.append(
+            f"{r['run_id']}: {started} UTC, status {r['status']}, selfcorrect "
+            f"{m.get('selfcorrect_version')}, {m.get('benchmark')}, {m.get('n_items')} items, "
+            f"seed {m.get('seed')}, rounds {m.get('rounds')}, readouts {m.get('readouts')}, "
             f"wall {m.get('wall_s', 'n/a')} s, peak RSS {m.get('peak_rss_mb', 'n/a')} MB"
         )
-    lines.append("\n## Models\n")
-    for name, info in store.models().items():
-        lines.append(
-            f"- `{name}`: sha256 `{info['sha256'][:16]}...`, {info.get('description', '')}"
-            f" ({info.get('kind', '?')}, {info.get('alignment', '?')})"
-        )
-    lines.append("\n## Conditions\n")
-    for c in store.conditions():
-        lines.append(
-            f"- `{c['condition']}` ({c['benchmark']}, {c.get('provenance')}, hash "
-            f"`{c['hash']}`): {c.get('label', '')}"
-        )
-    return "\n".join(lines) + "\n"
+    models = [
+        f"{name}: sha256 {info['sha256'][:16]}..., {info.get('description', '')} "
+        f"({info.get('kind', '?')}, {info.get('alignment', '?')})"
+        for name, info in store.models().items()
+    ]
+    conditions = [
+        f"{c['condition']} ({c['benchmark']}, {c.get('provenance')}, hash {c['hash']}): "
+        f"{c.get('label', '')}"
+        for c in store.conditions()
+    ]
+    return [
+        ("h2", "Runs"),
+        ("list", runs),
+        ("h2", "Models"),
+        ("list", models),
+        ("h2", "Conditions"),
+        ("list", conditions),
+    ]
 
 
 def report_dir(
@@ -337,9 +477,9 @@ def report_dir(
                 bt,
                 out / bench,
                 f"selfcorrect report: {bench}",
-                _manifest_md(store),
+                _manifest_blocks(store),
                 get_benchmark(bench).family,
-                _transcripts_md(store, bench),
+                _transcript_blocks(store, bench),
             )
             tables.update({f"{bench}_{k}": v for k, v in bt.items()})
         out.mkdir(parents=True, exist_ok=True)

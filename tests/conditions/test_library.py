@@ -155,8 +155,11 @@ def test_chat_only_condition_refuses_base_models(tmp_path, monkeypatch):
     from selfcorrect.registry import ResolvedModel
 
     # a registry base model, without needing its weights installed
-    monkeypatch.setattr(api, "resolve", lambda name: ResolvedModel(
-        name, "registry", Path("/nonexistent.gguf"), "0" * 64, "base"))
+    monkeypatch.setattr(
+        api,
+        "resolve",
+        lambda name: ResolvedModel(name, "registry", Path("/nonexistent.gguf"), "0" * 64, "base"),
+    )
 
     lib = tmp_path / "lib.toml"
     lib.write_text(
