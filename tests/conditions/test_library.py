@@ -84,7 +84,9 @@ def test_user_library_and_bad_files(tmp_path):
         protocol(lib.get("polite"), "bbq", {}, 0, lib)
 
 
-def _conversation_at_read(steps):
+def _conversations_at_reads(steps):
+    """Walk a protocol, answering every generate with <reasoning> and every read with (b);
+    yield the conversation the model sees at each read."""
     msgs, prefill = [], ""
     for s in steps:
         if s.kind == "ask":
@@ -95,7 +97,13 @@ def _conversation_at_read(steps):
             msgs.append(("assistant", prefill + " <reasoning>"))
             prefill = ""
         elif s.kind == "read":
-            return Conversation(tuple(msgs), prefill)
+            yield Conversation(tuple(msgs), prefill)
+            msgs.append(("assistant", prefill + " (b)"))
+            prefill = ""
+
+
+def _conversation_at_read(steps):
+    return next(_conversations_at_reads(steps))
 
 
 def test_plain_rendering_snapshot():
@@ -113,21 +121,7 @@ def test_chat_rendering_snapshot(smollm2, name):
 
 
 def _renders_at_each_read(steps, render):
-    """Walk a protocol, answering every generate with <reasoning> and every read with (b)."""
-    msgs, prefill, out = [], "", []
-    for s in steps:
-        if s.kind == "ask":
-            msgs.append(("user", s.text))
-        elif s.kind == "prefill":
-            prefill = s.text
-        elif s.kind == "generate":
-            msgs.append(("assistant", prefill + " <reasoning>"))
-            prefill = ""
-        elif s.kind == "read":
-            out.append(render(Conversation(tuple(msgs), prefill)))
-            msgs.append(("assistant", prefill + " (b)"))
-            prefill = ""
-    return "\n=== next read ===\n".join(out)
+    return "\n=== next read ===\n".join(render(c) for c in _conversations_at_reads(steps))
 
 
 def test_two_rounds_plain_snapshot():
