@@ -17,15 +17,30 @@ def test_report_files_and_escaping(tmp_path):
     run = store.start_run({"benchmark": "bbq"})
     lib = load_library()
     evil = ' (a) <script>alert("x")</script> & <img src=x onerror=1>'
-    plan = Plan("bbq", lib.resolve(["baseline", "instruct"], "bbq"), items, 1, lib,
-                readout="generate", parser=parse_bbq)
+    plan = Plan(
+        "bbq",
+        lib.resolve(["baseline", "instruct"], "bbq"),
+        items,
+        1,
+        lib,
+        readout="generate",
+        parser=parse_bbq,
+    )
     execute(store, run, "fake", FakeBackend(answer=evil), plan)
     store.update_run(run, {"benchmark": "bbq"}, "finished")
     store.close()
     rep = report_dir(tmp_path, n_boot=50)
     names = {p.name for p in rep.files}
-    assert {"report.md", "report.html", "summary.csv", "flips.csv", "bbq_conditions.png",
-            "bbq_conditions.svg", "manifest.json", "outcomes.csv"} <= names
+    assert {
+        "report.md",
+        "report.html",
+        "summary.csv",
+        "flips.csv",
+        "bbq_conditions.png",
+        "bbq_conditions.svg",
+        "manifest.json",
+        "outcomes.csv",
+    } <= names
     html = (tmp_path / "report" / "bbq" / "report.html").read_text()
     assert "<script" not in html and "onerror=1>" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html

@@ -120,10 +120,10 @@ def execute(
         done_ans = store.done_answers(model, plan.benchmark, key, plan.readout)
         done_turns = store.done_turns(model, plan.benchmark, key, plan.readout)
         states = [_State(it, cond, plan.steps_for(cond, it)) for it in plan.items]
-        # A batching backend takes many items per wave. A sequential one with a prompt cache
-        # (llama.cpp) walks one item through all its steps and rounds, so each step continues
-        # from the conversation already in its cache instead of recomputing it.
-        width = len(states) if getattr(backend, "batches", True) else 1
+        # A batching backend takes a batch of items through all their steps and rounds before
+        # the next batch, a sequential one (llama.cpp) one item: either way each step finds the
+        # conversation so far still in the backend's prompt cache instead of recomputing it.
+        width = batch_size if getattr(backend, "batches", True) else 1
         for k in range(0, len(states), width):
             _run_waves(ctx, states[k : k + width], done_ans, done_turns)
         timings[key] = round(time.perf_counter() - t0, 3)

@@ -127,3 +127,27 @@ def test_shared_prefix_path_equals_per_option_reference(smollm2_fp32, smollm2):
         )
         < 0.5
     )
+
+
+def test_cross_round_kv_reuse_equals_recomputing(smollm2_fp32):
+    """A round-1 prompt extends the round-0 one: only its new tokens are computed, from the
+    stored KV of round 0, and the scores equal a backend that recomputes everything."""
+    from selfcorrect.backends.transformers import TransformersBackend
+    from selfcorrect.registry import resolve
+
+    fresh = TransformersBackend(
+        resolve("smollm2-135m-instruct"), dtype="float32", kv_budget_tokens=0
+    )
+    prompts, cands = _bbq_prompts(smollm2_fp32, 6)
+    smollm2_fp32.score(prompts, cands)  # round 0 stored
+    hits = smollm2_fp32._kv.hits
+    longer = [
+        p + " (b)<|im_end|>\n<|im_start|>user\nReview.<|im_end|>\n<|im_start|>assistant\n"
+        "Upon evaluation, the answer is"
+        for p in prompts
+    ]
+    reused = smollm2_fp32.score(longer, cands)
+    assert smollm2_fp32._kv.hits == hits + 6
+    again = fresh.score(longer, cands)
+    for a, b in zip(reused, again, strict=True):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-3)

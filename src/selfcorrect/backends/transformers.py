@@ -90,6 +90,7 @@ class TransformersBackend(ChatRendering):
         batch_tokens: int = 4096,
         trust_remote_code: bool = False,
         prefix_cache: bool = True,
+        kv_budget_tokens: int = 32768,
     ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -102,6 +103,7 @@ class TransformersBackend(ChatRendering):
         self.dtype = getattr(torch, dtype)
         self.batch_tokens = batch_tokens
         self.prefix_cache = prefix_cache
+        self.kv_budget = kv_budget_tokens
         folder = (
             resolved.path if resolved.source == "hf-dir" else _dequantised_copy(resolved, dtype)
         )
@@ -128,6 +130,8 @@ class TransformersBackend(ChatRendering):
         # newer transformers renamed the decoder's cache argument
         params = inspect.signature(self.decoder.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        full_attention = set(getattr(self.model.config, "layer_types", None) or ["full_attention"])
+        self._kv = PromptKV(torch, self.kv_budget if full_attention == {"full_attention"} else 0)
         self.head = self.model.get_output_embeddings()
         self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
         self.info = {
@@ -188,26 +192,37 @@ class TransformersBackend(ChatRendering):
         return out
 
     def _score_cached_batch(self, batch) -> list[list[float]]:
+        """Layout per row: [pad | reused KV of an earlier prompt | pad | new prompt tokens],
+        then the options. Positions are explicit, holes are masked."""
         torch = self.torch
         pad = self.tok.pad_token_id
         n_opts = len(batch[0][2])
-        width = max(len(p) for _, p, _ in batch)
+        reused = [self._kv.lookup(prefix) for _, prefix, _ in batch]
+        c_len = [0 if kv is None else kv[0][0].shape[1] for kv in reused]
+        width_c = max(c_len)
+        width = max(len(p) - c for (_, p, _), c in zip(batch, c_len, strict=True))
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for b, (_, prefix, _) in enumerate(batch):
-            ids[b, width - len(prefix) :] = torch.tensor(prefix)
-            mask[b, width - len(prefix) :] = 1
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        lens = mask.sum(-1)
+        mask = torch.zeros((len(batch), width_c + width), dtype=torch.long)
+        pos = torch.zeros((len(batch), width), dtype=torch.long)
+        for b, ((_, prefix, _), c) in enumerate(zip(batch, c_len, strict=True)):
+            new = prefix[c:]
+            ids[b, width - len(new) :] = torch.tensor(new)
+            pos[b, width - len(new) :] = torch.arange(c, len(prefix))
+            mask[b, width_c - c : width_c] = 1
+            mask[b, width_c + width - len(new) :] = 1
+        lens = torch.tensor([len(p) for _, p, _ in batch])
         sufs = [s for _, _, opts in batch for s in opts]  # row b*K + j
         slen = max(len(s) for s in sufs)
         with torch.inference_mode():
+            past = self._kv.assemble(reused, c_len, width_c) if width_c else None
             first = self.decoder(
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
                 position_ids=pos.to(self.device),
                 use_cache=True,
+                **({self._cache_kw: past} if past is not None else {}),
             )
+            self._kv.store(batch, first.past_key_values, mask)
             # the last prefix position predicts every option's first token
             heads = [first.last_hidden_state[:, -1].repeat_interleave(n_opts, 0)]
             if slen > 1:  # options' own tokens predict their next ones, from the shared cache
@@ -310,6 +325,67 @@ class TransformersBackend(ChatRendering):
             for i, ids in zip(idx, new, strict=True):
                 results[i] = self.tok.decode(ids, skip_special_tokens=True)
         return results
+
+
+class PromptKV:
+    """Keeps the KV cache of recently scored prompts, so that a later prompt that extends one
+    (the next feedback round, the answer turn after reasoning) computes only its new tokens.
+    Bounded by a token budget, least recently used first out. Off (budget 0) for models with
+    sliding-window layers, whose caches cannot be spliced this way."""
+
+    def __init__(self, torch, budget_tokens: int):
+        self.torch = torch
+        self.budget = budget_tokens
+        self.entries: dict[tuple, list] = {}  # token tuple -> [(keys, values) per layer]
+        self.used = 0
+        self.hits = 0
+
+    def lookup(self, prefix: list[int]):
+        """The KV of the longest stored prompt that is a proper prefix of `prefix`."""
+        if not self.budget:
+            return None
+        best = None
+        for key in self.entries:
+            if len(key) < len(prefix) and (best is None or len(key) > len(best)):
+                if tuple(prefix[: len(key)]) == key:
+                    best = key
+        if best is None:
+            return None
+        self.entries[best] = self.entries.pop(best)  # most recently used
+        self.hits += 1
+        return self.entries[best]
+
+    def assemble(self, reused, c_len, width):
+        """A batch cache: each row's reused KV, left-padded to `width`."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        template = next(kv for kv in reused if kv is not None)
+        for layer, (k0, v0) in enumerate(template):
+            keys = k0.new_zeros((len(reused), k0.shape[0], width, k0.shape[2]))
+            values = v0.new_zeros((len(reused), v0.shape[0], width, v0.shape[2]))
+            for b, (kv, c) in enumerate(zip(reused, c_len, strict=True)):
+                if kv is not None:
+                    keys[b, :, width - c :] = kv[layer][0]
+                    values[b, :, width - c :] = kv[layer][1]
+            cache.update(keys, values, layer)
+        return cache
+
+    def store(self, batch, cache, mask) -> None:
+        if not self.budget:
+            return
+        torch = self.torch
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        for b, (_, prefix, _) in enumerate(batch):
+            idx = torch.nonzero(mask[b], as_tuple=True)[0].to(layers[0][0].device)
+            self.entries[tuple(prefix)] = [
+                (k[b].index_select(1, idx), v[b].index_select(1, idx)) for k, v in layers
+            ]
+            self.used += len(prefix)
+        while self.used > self.budget and self.entries:
+            oldest = next(iter(self.entries))
+            self.used -= len(oldest)
+            del self.entries[oldest]
 
 
 def _length_batches(seqs, budget: int, key=lambda s: s[2]):
