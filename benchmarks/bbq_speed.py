@@ -181,6 +181,7 @@ def main() -> None:
         (3, ["baseline", "instruct", "negation"]),
         (9, ["baseline", "instruct", "s2", "s3", "s4", "negation", "s2-neg", "s3-neg", "s4-neg"]),
     ):
+        backend._kv.clear()  # each K starts cold: no prompts cached from the previous K
         r = selfcorrect_run(items, conds, backend)
         gflops = 2 * params * r["prompt_tokens"] / r["seconds"] / 1e9
         r["tokens_per_s"] = round(r["prompt_tokens"] / r["seconds"], 1)

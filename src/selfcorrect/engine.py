@@ -101,10 +101,9 @@ def execute(
     batch_size: int = 64,
     on_progress: Callable[[int], None] = lambda n: None,
 ) -> dict:
-    """Run every missing step for one model; return timings per condition."""
-    timings: dict[str, float] = {}
+    """Run every missing step for one model; return seconds spent per condition."""
+    runs = []
     for cond in plan.conditions:
-        t0 = time.perf_counter()
         key = plan.condition_key(cond)
         ctx = _Context(
             store,
@@ -117,17 +116,26 @@ def execute(
             batch_size,
             on_progress,
         )
-        done_ans = store.done_answers(model, plan.benchmark, key, plan.readout)
-        done_turns = store.done_turns(model, plan.benchmark, key, plan.readout)
-        states = [_State(it, cond, plan.steps_for(cond, it)) for it in plan.items]
-        # A batching backend takes a batch of items through all their steps and rounds before
-        # the next batch, a sequential one (llama.cpp) one item: either way each step finds the
-        # conversation so far still in the backend's prompt cache instead of recomputing it.
-        width = batch_size if getattr(backend, "batches", True) else 1
-        for k in range(0, len(states), width):
+        runs.append(
+            (
+                ctx,
+                store.done_answers(model, plan.benchmark, key, plan.readout),
+                store.done_turns(model, plan.benchmark, key, plan.readout),
+                [_State(it, cond, plan.steps_for(cond, it)) for it in plan.items],
+            )
+        )
+    # A batching backend takes a batch of items through all their steps and rounds, under
+    # every condition, before the next batch; a sequential one (llama.cpp) one item. Either way
+    # the backend's prompt cache still holds the conversation so far, and the same question
+    # under the previous condition, instead of recomputing them.
+    width = batch_size if getattr(backend, "batches", True) else 1
+    timings = {ctx.condition: 0.0 for ctx, *_ in runs}
+    for k in range(0, len(plan.items), width):
+        for ctx, done_ans, done_turns, states in runs:
+            t0 = time.perf_counter()
             _run_waves(ctx, states[k : k + width], done_ans, done_turns)
-        timings[key] = round(time.perf_counter() - t0, 3)
-    return timings
+            timings[ctx.condition] += time.perf_counter() - t0
+    return {key: round(sec, 3) for key, sec in timings.items()}
 
 
 def _run_waves(ctx: _Context, active: list[_State], done_ans: dict, done_turns: dict) -> None:

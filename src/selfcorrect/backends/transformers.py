@@ -12,6 +12,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from selfcorrect.backends.base import (
     ChatRendering,
     Sampling,
@@ -222,7 +224,7 @@ class TransformersBackend(ChatRendering):
                 use_cache=True,
                 **({self._cache_kw: past} if past is not None else {}),
             )
-            self._kv.store(batch, first.past_key_values, mask)
+            self._kv.store([p for _, p, _ in batch], first.past_key_values, mask)
             # the last prefix position predicts every option's first token
             heads = [first.last_hidden_state[:, -1].repeat_interleave(n_opts, 0)]
             if slen > 1:  # options' own tokens predict their next ones, from the shared cache
@@ -319,11 +321,31 @@ class TransformersBackend(ChatRendering):
             ).to(self.device)
             with torch.inference_mode():
                 out = self.model.generate(
-                    **enc, max_new_tokens=max_tokens, pad_token_id=self.tok.pad_token_id, **how
+                    **enc,
+                    max_new_tokens=max_tokens,
+                    pad_token_id=self.tok.pad_token_id,
+                    return_dict_in_generate=True,
+                    **how,
                 )
-            new = out[:, enc["input_ids"].shape[1] :]
+            width = enc["input_ids"].shape[1]
+            new = out.sequences[:, width:]
             for i, ids in zip(idx, new, strict=True):
                 results[i] = self.tok.decode(ids, skip_special_tokens=True)
+            cache = getattr(out, "past_key_values", None)
+            if cache is not None and new.shape[1] > 1:
+                # keep the conversation so far (prompt + reasoning) for the next turn's prompt
+                mask = torch.cat(
+                    [
+                        enc["attention_mask"].cpu(),
+                        torch.ones((len(idx), new.shape[1] - 1), dtype=torch.long),
+                    ],
+                    1,
+                )
+                seqs = [
+                    [t for t, m in zip(row.tolist(), mrow.tolist(), strict=False) if m]
+                    for row, mrow in zip(out.sequences.cpu(), mask, strict=True)
+                ]
+                self._kv.store(seqs, cache, mask)
         return results
 
 
@@ -340,20 +362,32 @@ class PromptKV:
         self.used = 0
         self.hits = 0
 
+    MIN_SHARED = 16  # shorter shared prefixes are not worth splicing
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.used = 0
+
     def lookup(self, prefix: list[int]):
-        """The KV of the longest stored prompt that is a proper prefix of `prefix`."""
-        if not self.budget:
+        """The KV of the longest run of leading tokens that a stored sequence shares with
+        `prefix` (at most all but its last token), or None."""
+        if not self.budget or not self.entries:
             return None
-        best = None
+        want = np.asarray(prefix, dtype=np.int64)
+        best_key, best_n = None, 0
         for key in self.entries:
-            if len(key) < len(prefix) and (best is None or len(key) > len(best)):
-                if tuple(prefix[: len(key)]) == key:
-                    best = key
-        if best is None:
+            n = min(len(key), len(prefix) - 1)
+            if n <= best_n:
+                continue
+            differ = np.flatnonzero(np.asarray(key[:n], dtype=np.int64) != want[:n])
+            shared = int(differ[0]) if differ.size else n
+            if shared > best_n:
+                best_key, best_n = key, shared
+        if best_n < self.MIN_SHARED:
             return None
-        self.entries[best] = self.entries.pop(best)  # most recently used
+        self.entries[best_key] = self.entries.pop(best_key)  # most recently used
         self.hits += 1
-        return self.entries[best]
+        return [(k[:, :best_n], v[:, :best_n]) for k, v in self.entries[best_key]]
 
     def assemble(self, reused, c_len, width):
         """A batch cache: each row's reused KV, left-padded to `width`."""
@@ -371,17 +405,22 @@ class PromptKV:
             cache.update(keys, values, layer)
         return cache
 
-    def store(self, batch, cache, mask) -> None:
+    def store(self, sequences, cache, mask) -> None:
+        """Keep row b's KV (the columns where mask[b] is 1) under the tokens sequences[b]."""
         if not self.budget:
             return
         torch = self.torch
         layers = [(layer.keys, layer.values) for layer in cache.layers]
-        for b, (_, prefix, _) in enumerate(batch):
-            idx = torch.nonzero(mask[b], as_tuple=True)[0].to(layers[0][0].device)
-            self.entries[tuple(prefix)] = [
+        for b, tokens in enumerate(sequences):
+            idx = torch.nonzero(mask[b], as_tuple=True)[0][: len(tokens)]
+            idx = idx.to(layers[0][0].device)
+            key = tuple(tokens[: len(idx)])
+            if key in self.entries:
+                continue
+            self.entries[key] = [
                 (k[b].index_select(1, idx), v[b].index_select(1, idx)) for k, v in layers
             ]
-            self.used += len(prefix)
+            self.used += len(key)
         while self.used > self.budget and self.entries:
             oldest = next(iter(self.entries))
             self.used -= len(oldest)
