@@ -23,6 +23,12 @@ def count(db, where=""):
         return c.execute(f"SELECT count(*) FROM answers {where}").fetchone()[0]
 
 
+def last_manifest(db):
+    with sqlite3.connect(db) as c:
+        row = c.execute("SELECT manifest FROM runs ORDER BY started DESC LIMIT 1").fetchone()
+    return json.loads(row[0])
+
+
 def test_run_report_resume(tmp_path):
     out = tmp_path / "res"
     args = [
@@ -60,10 +66,7 @@ def test_run_report_resume(tmp_path):
     # the same command again: nothing to compute, the model is not even loaded
     r2 = cli(*args)
     assert r2.returncode == 0
-    with sqlite3.connect(db) as c:
-        last = json.loads(
-            c.execute("SELECT manifest FROM runs ORDER BY started DESC LIMIT 1").fetchone()[0]
-        )
+    last = last_manifest(db)
     assert last["models"]["smollm2-135m-instruct"]["pending_at_start"] == 0
     assert "backend" not in last["models"]["smollm2-135m-instruct"]
     assert count(db) == 16
@@ -116,10 +119,7 @@ def test_interrupt_keeps_finished_batches(tmp_path):
     r = cli(*args)
     assert r.returncode == 0, r.stderr
     assert count(db) == 40
-    with sqlite3.connect(db) as c:
-        last = json.loads(
-            c.execute("SELECT manifest FROM runs ORDER BY started DESC LIMIT 1").fetchone()[0]
-        )
+    last = last_manifest(db)
     assert last["models"]["smollm2-135m-instruct"]["pending_at_start"] == 40 - done
 
 

@@ -235,11 +235,18 @@ def _generate_wave(ctx: _Context, states: list[_State]) -> None:
         for max_tokens, group in by_len.items():
             prompts = [ctx.backend.render(st.conversation()) for st in group]
             texts = ctx.backend.generate(prompts, max_tokens, ctx.plan.sampling)
-            for st, prompt, text in zip(group, prompts, texts, strict=True):
-                turns.append(ctx.turn(st, prompt, text))
-                _after_turn(st, "generate", text)
-                st.pos += 1
+            turns += _take_turns(ctx, group, prompts, texts, "generate")
         ctx.store.write(ctx.run_id, turns=turns)
+
+
+def _take_turns(ctx: _Context, states, prompts, texts, kind: str) -> list[tuple]:
+    """Apply generated turns to their states; return the rows to store."""
+    rows = []
+    for st, prompt, text in zip(states, prompts, texts, strict=True):
+        rows.append(ctx.turn(st, prompt, text))
+        _after_turn(st, kind, text)
+        st.pos += 1
+    return rows
 
 
 def _critique_wave(ctx: _Context, states: list[_State]) -> None:
@@ -253,12 +260,7 @@ def _critique_wave(ctx: _Context, states: list[_State]) -> None:
             ask = fill(spec.ask, {"question": question, "answer": answer})
             prompts.append(critic.render(Conversation((("user", ask),), spec.prefill)))
         texts = critic.generate(prompts, spec.max_tokens, None)
-        turns = []
-        for st, prompt, text in zip(chunk, prompts, texts, strict=True):
-            turns.append(ctx.turn(st, prompt, text))
-            _after_turn(st, "critique", text)
-            st.pos += 1
-        ctx.store.write(ctx.run_id, turns=turns)
+        ctx.store.write(ctx.run_id, turns=_take_turns(ctx, chunk, prompts, texts, "critique"))
 
 
 def _read_wave(ctx: _Context, states: list[_State]) -> None:

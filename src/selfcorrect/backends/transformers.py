@@ -359,6 +359,7 @@ class PromptKV:
         self.torch = torch
         self.budget = budget_tokens
         self.entries: dict[tuple, list] = {}  # token tuple -> [(keys, values) per layer]
+        self.arrays: dict[tuple, np.ndarray] = {}  # the same tokens as an array, for lookup
         self.used = 0
         self.hits = 0
 
@@ -366,6 +367,7 @@ class PromptKV:
 
     def clear(self) -> None:
         self.entries.clear()
+        self.arrays.clear()
         self.used = 0
 
     def lookup(self, prefix: list[int]):
@@ -379,7 +381,7 @@ class PromptKV:
             n = min(len(key), len(prefix) - 1)
             if n <= best_n:
                 continue
-            differ = np.flatnonzero(np.asarray(key[:n], dtype=np.int64) != want[:n])
+            differ = np.flatnonzero(self.arrays[key][:n] != want[:n])
             shared = int(differ[0]) if differ.size else n
             if shared > best_n:
                 best_key, best_n = key, shared
@@ -420,11 +422,12 @@ class PromptKV:
             self.entries[key] = [
                 (k[b].index_select(1, idx), v[b].index_select(1, idx)) for k, v in layers
             ]
+            self.arrays[key] = np.asarray(key, dtype=np.int64)
             self.used += len(key)
         while self.used > self.budget and self.entries:
             oldest = next(iter(self.entries))
             self.used -= len(oldest)
-            del self.entries[oldest]
+            del self.entries[oldest], self.arrays[oldest]
 
 
 def _length_batches(seqs, budget: int, key=lambda s: s[2]):
