@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from selfcorrect.backends.base import Conversation
+from selfcorrect.backends.transformers import PromptKV, TransformersBackend
 
 pytestmark = pytest.mark.slow
 
@@ -151,3 +152,63 @@ def test_cross_round_kv_reuse_equals_recomputing(smollm2_fp32):
     again = fresh.score(longer, cands)
     for a, b in zip(reused, again, strict=True):
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-3)
+
+
+def _tiny_llama(tok):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+    )
+    return LlamaForCausalLM(config).to(torch.float32).eval()
+
+
+def test_from_model_and_out_of_memory_split(smollm2, monkeypatch):
+    """A model built in memory scores like a loaded one; a batch that runs out of memory is
+    split and the batch size lowered, with the same results."""
+    import torch
+
+    backend = TransformersBackend.from_model(
+        _tiny_llama(smollm2.tok), smollm2.tok, "tiny", kind="chat"
+    )
+    assert backend.batch_tokens >= 256 and backend.info["device"] == "cpu"
+    prompts = [backend.render(Conversation([("user", f"Question {i}? Answer:")])) for i in range(6)]
+    cands = [[" (a)", " (b)", " (c)"]] * 6
+    expected = backend.score_per_option(prompts, cands)
+    real, calls = backend._score_cached_batch, []
+
+    def flaky(batch):
+        calls.append(len(batch))
+        if len(batch) > 2:
+            raise torch.OutOfMemoryError("simulated")
+        return real(batch)
+
+    monkeypatch.setattr(backend, "_score_cached_batch", flaky)
+    before = backend.batch_tokens
+    got = backend.score(prompts, cands)
+    assert backend.batch_tokens < before and max(calls) > 2
+    for e, g in zip(expected, got, strict=True):
+        assert g.logprobs == pytest.approx(e.logprobs, abs=1e-4)
+
+
+def test_prompt_kv_finds_longest_shared_prefix_through_its_block_index():
+    import torch
+
+    kv = PromptKV(torch, budget_tokens=1000)
+    layer = torch.arange(100.0).reshape(1, 100, 1)
+    cache = type("C", (), {"layers": [type("L", (), {"keys": layer[None], "values": layer[None]})]})
+    a = list(range(100))
+    b = list(range(40)) + [999] * 60
+    kv.store([a], cache, torch.ones((1, 100), dtype=torch.long))
+    kv.store([b], cache, torch.ones((1, 100), dtype=torch.long))
+    got = kv.lookup(list(range(70)) + [5, 6])
+    assert got[0][0].shape[1] == 70  # shares 70 tokens with a, 40 with b
+    assert kv.lookup([7] * 50) is None  # nothing shared
+    assert kv.lookup(list(range(10)) + [1] * 30) is None  # shorter than one block

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import logging
 import os
@@ -73,6 +74,47 @@ def _dequantised_copy(resolved: ResolvedModel, dtype) -> Path:
     return target
 
 
+def _torch_dtype(name: str):
+    import torch
+
+    if name not in ("bfloat16", "float32", "float16"):
+        raise SelfCorrectError(f"unknown dtype '{name}' (valid: bfloat16, float16, float32)")
+    return getattr(torch, name)
+
+
+def kv_bytes_per_token(config, dtype_bytes: int = 2) -> int:
+    """Keys and values of one token over all layers."""
+    text = getattr(config, "text_config", None) or config
+    heads = text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    return 2 * text.num_hidden_layers * kv_heads * head_dim * dtype_bytes
+
+
+def auto_batch_tokens(config, device: str, reserved_kv_tokens: int = 0, cap: int = 32768) -> int:
+    """Padded tokens per scoring forward that fit memory. Per token: the prefix pass's KV,
+    whose width can double when a reused prefix is spliced in front, repeated once more per
+    option (3 is the common case) for the options pass, and the widest activations. On a GPU,
+    60% of what is free after the prompt KV cache's budget; on a CPU the batch stops paying
+    beyond a few thousand tokens, so 4096 unless memory is short."""
+    import torch
+
+    text = getattr(config, "text_config", None) or config
+    inter = getattr(text, "intermediate_size", 4 * text.hidden_size)
+    kv = kv_bytes_per_token(config)
+    per_token = 2 * (1 + 3) * kv + 8 * inter + 16 * text.hidden_size
+    if device.startswith("cuda"):
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        budget = int((free - reserved_kv_tokens * kv) * 0.6)
+    else:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            free = 8 << 30
+        budget, cap = (free - reserved_kv_tokens * kv) // 4, 4096
+    return int(max(256, min(cap, budget // per_token)))
+
+
 def _pick_device(device: str | None) -> str:
     import torch
 
@@ -89,42 +131,71 @@ class TransformersBackend(ChatRendering):
         resolved: ResolvedModel,
         dtype: str = "bfloat16",
         device: str | None = None,
-        batch_tokens: int = 4096,
+        batch_tokens: int | None = None,
         trust_remote_code: bool = False,
         prefix_cache: bool = True,
         kv_budget_tokens: int = 32768,
     ):
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         _quiet_transformers()
-        if dtype not in ("bfloat16", "float32", "float16"):
-            raise SelfCorrectError(f"unknown dtype '{dtype}' (valid: bfloat16, float16, float32)")
-        self.torch = torch
-        self.device = _pick_device(device)
-        self.dtype = getattr(torch, dtype)
-        self.batch_tokens = batch_tokens
-        self.prefix_cache = prefix_cache
-        self.kv_budget = kv_budget_tokens
+        torch_dtype = _torch_dtype(dtype)
         folder = (
             resolved.path if resolved.source == "hf-dir" else _dequantised_copy(resolved, dtype)
         )
         try:
-            self.tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-            self.model = AutoModelForCausalLM.from_pretrained(
-                folder, dtype=self.dtype, trust_remote_code=trust_remote_code
-            ).to(self.device)
+            tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            ).to(_pick_device(device))
         except (OSError, ValueError) as exc:
             raise SelfCorrectError(f"cannot load model from {folder}: {exc}") from None
+        self._setup(
+            model,
+            tok,
+            resolved.name,
+            resolved.kind,
+            dtype,
+            batch_tokens,
+            prefix_cache,
+            kv_budget_tokens,
+        )
+
+    @classmethod
+    def from_model(
+        cls,
+        model,
+        tok,
+        name: str,
+        kind: str | None = None,
+        batch_tokens: int | None = None,
+        prefix_cache: bool = True,
+        kv_budget_tokens: int = 32768,
+    ) -> TransformersBackend:
+        """Wrap a model already in memory (e.g. randomly initialised from a config on a GPU,
+        for throughput measurements); it stays on its device and dtype."""
+        _quiet_transformers()
+        self = cls.__new__(cls)
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        self._setup(model, tok, name, kind, dtype, batch_tokens, prefix_cache, kv_budget_tokens)
+        return self
+
+    def _setup(self, model, tok, name, kind, dtype, batch_tokens, prefix_cache, kv_budget):
+        import torch
+
+        self.torch = torch
+        self.model, self.tok = model, tok
+        self.device = str(next(model.parameters()).device)
+        self.dtype = _torch_dtype(dtype)
+        self.prefix_cache = prefix_cache
+        self.kv_budget = kv_budget
         self.model.eval()
         has_template = bool(getattr(self.tok, "chat_template", None))
-        kind = resolved.kind or ("chat" if has_template else "base")
+        kind = kind or ("chat" if has_template else "base")
         if kind == "chat" and not has_template:
-            raise SelfCorrectError(
-                f"model '{resolved.name}' is listed as chat but has no chat template"
-            )
+            raise SelfCorrectError(f"model '{name}' is listed as chat but has no chat template")
         self.chat = kind == "chat"
-        self.model_name = resolved.name
+        self.model_name = name
         self.prefill_problem = continues_prefill(self.tok) if self.chat else None
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
@@ -136,6 +207,10 @@ class TransformersBackend(ChatRendering):
         self._kv = PromptKV(torch, self.kv_budget if full_attention == {"full_attention"} else 0)
         self.head = self.model.get_output_embeddings()
         self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        self.batch_tokens = batch_tokens or auto_batch_tokens(
+            self.model.config, self.device, self._kv.budget
+        )
+        self.forward_tokens = 0  # real (unpadded) tokens through the model, for throughput
         self.info = {
             "engine": "transformers",
             "transformers_version": __import__("transformers").__version__,
@@ -144,11 +219,25 @@ class TransformersBackend(ChatRendering):
             "device": self.device,
             "prompt_format": "chat-template" if self.chat else "human-assistant",
             "threads": torch.get_num_threads(),
+            "batch_tokens": self.batch_tokens,
         }
 
     def _encode(self, text: str) -> list[int]:
         # A chat template writes its own BOS/special tokens; plain text gets the tokenizer's.
         return self.tok(text, add_special_tokens=not self.chat)["input_ids"]
+
+    def _batch_encoder(self, prompts, candidates):
+        """Every prompt and prompt+option of a call tokenized in one batched (parallel, for
+        fast tokenizers) call; returns a lookup with `_encode`'s signature."""
+        texts = list(
+            dict.fromkeys(
+                t
+                for p, cs in zip(prompts, candidates, strict=True)
+                for t in (p, *(p + c for c in cs))
+            )
+        )
+        ids = self.tok(texts, add_special_tokens=not self.chat)["input_ids"]
+        return dict(zip(texts, ids, strict=True)).__getitem__
 
     # scoring -----------------------------------------------------------------------------
     def score(
@@ -165,8 +254,9 @@ class TransformersBackend(ChatRendering):
         """The plain way, one full sequence per option (the reference the fast path is
         tested against, and the fallback for models whose cache cannot be shared)."""
         seqs: list[tuple[int, int, list[int], int]] = []  # (request, option, ids, start)
+        encode = self._batch_encoder(prompts, candidates)
         for r, (prompt, cands) in enumerate(zip(prompts, candidates, strict=True)):
-            fulls, start = candidate_tokens(self._encode, prompt, cands)
+            fulls, start = candidate_tokens(encode, prompt, cands)
             seqs.extend((r, j, ids, start) for j, ids in enumerate(fulls))
         out = [[0.0] * len(c) for c in candidates]
         ntok = [[0] * len(c) for c in candidates]
@@ -180,8 +270,9 @@ class TransformersBackend(ChatRendering):
         """One forward per prompt: the shared prefix is computed once (left-padded batch),
         then all options of every prompt continue from its KV cache in a second, tiny pass."""
         reqs = []
+        encode = self._batch_encoder(prompts, candidates)
         for r, (prompt, cands) in enumerate(zip(prompts, candidates, strict=True)):
-            fulls, start = candidate_tokens(self._encode, prompt, cands)
+            fulls, start = candidate_tokens(encode, prompt, cands)
             reqs.append((r, fulls[0][:start], [ids[start:] for ids in fulls]))
         out: list[ScoreResult | None] = [None] * len(prompts)
         by_k: dict[int, list] = {}
@@ -189,9 +280,27 @@ class TransformersBackend(ChatRendering):
             by_k.setdefault(len(req[2]), []).append(req)
         for group in by_k.values():
             for batch in _length_batches(group, self.batch_tokens, key=lambda q: q[1]):
-                for (r, _, sufs), lps in zip(batch, self._score_cached_batch(batch), strict=True):
+                for (r, _, sufs), lps in zip(batch, self._score_fitting(batch), strict=True):
                     out[r] = ScoreResult(tuple(lps), tuple(len(s) for s in sufs))
         return out
+
+    def _score_fitting(self, batch) -> list[list[float]]:
+        """A batch that runs out of accelerator memory is split in half, and the batch size
+        halved for the rest of the run, instead of failing the run."""
+        torch = self.torch
+        try:
+            return self._score_cached_batch(batch)
+        except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError):
+            if len(batch) == 1:
+                raise
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        self.batch_tokens = max(256, self.batch_tokens // 2)
+        logging.getLogger(__name__).warning(
+            "out of memory: batch size lowered to %d tokens", self.batch_tokens
+        )
+        half = len(batch) // 2
+        return self._score_fitting(batch[:half]) + self._score_fitting(batch[half:])
 
     def _score_cached_batch(self, batch) -> list[list[float]]:
         """Layout per row: [pad | reused KV of an earlier prompt | pad | new prompt tokens],
@@ -215,6 +324,8 @@ class TransformersBackend(ChatRendering):
         lens = torch.tensor([len(p) for _, p, _ in batch])
         sufs = [s for _, _, opts in batch for s in opts]  # row b*K + j
         slen = max(len(s) for s in sufs)
+        self.forward_tokens += sum(len(p) - c for (_, p, _), c in zip(batch, c_len, strict=True))
+        self.forward_tokens += sum(len(s) - 1 for s in sufs)
         with torch.inference_mode():
             past = self._kv.assemble(reused, c_len, width_c) if width_c else None
             first = self.decoder(
@@ -246,15 +357,20 @@ class TransformersBackend(ChatRendering):
                     **{self._cache_kw: cache},
                 )
                 heads.append(second.last_hidden_state)
-            rows, targets, owner = [], [], []
+            # first tokens from the prefix pass, later ones from the options pass
+            targets = [s[0] for s in sufs]
+            owner = list(range(len(sufs)))
+            later_rows, later_cols = [], []
             for i, s in enumerate(sufs):
-                for t, tok in enumerate(s):
-                    rows.append((0, i) if t == 0 else (1, i, t - 1))
-                    targets.append(tok)
+                for t in range(1, len(s)):
+                    later_rows.append(i)
+                    later_cols.append(t - 1)
+                    targets.append(s[t])
                     owner.append(i)
-            hidden = torch.stack(
-                [heads[0][r[1]] if r[0] == 0 else heads[1][r[1], r[2]] for r in rows]
-            )
+            hidden = heads[0]
+            if later_rows:
+                picked = heads[1][torch.tensor(later_rows), torch.tensor(later_cols)]
+                hidden = torch.cat([hidden, picked], 0)
             flat = self._summed_logprobs(hidden, targets, owner, len(sufs))
         return [flat[b * n_opts : (b + 1) * n_opts] for b in range(len(batch))]
 
@@ -285,6 +401,7 @@ class TransformersBackend(ChatRendering):
                 cols.append(t - 1)  # the logits at t-1 predict token t
                 targets.append(ids[t])
                 owner.append(b)
+        self.forward_tokens += sum(len(ids) for _, _, ids, _ in batch)
         with torch.inference_mode():
             hidden = self.decoder(
                 input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
@@ -360,32 +477,53 @@ class PromptKV:
         self.budget = budget_tokens
         self.entries: dict[tuple, list] = {}  # token tuple -> [(keys, values) per layer]
         self.arrays: dict[tuple, np.ndarray] = {}  # the same tokens as an array, for lookup
+        self.chains: dict[tuple, list[int]] = {}  # entry -> hashes of its leading blocks
+        self.index: dict[int, dict[tuple, None]] = {}  # block-chain hash -> entries having it
         self.used = 0
         self.hits = 0
 
-    MIN_SHARED = 16  # shorter shared prefixes are not worth splicing
+    BLOCK = 16  # shared prefixes are found block by block; shorter ones are not worth splicing
+
+    @classmethod
+    def _chain(cls, tokens, n_blocks: int):
+        """Hash of tokens[: BLOCK * (j+1)] for each j, built incrementally."""
+        h = 0
+        for j in range(n_blocks):
+            h = hash((h, tuple(tokens[j * cls.BLOCK : (j + 1) * cls.BLOCK])))
+            yield h
 
     def clear(self) -> None:
         self.entries.clear()
         self.arrays.clear()
+        self.chains.clear()
+        self.index.clear()
         self.used = 0
 
     def lookup(self, prefix: list[int]):
         """The KV of the longest run of leading tokens that a stored sequence shares with
-        `prefix` (at most all but its last token), or None."""
+        `prefix` (at most all but its last token), or None. The block index narrows the
+        candidates to the entries sharing the most whole blocks; the most recent few are compared
+        exactly."""
         if not self.budget or not self.entries:
             return None
-        want = np.asarray(prefix, dtype=np.int64)
+        limit = len(prefix) - 1
+        candidates = None
+        for h in self._chain(prefix, limit // self.BLOCK):
+            found = self.index.get(h)
+            if not found:
+                break
+            candidates = found
+        if candidates is None:
+            return None
+        want = np.asarray(prefix[:limit], dtype=np.int64)
         best_key, best_n = None, 0
-        for key in self.entries:
-            n = min(len(key), len(prefix) - 1)
-            if n <= best_n:
-                continue
+        for key in itertools.islice(reversed(candidates), 4):  # they differ by < one block
+            n = min(len(key), limit)
             differ = np.flatnonzero(self.arrays[key][:n] != want[:n])
             shared = int(differ[0]) if differ.size else n
             if shared > best_n:
                 best_key, best_n = key, shared
-        if best_n < self.MIN_SHARED:
+        if best_n < self.BLOCK:
             return None
         self.entries[best_key] = self.entries.pop(best_key)  # most recently used
         self.hits += 1
@@ -423,10 +561,17 @@ class PromptKV:
                 (k[b].index_select(1, idx), v[b].index_select(1, idx)) for k, v in layers
             ]
             self.arrays[key] = np.asarray(key, dtype=np.int64)
+            self.chains[key] = list(self._chain(key, len(key) // self.BLOCK))
+            for h in self.chains[key]:
+                self.index.setdefault(h, {})[key] = None
             self.used += len(key)
         while self.used > self.budget and self.entries:
             oldest = next(iter(self.entries))
             self.used -= len(oldest)
+            for h in self.chains.pop(oldest):
+                del self.index[h][oldest]
+                if not self.index[h]:
+                    del self.index[h]
             del self.entries[oldest], self.arrays[oldest]
 
 
