@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from selfcorrect.backends.openai import PREFIX as OPENAI_PREFIX
+from selfcorrect.backends.openai import ServedSettings, resolve_served
 from selfcorrect.benchmarks import BENCHMARKS, get_benchmark
 from selfcorrect.conditions import load_library
 from selfcorrect.errors import SelfCorrectError, unknown_choice
@@ -82,11 +84,16 @@ def run(
     n_boot: int = 1000,
     progress: bool = True,
     trust_remote_code: bool = False,
+    base_url: str | None = None,
+    tokenizer: str | None = None,
+    concurrency: int = 8,
 ) -> RunResult:
     """Evaluate models on a benchmark under conditions; store everything in `out`; resume
     whatever is already stored there. `readout` may name both readouts to compare them on the
     same items; `critic` names a model that writes each feedback round (extrinsic);
-    `cot_temperature` samples the reasoning steps (seeded by `seed`) instead of greedy."""
+    `cot_temperature` samples the reasoning steps (seeded by `seed`) instead of greedy.
+    `openai:NAME` models are served at `base_url` (OpenAI-compatible; key from
+    SELFCORRECT_API_KEY or OPENAI_API_KEY), with `tokenizer` for client-side templates."""
     from selfcorrect import __version__
     from selfcorrect.backends import BACKENDS
     from selfcorrect.backends.base import Sampling
@@ -115,8 +122,12 @@ def run(
         raise SelfCorrectError("--critic writes the feedback of each round: add --rounds R >= 1")
     if cot_temperature is not None and cot_temperature <= 0:
         raise SelfCorrectError(f"--cot-temperature must be > 0, got {cot_temperature}")
-    resolved = [resolve(m) for m in model_names]  # fail on any bad model before any work
-    critic_res = resolve(critic) if critic else None
+    if concurrency < 1:
+        raise SelfCorrectError(f"--concurrency must be >= 1, got {concurrency}")
+    served = ServedSettings(base_url or "", tokenizer, concurrency)
+    # fail on any bad model before any work
+    resolved = [_resolve_model(m, served) for m in model_names]
+    critic_res = _resolve_model(critic, served) if critic else None
     needs_chat = [c.name for c in conds if c.requires_chat]
     for res in resolved:
         if needs_chat and res.kind == "base":
@@ -174,7 +185,9 @@ def run(
             )
         critic_backend = None
         if critic_res is not None:
-            critic_backend = _load_backend(critic_res, backend, dtype, device, trust_remote_code)
+            critic_backend = _load_backend(
+                critic_res, backend, dtype, device, trust_remote_code, served
+            )
             manifest["critic_model"] = {"name": critic_res.name, "sha256": critic_res.sha256}
         plans = [
             Plan(
@@ -194,8 +207,13 @@ def run(
         ]
         with _progress(progress) as bar:
             for res in resolved:
-                label = res.name if backend == "transformers" else f"{res.name}@{backend}"
-                info = {"source": res.source, "path": str(res.path), **res.meta}
+                label = (
+                    res.name
+                    if backend == "transformers" or res.source == "openai"
+                    else f"{res.name}@{backend}"
+                )
+                where = res.meta["base_url"] if res.source == "openai" else str(res.path)
+                info = {"source": res.source, "path": where, **res.meta}
                 store.register_model(label, res.sha256, info)
                 entry = {"sha256": res.sha256, **info}
                 manifest["models"][label] = entry
@@ -205,7 +223,7 @@ def run(
                     continue
                 task = bar.add_task(f"loading {label}", total=pending)
                 t0 = time.perf_counter()
-                engine = _load_backend(res, backend, dtype, device, trust_remote_code)
+                engine = _load_backend(res, backend, dtype, device, trust_remote_code, served)
                 if needs_chat and not engine.chat:
                     raise SelfCorrectError(
                         f"condition '{needs_chat[0]}' needs a chat template; model "
@@ -243,7 +261,17 @@ def run(
     )
 
 
-def _load_backend(res, backend, dtype, device, trust_remote_code):
+def _resolve_model(name: str, served: ServedSettings):
+    if name.startswith(OPENAI_PREFIX):
+        return resolve_served(name, served)
+    return resolve(name)
+
+
+def _load_backend(res, backend, dtype, device, trust_remote_code, served=None):
+    if res.source == "openai":
+        from selfcorrect.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(res, served)
     if backend == "llamacpp":
         from selfcorrect.backends.llamacpp import LlamaCppBackend
 

@@ -105,6 +105,19 @@ def run(
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for CIs.")] = 1000,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from HF dirs.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            help="OpenAI-compatible server for openai:NAME models (key: $SELFCORRECT_API_KEY)."
+        ),
+    ] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            help="Tokenizer of a served model (packaged name or HF dir) for client-side templates."
+        ),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Parallel requests to a served model.")] = 8,
 ):
     """Evaluate model(s) under conditions, store everything, print the results table."""
     res = api.run(
@@ -127,6 +140,9 @@ def run(
         n_boot=bootstrap,
         progress=not quiet,
         trust_remote_code=trust_remote_code,
+        base_url=base_url,
+        tokenizer=tokenizer,
+        concurrency=concurrency,
     )
     from selfcorrect.report import headline
 

@@ -129,6 +129,7 @@ def execute(
     # the backend's prompt cache still holds the conversation so far, and the same question
     # under the previous condition, instead of recomputing them.
     width = batch_size if getattr(backend, "batches", True) else 1
+    width = min(width, getattr(backend, "preferred_batch", width))  # e.g. an API: less to redo
     timings = {ctx.condition: 0.0 for ctx, *_ in runs}
     for k in range(0, len(plan.items), width):
         for ctx, done_ans, done_turns, states in runs:
