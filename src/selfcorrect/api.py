@@ -87,13 +87,17 @@ def run(
     base_url: str | None = None,
     tokenizer: str | None = None,
     concurrency: int = 8,
+    ray: str | None = None,
+    write_report: bool = True,
 ) -> RunResult:
     """Evaluate models on a benchmark under conditions; store everything in `out`; resume
     whatever is already stored there. `readout` may name both readouts to compare them on the
     same items; `critic` names a model that writes each feedback round (extrinsic);
     `cot_temperature` samples the reasoning steps (seeded by `seed`) instead of greedy.
     `openai:NAME` models are served at `base_url` (OpenAI-compatible; key from
-    SELFCORRECT_API_KEY or OPENAI_API_KEY), with `tokenizer` for client-side templates."""
+    SELFCORRECT_API_KEY or OPENAI_API_KEY), with `tokenizer` for client-side templates.
+    `ray` (a cluster address, or "local") runs each (model, condition) as a Ray task and
+    merges the shards into `out`."""
     from selfcorrect import __version__
     from selfcorrect.backends import BACKENDS
     from selfcorrect.backends.base import Sampling
@@ -104,6 +108,15 @@ def run(
     from selfcorrect.store import Store
 
     t_start = time.perf_counter()
+    # what a Ray shard needs to repeat this run for one model and one condition
+    shard_kwargs = {
+        "benchmark": benchmark, "categories": categories, "limit": limit, "seed": seed,
+        "rounds": rounds, "readout": readout, "backend": backend, "critic": critic,
+        "cot_temperature": cot_temperature, "library": None if library is None else str(library),
+        "dtype": dtype, "device": device, "batch_size": batch_size,
+        "trust_remote_code": trust_remote_code, "base_url": base_url, "tokenizer": tokenizer,
+        "concurrency": concurrency,
+    }  # fmt: skip
     model_names = _split(models) or [DEFAULT_MODEL]
     bench = get_benchmark(benchmark)
     lib = load_library(library)
@@ -205,18 +218,24 @@ def run(
             )
             for r in readouts
         ]
+        labels = {
+            res.name: res.name
+            if backend == "transformers" or res.source == "openai"
+            else f"{res.name}@{backend}"
+            for res in resolved
+        }
+        for res in resolved:
+            where = res.meta["base_url"] if res.source == "openai" else str(res.path)
+            info = {"source": res.source, "path": where, **res.meta}
+            store.register_model(labels[res.name], res.sha256, info)
+            manifest["models"][labels[res.name]] = {"sha256": res.sha256, **info}
         with _progress(progress) as bar:
-            for res in resolved:
-                label = (
-                    res.name
-                    if backend == "transformers" or res.source == "openai"
-                    else f"{res.name}@{backend}"
-                )
-                where = res.meta["base_url"] if res.source == "openai" else str(res.path)
-                info = {"source": res.source, "path": where, **res.meta}
-                store.register_model(label, res.sha256, info)
-                entry = {"sha256": res.sha256, **info}
-                manifest["models"][label] = entry
+            if ray:
+                _run_on_ray(ray, resolved, labels, conds, plans, store, run_id, manifest,
+                            shard_kwargs, bar)  # fmt: skip
+            for res in resolved if not ray else []:
+                label = labels[res.name]
+                entry = manifest["models"][label]
                 pending = sum(count_pending(store, label, p) for p in plans)
                 entry["pending_at_start"] = pending
                 if pending == 0:
@@ -251,6 +270,8 @@ def run(
         manifest["peak_rss_mb"] = peak_rss_mb()
         store.update_run(run_id, manifest, status)
         store.close()
+    if not write_report:
+        return RunResult(Path(out), run_id, pd.DataFrame(), pd.DataFrame(), manifest)
     rep = report_dir(out, n_boot=n_boot, seed=seed)
     return RunResult(
         Path(out),
@@ -259,6 +280,37 @@ def run(
         rep.tables.get(f"{benchmark}_paired", pd.DataFrame()),
         manifest,
     )
+
+
+def _run_on_ray(address, resolved, labels, conds, plans, store, run_id, manifest, kwargs, bar):
+    """Every (model, condition) with answers still missing, as one Ray task each."""
+    from dataclasses import replace
+
+    from selfcorrect.distributed import run_shards
+    from selfcorrect.engine import count_pending
+
+    shards, pending = [], 0
+    for res in resolved:
+        for cond in conds:
+            n = sum(count_pending(store, labels[res.name], replace(p, conditions=[cond]))
+                    for p in plans)  # fmt: skip
+            if n:
+                shards.append((res.name, cond.name))
+                pending += n
+    manifest["ray"] = {"address": address, "shards": [list(s) for s in shards]}
+    if not shards:
+        return
+    task = bar.add_task(f"{len(shards)} shards on Ray", total=pending)
+
+    def done(shard, shard_manifest, added):
+        entry = manifest["models"][labels[shard[0]]]
+        got = shard_manifest["models"].get(labels[shard[0]], {})
+        entry.setdefault("shards", {})[shard[1]] = {
+            k: got.get(k) for k in ("backend", "load_s", "condition_s")
+        } | {"answers_added": added, "hardware": shard_manifest.get("hardware")}
+        bar.advance(task, added)
+
+    run_shards(address, shards, kwargs, store, run_id, done)
 
 
 def _resolve_model(name: str, served: ServedSettings):

@@ -118,6 +118,10 @@ def run(
         ),
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Parallel requests to a served model.")] = 8,
+    ray: Annotated[
+        str | None,
+        typer.Option(help="Shard (model x condition) over a Ray cluster: its address, or 'local'."),
+    ] = None,
 ):
     """Evaluate model(s) under conditions, store everything, print the results table."""
     res = api.run(
@@ -143,6 +147,7 @@ def run(
         base_url=base_url,
         tokenizer=tokenizer,
         concurrency=concurrency,
+        ray=ray,
     )
     from selfcorrect.report import headline
 

@@ -221,6 +221,34 @@ class Store:
                 ],
             )
 
+    # shards -----------------------------------------------------------------------------------
+    SHARD_TABLES = ("models", "turns", "answers")
+
+    def export_rows(self) -> dict[str, list[list]]:
+        """This store's results as plain JSON-able rows (what a shard sends back)."""
+        return {
+            t: [list(r) for r in self.conn.execute(f"SELECT * FROM {t}")]  # noqa: S608
+            for t in self.SHARD_TABLES
+        }
+
+    def merge_rows(self, rows: dict[str, list[list]], run_id: str) -> int:
+        """Add a shard's rows in one transaction. Rows already present are kept as they are,
+        so merging the same shard twice changes nothing; returns the answers added."""
+        for model, sha, info in rows.get("models", []):
+            self.register_model(model, sha, json.loads(info))
+        with self.conn:
+            before = self.conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+            for table in ("turns", "answers"):
+                data = rows.get(table, [])
+                if data:
+                    marks = ", ".join("?" * len(data[0]))
+                    self.conn.executemany(
+                        f"INSERT OR IGNORE INTO {table} VALUES ({marks})",  # noqa: S608
+                        [[*r[:-2], run_id, r[-1]] for r in data],
+                    )
+            after = self.conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+        return after - before
+
     # reading back ------------------------------------------------------------------------------
     def outcomes(self, benchmark: str | None = None) -> pd.DataFrame:
         """One row per item x model x condition x readout x round, joined with item metadata."""
