@@ -44,7 +44,13 @@ def test_report_files_and_escaping(tmp_path):
     html = (tmp_path / "report" / "bbq" / "report.html").read_text()
     assert "<script" not in html and "onerror=1>" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
-    assert html.count("data:image/png;base64,") == 1  # the figure is embedded, no network
+    pngs = {f.name for f in (tmp_path / "report" / "bbq").glob("*.png")}
+    assert {"bbq_heatmap_ambig.png", "bbq_rounds.png"} <= pngs
+    assert html.count("data:image/png;base64,") == len(pngs)  # all embedded, no network
+    study = (tmp_path / "report" / "report.html").read_text()
+    assert "Verdicts on the hypotheses" in study and "<script" not in study
+    assert study.count("data:image/png;base64,") == len(pngs)
+    assert set(rep.tables["verdicts"]["id"]) == {"H1", "H2", "H3", "H4", "H5", "H6", "G1", "G3"}
     assert "http://" not in html and "https://" not in html
     md = (tmp_path / "report" / "bbq" / "report.md").read_text()
     assert "Transcripts" in md and "Self-correction rounds" in md

@@ -9,8 +9,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from selfcorrect.report import Report
 
 from selfcorrect.backends.openai import PREFIX as OPENAI_PREFIX
 from selfcorrect.backends.openai import ServedSettings, resolve_served
@@ -117,7 +121,9 @@ def run(
         "trust_remote_code": trust_remote_code, "base_url": base_url, "tokenizer": tokenizer,
         "concurrency": concurrency,
     }  # fmt: skip
-    model_names = _split(models) or [DEFAULT_MODEL]
+    from selfcorrect.plan import expand_models
+
+    model_names = expand_models(_split(models)) or [DEFAULT_MODEL]
     bench = get_benchmark(benchmark)
     lib = load_library(library)
     conds = lib.resolve(_split(conditions) or list(DEFAULT_CONDITIONS), bench.family)
@@ -280,6 +286,41 @@ def run(
         rep.tables.get(f"{benchmark}_paired", pd.DataFrame()),
         manifest,
     )
+
+
+def run_plan(
+    path: str | Path, out: str | Path | None = None, progress: bool = True, ray: str | None = None
+) -> Report:
+    """A sweep plan (see selfcorrect.plan): every model in turn through every run of the plan,
+    into one results directory; then one report with the verdicts."""
+    from selfcorrect.plan import expand_models, load_plan
+    from selfcorrect.report import report_dir
+
+    plan = load_plan(path)
+    target = Path(out or plan.out or DEFAULT_OUT)
+    models = expand_models(plan.models)
+    for entry in plan.runs:  # fail on a bad benchmark or condition before any model runs
+        bench = get_benchmark(entry.benchmark)
+        load_library().resolve(entry.conditions, bench.family)
+    for model in models:
+        for entry in plan.runs:
+            limit = entry.limit if entry.limit is not None else plan.limit
+            run(
+                model,
+                benchmark=entry.benchmark,
+                conditions=entry.conditions,
+                limit=None if limit == "all" else limit,
+                seed=plan.seed,
+                out=target,
+                rounds=entry.rounds,
+                readout=entry.readout,
+                backend=plan.backend,
+                base_url=plan.base_url,
+                progress=progress,
+                ray=ray,
+                write_report=False,
+            )
+    return report_dir(target, n_boot=plan.bootstrap, seed=plan.seed)
 
 
 def _run_on_ray(address, resolved, labels, conds, plans, store, run_id, manifest, kwargs, bar):

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from selfcorrect import api
 from selfcorrect.errors import SelfCorrectError
+from selfcorrect.report import headline
 
 app = typer.Typer(
     add_completion=False,
@@ -122,8 +123,23 @@ def run(
         str | None,
         typer.Option(help="Shard (model x condition) over a Ray cluster: its address, or 'local'."),
     ] = None,
+    plan: Annotated[
+        Path | None,
+        typer.Option(help="A sweep plan (TOML: models x benchmarks x conditions x rounds)."),
+    ] = None,
 ):
-    """Evaluate model(s) under conditions, store everything, print the results table."""
+    """Evaluate model(s) under conditions, store everything, print the results table.
+    `--model ladder` runs the four packaged models; `--plan FILE` a whole sweep."""
+    if plan is not None:
+        rep = api.run_plan(
+            plan, out=None if str(out) == api.DEFAULT_OUT else out, progress=not quiet, ray=ray
+        )
+        for key, df in rep.tables.items():
+            if key.endswith("_summary"):
+                _print_df(headline(df), title=f"{key[: -len('_summary')]}: results [95% CI]")
+        _print_df(rep.tables["verdicts"].drop(columns=["rule"]), title="verdicts")
+        out_console.print(f"report: {rep.directory}/report/report.html")
+        return
     res = api.run(
         models=model,
         benchmark=benchmark,
@@ -149,8 +165,6 @@ def run(
         concurrency=concurrency,
         ray=ray,
     )
-    from selfcorrect.report import headline
-
     _print_df(headline(res.summary), title=f"{benchmark}: results [95% CI]")
     m = res.manifest
     out_console.print(

@@ -404,28 +404,51 @@ def write_tables(
     preface: list[Block] = (),
     family: str = "bbq",
     transcripts: list[Block] = (),
+    models: dict[str, dict] | None = None,
 ) -> list[Path]:
     """CSV per table, figures, and the report as Markdown and self-contained HTML."""
+    files, _ = _write_benchmark(tables, out, title, preface, family, transcripts, models or {})
+    return files
+
+
+def _write_benchmark(tables, out, title, preface, family, transcripts, models):
+    """As write_tables; also returns the report's blocks, for the study-wide report."""
+    from selfcorrect.figures import category_heatmap, rounds_figure, size_figure
+
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for name, df in tables.items():
         path = out / f"{name}.csv"
         df.to_csv(path, index=False)
         files.append(path)
+    figures: list[Path] = []
+    summary = tables.get("summary", pd.DataFrame())
     if family == "winogender":
-        files += winogender_scatter(tables["occupations"], out)
-    elif not tables.get("summary", pd.DataFrame()).empty:
-        files += bbq_condition_figure(tables["summary"], out)
-    blocks = [("h1", title), *preface, *SECTIONS[family](tables), *_rounds_sections(tables)]
-    blocks.append(("p", "Full tables: " + ", ".join(p.name for p in files if p.suffix == ".csv")))
-    blocks += list(transcripts)
+        figures += winogender_scatter(tables["occupations"], out)
+    elif not summary.empty:
+        figures += bbq_condition_figure(summary, out)
+        figures += size_figure(summary, models, out)
+        paired = tables.get("paired", pd.DataFrame())
+        if not paired.empty:
+            figures += category_heatmap(paired, out, "ambig")
+            figures += category_heatmap(paired, out, "disambig")
+        figures += rounds_figure(summary, tables.get("flips", pd.DataFrame()), out)
+    files += figures
+    body = [*SECTIONS[family](tables), *_rounds_sections(tables)]
+    shown = {b[1] for b in body if b[0] == "img"}
+    extra = [p.name for p in figures if p.suffix == ".png" and p.name not in shown]
+    if extra:
+        body += [("h2", "More figures"), *(("img", name) for name in extra)]
+    body.append(("p", "Full tables: " + ", ".join(p.name for p in files if p.suffix == ".csv")))
+    body += list(transcripts)
+    blocks = [("h1", title), *preface, *body]
     for name, text in (
         ("report.md", render_markdown(blocks)),
         ("report.html", render_html(blocks, out)),
     ):
         (out / name).write_text(text, encoding="utf-8")
         files.append(out / name)
-    return files
+    return files, body
 
 
 def _manifest_blocks(store: Store) -> list[Block]:
@@ -459,30 +482,91 @@ def _manifest_blocks(store: Store) -> list[Block]:
     ]
 
 
+def _model_table(models: dict[str, dict]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "model": name,
+                "parameters": f"{info['params'] / 1e6:,.0f}M" if info.get("params") else "n/a",
+                "family": info.get("family", "n/a"),
+                "kind": info.get("kind", "n/a"),
+                "alignment": info.get("alignment", "n/a"),
+                "source": info.get("source", "n/a"),
+            }
+            for name, info in models.items()
+        ]
+    )
+
+
+def _extra_paired(outcomes: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
+    """cot - instruct on the same items (G1's second step), when both were run."""
+    from selfcorrect.metrics.bbq import paired
+
+    part = outcomes[outcomes["condition"].isin(["instruct", "cot"])]
+    if set(part["condition"]) != {"instruct", "cot"}:
+        return pd.DataFrame()
+    return paired(part, "instruct", n_boot, seed)
+
+
 def report_dir(
     directory: str | Path, n_boot: int = 1000, seed: int = 0, reference: str = "baseline"
 ) -> Report:
-    """Recompute every metric from the store (no model needed) and write the report files."""
+    """Recompute every metric from the store (no model needed) and write the report files:
+    one folder per benchmark, and the study report (report.md and a self-contained
+    report.html) with the verdicts on methodology.md's hypotheses."""
+    from selfcorrect.verdicts import RULES, verdicts
+
     store = Store(directory, create=False)
     try:
         outcomes = store.outcomes()
+        models = store.models()
         out = Path(directory) / "report"
         tables: dict[str, pd.DataFrame] = {}
         files: list[Path] = []
+        study: list[Block] = []
         for bench in sorted(outcomes["benchmark"].unique()) if not outcomes.empty else []:
-            bt = build_tables(
-                outcomes[outcomes["benchmark"] == bench], bench, n_boot, seed, reference
-            )
-            files += write_tables(
+            part = outcomes[outcomes["benchmark"] == bench]
+            bt = build_tables(part, bench, n_boot, seed, reference)
+            family = get_benchmark(bench).family
+            got, body = _write_benchmark(
                 bt,
                 out / bench,
                 f"selfcorrect report: {bench}",
                 _manifest_blocks(store),
-                get_benchmark(bench).family,
+                family,
                 _transcript_blocks(store, bench),
+                models,
             )
+            files += got
+            study += [("h1", f"Benchmark: {bench}")]
+            study += [("img", f"{bench}/{b[1]}") if b[0] == "img" else b for b in body]
             tables.update({f"{bench}_{k}": v for k, v in bt.items()})
+            if family == "bbq" and reference == "baseline":
+                tables[f"{bench}_paired_extra"] = _extra_paired(part, n_boot, seed)
+        verdict = verdicts(tables, models)
+        tables["verdicts"] = verdict
         out.mkdir(parents=True, exist_ok=True)
+        blocks = [
+            ("h1", "selfcorrect study report"),
+            *_manifest_blocks(store),
+            ("h2", "Models"),
+            ("table", _model_table(models)),
+            (
+                "h2",
+                "Verdicts on the hypotheses (methodology.md section 1), computed from the results",
+            ),  # fmt: skip
+            ("table", verdict.drop(columns=["rule"])),
+            ("list", [f"{k}: {v}" for k, v in RULES.items()]),
+            *study,
+        ]
+        for name, text in (
+            ("report.md", render_markdown(blocks)),
+            ("report.html", render_html(blocks, out)),
+        ):
+            (out / name).write_text(text, encoding="utf-8")
+            files.append(out / name)
+        verdict.to_csv(out / "verdicts.csv", index=False)
+        files.append(out / "verdicts.csv")
         manifest = out / "manifest.json"
         manifest.write_text(json.dumps(store.runs(), indent=2), encoding="utf-8")
         files.append(manifest)

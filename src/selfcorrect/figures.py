@@ -1,0 +1,143 @@
+"""Study figures (PNG and SVG, readable in print): BBQ against model size, the per-category
+change from baseline, and self-correction across rounds."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: Path, stem: str) -> list[Path]:
+    paths = [out / f"{stem}.png", out / f"{stem}.svg"]
+    for p in paths:
+        fig.savefig(p, dpi=130)
+    _plt().close(fig)
+    return paths
+
+
+def size_figure(summary: pd.DataFrame, models: dict[str, dict], out: Path) -> list[Path]:
+    """Bias and accuracy (overall, round 0) against log10 parameters, one line per
+    condition; only models whose parameter count is known."""
+    part = summary[(summary["group"] == "overall") & (summary["round"] == 0)].copy()
+    part["params"] = [float(models.get(m, {}).get("params") or math.nan) for m in part["model"]]
+    part = part[part["params"].notna()]
+    if part["model"].nunique() < 2:
+        return []
+    plt = _plt()
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), squeeze=False)
+    conds = list(dict.fromkeys(part["condition"]))
+    for col, ctx in enumerate(("ambig", "disambig")):
+        rows = (("bias", "bias score x100"), ("accuracy", "accuracy %"))
+        for row, (metric, label) in enumerate(rows):
+            ax = axes[row][col]
+            for k, cond in enumerate(conds):
+                g = part[(part["condition"] == cond) & (part["context"] == ctx)]
+                g = g.sort_values("params")
+                x = np.log10(g["params"].to_numpy()) + (k - (len(conds) - 1) / 2) * 0.015
+                y = g[metric].to_numpy(float) * 100
+                lo = np.nan_to_num(y - g[f"{metric}_lo"].to_numpy(float) * 100)
+                hi = np.nan_to_num(g[f"{metric}_hi"].to_numpy(float) * 100 - y)
+                n = int(g["n"].max()) if len(g) else 0
+                ax.errorbar(x, y, yerr=[lo, hi], fmt="o-", capsize=3, ms=4, lw=1,
+                            label=f"{cond} (n={n}/model)")  # fmt: skip
+            ax.axhline(0 if metric == "bias" else 100 / 3, color="grey", lw=0.8, ls="--")
+            ax.set_xlabel("model size, log10(parameters)")
+            ax.set_ylabel(label)
+            ax.set_title(f"{ctx} contexts: {label} vs size (95% CI)", fontsize=9)
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out, "bbq_size")
+
+
+def category_heatmap(paired: pd.DataFrame, out: Path, context: str = "ambig") -> list[Path]:
+    """condition - baseline bias (x100) per category (rows) and model x condition (columns),
+    round 0; cells whose paired CI excludes zero are marked with *."""
+    p = paired[(paired["metric"] == "bias") & (paired["context"] == context)
+               & (paired["round"] == 0) & (paired["group"] != "overall")]  # fmt: skip
+    if p.empty:
+        return []
+    p = p.assign(column=p["model"].str.slice(0, 28) + "\n" + p["condition"])
+    grid = p.pivot_table(index="group", columns="column", values="diff", aggfunc="first") * 100
+    sig = p.assign(s=(p["diff_lo"] > 0) | (p["diff_hi"] < 0)).pivot_table(
+        index="group", columns="column", values="s", aggfunc="first"
+    )
+    plt = _plt()
+    fig, ax = plt.subplots(
+        figsize=(max(6, 0.9 * grid.shape[1] + 3), max(4, 0.32 * grid.shape[0] + 2))
+    )
+    lim = max(5.0, float(np.nanmax(np.abs(grid.to_numpy()))))
+    im = ax.imshow(grid.to_numpy(float), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            v = grid.iat[i, j]
+            if v == v:
+                star = "*" if sig.iat[i, j] is True or sig.iat[i, j] == 1 else ""
+                ax.text(j, i, f"{v:.0f}{star}", ha="center", va="center", fontsize=6)
+    ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=60, ha="right", fontsize=6)
+    ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
+    fig.colorbar(im, ax=ax, label="change in bias score x100 vs baseline")
+    ax.set_title(f"{context} contexts: bias change from baseline per category "
+                 "(* paired 95% CI excludes 0)", fontsize=9)  # fmt: skip
+    fig.tight_layout()
+    return _save(fig, out, f"bbq_heatmap_{context}")
+
+
+def rounds_figure(summary: pd.DataFrame, flips: pd.DataFrame, out: Path) -> list[Path]:
+    """Accuracy and bias (ambiguous and disambiguated) per round for every model x
+    condition with rounds, and the transitions between consecutive rounds as bars."""
+    s = summary[summary["group"] == "overall"]
+    runs = s.groupby(["model", "condition", "readout"])["round"].nunique()
+    runs = runs[runs > 1]
+    if runs.empty:
+        return []
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), squeeze=False)
+    for key in runs.index:
+        g = s[(s["model"] == key[0]) & (s["condition"] == key[1]) & (s["readout"] == key[2])]
+        for ax, (ctx, metric, label) in zip(
+            axes[0][:2], (("ambig", "bias", "ambiguous bias x100"),
+                          ("disambig", "accuracy", "disambiguated accuracy %")), strict=True,
+        ):  # fmt: skip
+            h = g[g["context"] == ctx].sort_values("round")
+            y = h[metric].to_numpy(float) * 100
+            ax.errorbar(h["round"], y,
+                        yerr=[np.nan_to_num(y - h[f"{metric}_lo"].to_numpy(float) * 100),
+                              np.nan_to_num(h[f"{metric}_hi"].to_numpy(float) * 100 - y)],
+                        fmt="o-", capsize=3, ms=4, label=f"{key[0][:24]} / {key[1]}")  # fmt: skip
+            ax.set_xlabel("round (0 = first answer)")
+            ax.set_ylabel(label)
+            ax.set_title(f"{label} per round (95% CI)", fontsize=9)
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=6)
+    ax = axes[0][2]
+    kinds = ["wrong->correct", "correct->wrong", "biased->unbiased", "unbiased->biased",
+             "answer->UNKNOWN", "UNKNOWN->answer"]  # fmt: skip
+    if not flips.empty:
+        f = flips.copy()
+        f["label"] = (f["model"].str.slice(0, 16) + " / " + f["condition"] + " r"
+                      + f["from_round"].astype(str) + "->" + f["to_round"].astype(str))  # fmt: skip
+        bottom = np.zeros(len(f))
+        for kind in kinds:
+            vals = f[kind].to_numpy(float)
+            ax.barh(f["label"], vals, left=bottom, label=kind)
+            bottom += vals
+        ax.set_xlabel("items changing answer (count)")
+        ax.tick_params(axis="y", labelsize=6)
+        ax.legend(fontsize=6)
+        ax.set_title(f"transitions between rounds (n = {int(f['n'].max())} items each)",
+                     fontsize=9)  # fmt: skip
+    fig.tight_layout()
+    return _save(fig, out, "bbq_rounds")
