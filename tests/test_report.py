@@ -1,4 +1,14 @@
-"""Report rendering from a store filled by the fake backend: files, escaping, figures."""
+"""Report rendering from a store filled by the fake backend: files, escaping, figures, and
+the study report opened in headless Chromium."""
+
+import base64
+import io
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
 
 from selfcorrect.benchmarks.bbq import BBQ
 from selfcorrect.conditions import load_library
@@ -9,7 +19,8 @@ from selfcorrect.store import Store
 from tests.fakes import FakeBackend
 
 
-def test_report_files_and_escaping(tmp_path):
+def _evil_store(tmp_path):
+    """Two conditions, one feedback round, model text full of markup."""
     b = BBQ()
     items = b.sample(b.items(["Age", "Religion"]), 12, 0)
     store = Store(tmp_path)
@@ -29,6 +40,10 @@ def test_report_files_and_escaping(tmp_path):
     execute(store, run, "fake", FakeBackend(answer=evil), plan)
     store.update_run(run, {"benchmark": "bbq"}, "finished")
     store.close()
+
+
+def test_report_files_and_escaping(tmp_path):
+    _evil_store(tmp_path)
     rep = report_dir(tmp_path, n_boot=50)
     names = {p.name for p in rep.files}
     assert {
@@ -56,3 +71,44 @@ def test_report_files_and_escaping(tmp_path):
     assert "Transcripts" in md and "Self-correction rounds" in md
     summary = rep.tables["bbq_summary"]
     assert (summary[summary.group == "overall"]["accuracy"] >= 0).all()
+
+
+def _chromium() -> str:
+    """Headless Chromium from the system packages, installed on first use where possible."""
+    names = ("chromium", "chromium-browser", "google-chrome")
+    found = next((shutil.which(n) for n in names if shutil.which(n)), None)
+    if found is None and shutil.which("apt-get") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
+        if subprocess.run(cmd, env=env, capture_output=True, timeout=1200).returncode:
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+            subprocess.run(cmd, env=env, capture_output=True, timeout=1200)
+        found = shutil.which("chromium")
+    if found is None:
+        pytest.skip("headless Chromium is not installed and cannot be (needs root and apt-get)")
+    return found
+
+
+@pytest.mark.slow
+def test_study_report_renders_in_headless_chromium(tmp_path):
+    import matplotlib.image as mpimg
+
+    _evil_store(tmp_path)
+    report_dir(tmp_path, n_boot=50)
+    page = tmp_path / "report" / "report.html"
+    run = subprocess.run(
+        [_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu",
+         "--enable-logging=stderr", "--v=0", "--virtual-time-budget=3000",
+         "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
+    assert console == []  # no console errors, warnings or messages at all
+    dom = run.stdout
+    assert "Verdicts on the hypotheses" in dom and "<script" not in dom
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)"', dom)
+    assert {"bbq/bbq_conditions.png", "bbq/bbq_heatmap_ambig.png"} <= {a for a, _ in images}
+    for _, data in images:  # every figure decodes as a real image
+        pixels = mpimg.imread(io.BytesIO(base64.b64decode(data)), format="png")
+        assert pixels.shape[0] > 100 and pixels.shape[1] > 100

@@ -1,0 +1,65 @@
+"""Sweep plans: validation with one-line errors, the ladder, and a real two-run plan."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from selfcorrect.cli import app
+from selfcorrect.errors import SelfCorrectError
+from selfcorrect.plan import LADDER, expand_models, load_plan
+from selfcorrect.registry import REGISTRY
+from selfcorrect.store import Store
+
+
+def test_ladder_is_the_packaged_models_smallest_first():
+    assert expand_models(["ladder"]) == LADDER
+    assert set(LADDER) == set(REGISTRY) and REGISTRY[LADDER[0]].params < REGISTRY[LADDER[-1]].params
+    assert expand_models(["x.gguf", "ladder", "x.gguf"])[0] == "x.gguf"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("models = [", "not valid TOML"),
+        ("[[runs]]\nconditions = ['baseline']\ncolour = 1", "runs.0.colour: Extra inputs"),
+        ("[[runs]]\nconditions = []", "runs.0.conditions"),
+        ("limit = 'some'\n[[runs]]\nconditions = ['baseline']", "limit"),
+        ("models = ['ladder']", "runs: Field required"),
+    ],
+)
+def test_bad_plans_are_one_line_errors(tmp_path, text, message):
+    path = tmp_path / "plan.toml"
+    path.write_text(text)
+    with pytest.raises(SelfCorrectError, match=message):
+        load_plan(path)
+
+
+@pytest.mark.slow
+def test_plan_runs_every_entry_into_one_store_and_reports_verdicts(tmp_path):
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        f'out = "{tmp_path / "study"}"\nmodels = ["smollm2-135m-instruct"]\nlimit = 8\n'
+        "bootstrap = 50\n"
+        '[[runs]]\nconditions = ["baseline", "instruct"]\n'
+        '[[runs]]\nconditions = ["baseline"]\nrounds = 1\n'
+        '[[runs]]\nbenchmark = "winogender"\nconditions = ["baseline"]\nlimit = 6\n'
+    )
+    res = CliRunner().invoke(app, ["run", "--plan", str(plan), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "verdicts" in res.output and "H1" in res.output
+    store = Store(tmp_path / "study")
+    counts = dict(
+        store.conn.execute(
+            "SELECT benchmark || ':' || condition || ':' || round, COUNT(*) FROM answers GROUP BY 1"
+        ).fetchall()
+    )
+    store.close()
+    # round 0 of baseline is shared by the first two runs, not repeated
+    assert counts == {"bbq:baseline:0": 8, "bbq:instruct:0": 8, "bbq:baseline:1": 8,
+                      "winogender:baseline:0": 6}  # fmt: skip
+    assert (tmp_path / "study" / "report" / "report.html").is_file()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[runs]]\nconditions = ["nope"]\n')
+    res = CliRunner().invoke(app, ["run", "--plan", str(bad)])
+    assert res.exit_code == 2 and "unknown condition 'nope'" in res.output
