@@ -109,3 +109,46 @@ def test_failed_shard_is_named_and_the_rest_kept(ray_cluster, tmp_path):
     last = store.runs()[-1]
     store.close()
     assert last["manifest"]["ray"]["shards"] == [[str(broken), "baseline"]]
+
+
+def _shard_workers() -> list[int]:
+    """PIDs of Ray workers running a shard right now (Ray names them after the task)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if b"ray::run_shard" in cmd:
+                pids.append(int(d.name))
+    return pids
+
+
+def test_worker_killed_mid_shard_is_retried_and_nothing_lost(ray_cluster, tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    killed = []
+
+    def killer():
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            pids = _shard_workers()
+            if pids:
+                time.sleep(1.0)  # let it get into the shard's work
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    res = api.run(MODEL, out=tmp_path, ray=ray_cluster, conditions="baseline,instruct",
+                  limit=8, n_boot=0, progress=False, write_report=False)  # fmt: skip
+    thread.join(5)
+    assert killed, "no shard worker was seen running"
+    got = _answers(tmp_path)
+    assert len(got) == 2 * 8  # every answer once: the killed shard ran again, nothing doubled
+    assert sum(s["answers_added"] for s in res.manifest["models"][MODEL]["shards"].values()) == 16

@@ -209,6 +209,6 @@ def test_prompt_kv_finds_longest_shared_prefix_through_its_block_index():
     kv.store([a], cache, torch.ones((1, 100), dtype=torch.long))
     kv.store([b], cache, torch.ones((1, 100), dtype=torch.long))
     got = kv.lookup(list(range(70)) + [5, 6])
-    assert got[0][0].shape[1] == 70  # shares 70 tokens with a, 40 with b
+    assert got[0].shape[2] == 70  # shares 70 tokens with a, 40 with b
     assert kv.lookup([7] * 50) is None  # nothing shared
     assert kv.lookup(list(range(10)) + [1] * 30) is None  # shorter than one block

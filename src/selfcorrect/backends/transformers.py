@@ -309,7 +309,7 @@ class TransformersBackend(ChatRendering):
         pad = self.tok.pad_token_id
         n_opts = len(batch[0][2])
         reused = [self._kv.lookup(prefix) for _, prefix, _ in batch]
-        c_len = [0 if kv is None else kv[0][0].shape[1] for kv in reused]
+        c_len = [0 if kv is None else kv[0].shape[2] for kv in reused]
         width_c = max(c_len)
         width = max(len(p) - c for (_, p, _), c in zip(batch, c_len, strict=True))
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
@@ -475,7 +475,7 @@ class PromptKV:
     def __init__(self, torch, budget_tokens: int):
         self.torch = torch
         self.budget = budget_tokens
-        self.entries: dict[tuple, list] = {}  # token tuple -> [(keys, values) per layer]
+        self.entries: dict[tuple, tuple] = {}  # tokens -> (keys, values), [L, H, T, D]
         self.arrays: dict[tuple, np.ndarray] = {}  # the same tokens as an array, for lookup
         self.chains: dict[tuple, list[int]] = {}  # entry -> hashes of its leading blocks
         self.index: dict[int, dict[tuple, None]] = {}  # block-chain hash -> entries having it
@@ -527,22 +527,25 @@ class PromptKV:
             return None
         self.entries[best_key] = self.entries.pop(best_key)  # most recently used
         self.hits += 1
-        return [(k[:, :best_n], v[:, :best_n]) for k, v in self.entries[best_key]]
+        keys, values = self.entries[best_key]
+        return keys[:, :, :best_n], values[:, :, :best_n]
 
     def assemble(self, reused, c_len, width):
-        """A batch cache: each row's reused KV, left-padded to `width`."""
+        """A batch cache: each row's reused KV, left-padded to `width`. Entries hold all
+        layers in one tensor, so a row costs two copies, not two per layer."""
         from transformers import DynamicCache
 
+        k0, v0 = next(kv for kv in reused if kv is not None)  # [layers, heads, tokens, dim]
+        layers, heads, _, dim = k0.shape
+        keys = k0.new_zeros((layers, len(reused), heads, width, dim))
+        values = v0.new_zeros((layers, len(reused), v0.shape[1], width, v0.shape[3]))
+        for b, (kv, c) in enumerate(zip(reused, c_len, strict=True)):
+            if kv is not None:
+                keys[:, b, :, width - c :] = kv[0]
+                values[:, b, :, width - c :] = kv[1]
         cache = DynamicCache()
-        template = next(kv for kv in reused if kv is not None)
-        for layer, (k0, v0) in enumerate(template):
-            keys = k0.new_zeros((len(reused), k0.shape[0], width, k0.shape[2]))
-            values = v0.new_zeros((len(reused), v0.shape[0], width, v0.shape[2]))
-            for b, (kv, c) in enumerate(zip(reused, c_len, strict=True)):
-                if kv is not None:
-                    keys[b, :, width - c :] = kv[layer][0]
-                    values[b, :, width - c :] = kv[layer][1]
-            cache.update(keys, values, layer)
+        for layer in range(layers):
+            cache.update(keys[layer], values[layer], layer)
         return cache
 
     def store(self, sequences, cache, mask) -> None:
@@ -550,16 +553,20 @@ class PromptKV:
         if not self.budget:
             return
         torch = self.torch
-        layers = [(layer.keys, layer.values) for layer in cache.layers]
-        for b, tokens in enumerate(sequences):
+        new = [b for b, tokens in enumerate(sequences) if tuple(tokens) not in self.entries]
+        if not new:
+            return
+        # all layers in one tensor: one gather per row instead of one per layer
+        keys = torch.stack([layer.keys for layer in cache.layers])  # [L, B, H, T, D]
+        values = torch.stack([layer.values for layer in cache.layers])
+        for b in new:
+            tokens = sequences[b]
             idx = torch.nonzero(mask[b], as_tuple=True)[0][: len(tokens)]
-            idx = idx.to(layers[0][0].device)
+            idx = idx.to(keys.device)
             key = tuple(tokens[: len(idx)])
             if key in self.entries:
                 continue
-            self.entries[key] = [
-                (k[b].index_select(1, idx), v[b].index_select(1, idx)) for k, v in layers
-            ]
+            self.entries[key] = (keys[:, b].index_select(2, idx), values[:, b].index_select(2, idx))
             self.arrays[key] = np.asarray(key, dtype=np.int64)
             self.chains[key] = list(self._chain(key, len(key) // self.BLOCK))
             for h in self.chains[key]:
