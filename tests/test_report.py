@@ -112,3 +112,12 @@ def test_study_report_renders_in_headless_chromium(tmp_path):
     for _, data in images:  # every figure decodes as a real image
         pixels = mpimg.imread(io.BytesIO(base64.b64decode(data)), format="png")
         assert pixels.shape[0] > 100 and pixels.shape[1] > 100
+
+
+def test_rescoring_with_a_bias_variant_needs_only_the_store(tmp_path):
+    from selfcorrect import api
+
+    _evil_store(tmp_path)
+    rep = api.report(tmp_path, n_boot=20, bias_variant="helm")
+    assert "'helm' (a named alternative" in (tmp_path / "report" / "report.md").read_text()
+    assert not rep.tables["bbq_summary"].empty

@@ -374,11 +374,22 @@ def _load_backend(res, backend, dtype, device, trust_remote_code, served=None):
     return TransformersBackend(res, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
 
 
-def report(directory: str | Path, n_boot: int = 1000, seed: int = 0, reference: str = "baseline"):
-    """Recompute all metrics from a results directory and write report files (no model)."""
+def report(
+    directory: str | Path,
+    n_boot: int = 1000,
+    seed: int = 0,
+    reference: str = "baseline",
+    bias_variant: str = "bbq",
+):
+    """Recompute all metrics from a results directory and write report files (no model);
+    `bias_variant` names an alternative BBQ bias score ("helm")."""
+    from selfcorrect.metrics.bbq import bias_fns
     from selfcorrect.report import report_dir
 
-    return report_dir(directory, n_boot=n_boot, seed=seed, reference=reference)
+    bias_fns(bias_variant)  # an unknown name fails before any work
+    return report_dir(
+        directory, n_boot=n_boot, seed=seed, reference=reference, bias_variant=bias_variant
+    )
 
 
 def models() -> pd.DataFrame:

@@ -183,11 +183,14 @@ def report(
     reference: Annotated[
         str, typer.Option(help="Reference condition for paired diffs.")
     ] = "baseline",
+    bias_variant: Annotated[
+        str, typer.Option(help="BBQ bias score: bbq (reference analysis) or helm.")
+    ] = "bbq",
 ):
     """Recompute all metrics from the store (no model) and write Markdown and CSV tables."""
-    from selfcorrect.report import headline
-
-    rep = api.report(directory, n_boot=bootstrap, seed=seed, reference=reference)
+    rep = api.report(
+        directory, n_boot=bootstrap, seed=seed, reference=reference, bias_variant=bias_variant
+    )
     for key, df in rep.tables.items():
         if key.endswith("_summary"):
             _print_df(headline(df), title=f"{key[:-8]}: accuracy %, bias x100 [95% CI]")

@@ -129,9 +129,16 @@ class Report:
 
 
 def build_tables(
-    outcomes: pd.DataFrame, benchmark: str, n_boot: int, seed: int, reference: str
+    outcomes: pd.DataFrame,
+    benchmark: str,
+    n_boot: int,
+    seed: int,
+    reference: str,
+    bias_variant: str = "bbq",
 ) -> dict[str, pd.DataFrame]:
-    return get_benchmark(benchmark).score(outcomes, n_boot=n_boot, seed=seed, reference=reference)
+    bench = get_benchmark(benchmark)
+    extra = {"bias_variant": bias_variant} if bench.family == "bbq" else {}
+    return bench.score(outcomes, n_boot=n_boot, seed=seed, reference=reference, **extra)
 
 
 # A report is a list of blocks, rendered twice: Markdown and self-contained HTML.
@@ -498,18 +505,22 @@ def _model_table(models: dict[str, dict]) -> pd.DataFrame:
     )
 
 
-def _extra_paired(outcomes: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
+def _extra_paired(outcomes: pd.DataFrame, n_boot: int, seed: int, variant: str) -> pd.DataFrame:
     """cot - instruct on the same items (G1's second step), when both were run."""
     from selfcorrect.metrics.bbq import paired
 
     part = outcomes[outcomes["condition"].isin(["instruct", "cot"])]
     if set(part["condition"]) != {"instruct", "cot"}:
         return pd.DataFrame()
-    return paired(part, "instruct", n_boot, seed)
+    return paired(part, "instruct", n_boot, seed, variant)
 
 
 def report_dir(
-    directory: str | Path, n_boot: int = 1000, seed: int = 0, reference: str = "baseline"
+    directory: str | Path,
+    n_boot: int = 1000,
+    seed: int = 0,
+    reference: str = "baseline",
+    bias_variant: str = "bbq",
 ) -> Report:
     """Recompute every metric from the store (no model needed) and write the report files:
     one folder per benchmark, and the study report (report.md and a self-contained
@@ -526,7 +537,7 @@ def report_dir(
         study: list[Block] = []
         for bench in sorted(outcomes["benchmark"].unique()) if not outcomes.empty else []:
             part = outcomes[outcomes["benchmark"] == bench]
-            bt = build_tables(part, bench, n_boot, seed, reference)
+            bt = build_tables(part, bench, n_boot, seed, reference, bias_variant)
             family = get_benchmark(bench).family
             got, body = _write_benchmark(
                 bt,
@@ -542,7 +553,7 @@ def report_dir(
             study += [("img", f"{bench}/{b[1]}") if b[0] == "img" else b for b in body]
             tables.update({f"{bench}_{k}": v for k, v in bt.items()})
             if family == "bbq" and reference == "baseline":
-                tables[f"{bench}_paired_extra"] = _extra_paired(part, n_boot, seed)
+                tables[f"{bench}_paired_extra"] = _extra_paired(part, n_boot, seed, bias_variant)
         verdict = verdicts(tables, models)
         tables["verdicts"] = verdict
         out.mkdir(parents=True, exist_ok=True)
@@ -556,6 +567,16 @@ def report_dir(
                 "Verdicts on the hypotheses (methodology.md section 1), computed from the results",
             ),  # fmt: skip
             ("table", verdict.drop(columns=["rule"])),
+            (
+                "p",
+                f"BBQ bias score definition: '{bias_variant}'"
+                + (
+                    " (BBQ's reference analysis)"
+                    if bias_variant == "bbq"
+                    else " (a named alternative; see methodology.md section 5)"
+                )
+                + f"; paired differences against '{reference}'.",
+            ),  # fmt: skip
             ("list", [f"{k}: {v}" for k, v in RULES.items()]),
             *study,
         ]

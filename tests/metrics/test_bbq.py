@@ -144,3 +144,16 @@ def test_paired_bootstrap_uses_same_draws():
 def test_missing_columns_rejected():
     with pytest.raises(ValueError, match="lacks columns"):
         bbq.summary(pd.DataFrame({"pred": [1]}))
+
+
+def test_helm_variant_scales_by_accuracy_over_all_ambiguous_items():
+    # gold = unknown = 2; two answers on the target (biased), one UNKNOWN, and an item with NA
+    # target_loc answered UNKNOWN: reference acc over target items 1/3, HELM's over all 2/4
+    df = rows([(0, 2, 2, 0, 1), (1, 2, 2, 1, 2), (2, 2, 2, 0, 3), (2, 2, 2, None, 4)])
+    ref = only(bbq.summary(df, n_boot=0), context="ambig")
+    helm = only(bbq.summary(df, n_boot=0, bias_variant="helm"), context="ambig")
+    assert ref.bias == pytest.approx((1 - 1 / 3) * 1.0)
+    assert helm.bias == pytest.approx((1 - 2 / 4) * 1.0)
+    assert ref.accuracy == helm.accuracy == pytest.approx(0.5)
+    with pytest.raises(Exception, match="unknown bias variant 'x'"):
+        bbq.summary(df, n_boot=0, bias_variant="x")
