@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 
 
@@ -37,3 +38,34 @@ class Benchmark(Protocol):
     def item_table(self, items: Sequence[Item]) -> pd.DataFrame: ...
 
     def score(self, outcomes: pd.DataFrame, **options: Any) -> dict[str, pd.DataFrame]: ...
+
+
+def stratified_sample(items: Sequence[Item], limit: int | None, seed: int, strata) -> list[Item]:
+    """`limit` items spread evenly over the strata (remainder to the first cells). Each cell is
+    shuffled with its own seeded generator and the first items taken, so samples are nested:
+    a larger limit keeps every item of a smaller one (results already stored are reused and
+    conditions run at different limits share items). Ordered by the uid order of `items`."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    cells: dict[tuple, list[int]] = {}
+    for i, item in enumerate(items):
+        cells.setdefault(strata(item), []).append(i)
+    keys = sorted(cells)
+    quota = {k: limit // len(keys) for k in keys}
+    for k in keys[: limit % len(keys)]:
+        quota[k] += 1
+    order = {
+        k: np.random.default_rng([seed, n]).permutation(cells[k]).tolist()
+        for n, k in enumerate(keys)
+    }
+    chosen: list[int] = []
+    spare = 0
+    for k in keys:
+        take = min(quota[k], len(order[k]))
+        spare += quota[k] - take
+        chosen.extend(order[k][:take])
+    if spare:  # small cells could not fill their quota: top up from the rest, still seeded
+        rest = sorted(set(range(len(items))) - set(chosen))
+        extra = np.random.default_rng([seed, len(keys)]).permutation(rest)[:spare]
+        chosen.extend(extra.tolist())
+    return [items[i] for i in sorted(chosen)]

@@ -10,10 +10,9 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from selfcorrect.benchmarks.base import Item
+from selfcorrect.benchmarks.base import Item, stratified_sample
 from selfcorrect.data import data_dir
 from selfcorrect.errors import SelfCorrectError, unknown_choice
 
@@ -173,37 +172,6 @@ def load_all(root: str | None = None) -> tuple[Item, ...]:
     if len(items) != TOTAL_ITEMS:
         raise SelfCorrectError(f"BBQ has {len(items)} items, expected {TOTAL_ITEMS}")
     return tuple(items)
-
-
-def stratified_sample(items: Sequence[Item], limit: int | None, seed: int, strata) -> list[Item]:
-    """`limit` items spread evenly over the strata (remainder to the first cells). Each cell is
-    shuffled with its own seeded generator and the first items taken, so samples are nested:
-    a larger limit keeps every item of a smaller one (results already stored are reused and
-    conditions run at different limits share items). Ordered by the uid order of `items`."""
-    if limit is None or limit >= len(items):
-        return list(items)
-    cells: dict[tuple, list[int]] = {}
-    for i, item in enumerate(items):
-        cells.setdefault(strata(item), []).append(i)
-    keys = sorted(cells)
-    quota = {k: limit // len(keys) for k in keys}
-    for k in keys[: limit % len(keys)]:
-        quota[k] += 1
-    order = {
-        k: np.random.default_rng([seed, n]).permutation(cells[k]).tolist()
-        for n, k in enumerate(keys)
-    }
-    chosen: list[int] = []
-    spare = 0
-    for k in keys:
-        take = min(quota[k], len(order[k]))
-        spare += quota[k] - take
-        chosen.extend(order[k][:take])
-    if spare:  # small cells could not fill their quota: top up from the rest, still seeded
-        rest = sorted(set(range(len(items))) - set(chosen))
-        extra = np.random.default_rng([seed, len(keys)]).permutation(rest)[:spare]
-        chosen.extend(extra.tolist())
-    return [items[i] for i in sorted(chosen)]
 
 
 class BBQ:

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from selfcorrect.benchmarks.base import Item
-from selfcorrect.benchmarks.bbq import stratified_sample
+from selfcorrect.benchmarks.base import Item, stratified_sample
 from selfcorrect.data import data_dir
 from selfcorrect.errors import SelfCorrectError, unknown_choice
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from selfcorrect.metrics.runs import RUN_KEYS, with_run_keys
 from selfcorrect.metrics.stats import bootstrap, paired_bootstrap
 
 # Columns of the per-row count vector.
 N, UNP, CORRECT, HAS_T, CORRECT_T, NU_T, BIASED_T = range(7)
-RUN_KEYS = ["model", "condition", "readout", "round"]
 CONTEXTS = ("ambig", "disambig")
 REQUIRED = (
     "category",
@@ -131,21 +131,13 @@ def _check(df: pd.DataFrame) -> None:
         raise ValueError(f"outcome table lacks columns: {', '.join(missing)}")
 
 
-def _with_run_keys(df: pd.DataFrame) -> pd.DataFrame:
-    df = df.copy()
-    for k, default in (("model", "-"), ("condition", "-"), ("readout", "-"), ("round", 0)):
-        if k not in df.columns:
-            df[k] = default
-    return df
-
-
 def summary(
     df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, bias_variant: str = "bbq"
 ) -> pd.DataFrame:
     """Accuracy and bias with cluster-bootstrap CIs per run x group x context condition."""
     fns = bias_fns(bias_variant)
     _check(df)
-    df = _with_run_keys(df)
+    df = with_run_keys(df)
     rows = []
     for run, part in df.groupby(RUN_KEYS, sort=True, dropna=False):
         part = part.reset_index(drop=True)
@@ -191,7 +183,7 @@ def paired(
     paired cluster bootstrap: the same template draws for both conditions."""
     fns = bias_fns(bias_variant)
     _check(df)
-    df = _with_run_keys(df)
+    df = with_run_keys(df)
     if reference not in set(df["condition"]):
         return pd.DataFrame()
     rows = []
@@ -242,7 +234,7 @@ def bbq_tables(
 ) -> dict[str, pd.DataFrame]:
     from selfcorrect.metrics.rounds import bbq_states, transitions
 
-    matrix, flips = transitions(_with_run_keys(df), bbq_states(_with_run_keys(df)))
+    matrix, flips = transitions(with_run_keys(df), bbq_states(with_run_keys(df)))
     return {
         "summary": summary(df, n_boot, seed, bias_variant),
         "paired": paired(df, reference, n_boot, seed, bias_variant),

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from selfcorrect.metrics.bbq import RUN_KEYS, _with_run_keys
+from selfcorrect.metrics.runs import RUN_KEYS, with_run_keys
 from selfcorrect.metrics.stats import percentile_ci
 
 FEMALE, MALE, NEUTRAL = range(3)
@@ -51,7 +51,7 @@ def _probs(df: pd.DataFrame) -> np.ndarray:
 
 def per_occupation(df: pd.DataFrame) -> pd.DataFrame:
     """One row per run x occupation: p_female, p_male, p_neutral, BLS %."""
-    df = _with_run_keys(df).reset_index(drop=True)
+    df = with_run_keys(df).reset_index(drop=True)
     p = _probs(df)
     df = df.assign(
         p_female=p[:, FEMALE],
@@ -153,7 +153,7 @@ def winogender_tables(
 ) -> dict[str, pd.DataFrame]:
     from selfcorrect.metrics.rounds import pronoun_states, transitions
 
-    runs = _with_run_keys(df)
+    runs = with_run_keys(df)
     matrix, flips = transitions(runs, pronoun_states(runs))
     return {
         "summary": summary(df),
