@@ -42,7 +42,8 @@ def _verdict(tables, hid):
     return v.loc[hid, "verdict"], v.loc[hid, "evidence"]
 
 
-SIG_DOWN, SIG_UP, NULL = (-0.1, -0.15, -0.05), (0.1, 0.05, 0.15), (0.0, -0.05, 0.05)
+SIG_DOWN, SIG_UP = (-0.1, -0.15, -0.05), (0.1, 0.05, 0.15)
+NULL, NONE = (0.0, -0.2, 0.2), (0.0, -0.03, 0.03)  # unclear; a precise null
 
 
 def test_h1_h5_each_outcome():
@@ -61,6 +62,12 @@ def test_h1_h5_each_outcome():
     assert _verdict({**base, "bbq_paired": neg}, "H5")[0] == "supported"
     neg = _paired([("small-chat", "negation", *SIG_DOWN), ("base", "negation", *SIG_UP)])
     assert _verdict({**base, "bbq_paired": neg}, "H5")[0] == "not supported"
+    neg = _paired([("small-chat", "negation", *NONE), ("base", "negation", *SIG_UP)])
+    assert _verdict({**base, "bbq_paired": neg}, "H5")[0] == "not supported"  # no effect
+    neg = _paired([("small-chat", "negation", *NULL), ("base", "negation", *SIG_UP)])
+    assert _verdict({**base, "bbq_paired": neg}, "H5")[0] == "inconclusive"
+    none = _paired([("small-chat", "instruct", *NONE), ("large-chat", "instruct", *SIG_DOWN)])
+    assert _verdict({**base, "bbq_paired": none}, "H1")[0] == "not supported"
     assert _verdict({**base, "bbq_paired": both_down}, "H5")[0] == "not tested"
 
 
