@@ -89,8 +89,10 @@ def category_heatmap(paired: pd.DataFrame, out: Path, context: str = "ambig") ->
     ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=60, ha="right", fontsize=6)
     ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
     fig.colorbar(im, ax=ax, label="change in bias score x100 vs baseline")
-    ax.set_title(f"{context} contexts: bias change from baseline per category "
-                 "(* paired 95% CI excludes 0)", fontsize=9)  # fmt: skip
+    n = int(p["n_pairs"].median())
+    ax.set_title(f"{context} contexts: bias change from baseline per category, round 0 "
+                 f"(median n = {n} paired items per cell; * paired 95% CI excludes 0)",
+                 fontsize=9)  # fmt: skip
     fig.tight_layout()
     return _save(fig, out, f"bbq_heatmap_{context}")
 
