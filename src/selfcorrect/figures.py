@@ -38,6 +38,9 @@ def size_figure(summary: pd.DataFrame, models: dict[str, dict], out: Path) -> li
     plt = _plt()
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), squeeze=False)
     conds = list(dict.fromkeys(part["condition"]))
+    sizes = part.groupby("model")["params"].first().sort_values()
+    span = max(0.2, float(np.log10(sizes.max()) - np.log10(sizes.min())))
+    step = 0.6 * span / max(1, len(sizes) - 1) / max(1, len(conds))  # dodge within a model
     for col, ctx in enumerate(("ambig", "disambig")):
         rows = (("bias", "bias score x100"), ("accuracy", "accuracy %"))
         for row, (metric, label) in enumerate(rows):
@@ -45,7 +48,7 @@ def size_figure(summary: pd.DataFrame, models: dict[str, dict], out: Path) -> li
             for k, cond in enumerate(conds):
                 g = part[(part["condition"] == cond) & (part["context"] == ctx)]
                 g = g.sort_values("params")
-                x = np.log10(g["params"].to_numpy()) + (k - (len(conds) - 1) / 2) * 0.015
+                x = np.log10(g["params"].to_numpy()) + (k - (len(conds) - 1) / 2) * step
                 y = g[metric].to_numpy(float) * 100
                 lo = np.nan_to_num(y - g[f"{metric}_lo"].to_numpy(float) * 100)
                 hi = np.nan_to_num(g[f"{metric}_hi"].to_numpy(float) * 100 - y)
@@ -53,7 +56,12 @@ def size_figure(summary: pd.DataFrame, models: dict[str, dict], out: Path) -> li
                 ax.errorbar(x, y, yerr=[lo, hi], fmt="o-", capsize=3, ms=4, lw=1,
                             label=f"{cond} (n={n}/model)")  # fmt: skip
             ax.axhline(0 if metric == "bias" else 100 / 3, color="grey", lw=0.8, ls="--")
-            ax.set_xlabel("model size, log10(parameters)")
+            ax.set_xticks(
+                np.log10(sizes.to_numpy()),
+                [f"{v / 1e6:,.0f}M\n{m[:14]}" for m, v in sizes.items()],
+                fontsize=7,
+            )
+            ax.set_xlabel("model size (parameters, log scale)")
             ax.set_ylabel(label)
             ax.set_title(f"{ctx} contexts: {label} vs size (95% CI)", fontsize=9)
             ax.grid(alpha=0.3)
