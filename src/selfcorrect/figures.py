@@ -151,3 +151,34 @@ def rounds_figure(summary: pd.DataFrame, flips: pd.DataFrame, out: Path) -> list
                      fontsize=9)  # fmt: skip
     fig.tight_layout()
     return _save(fig, out, "bbq_rounds")
+
+
+def winogender_r_figure(summary: pd.DataFrame, out: Path) -> list[Path]:
+    """Pearson r with BLS per condition (x) for each model, Fisher-z 95% CIs, round 0."""
+    part = summary[summary["round"] == 0]
+    if part.empty:
+        return []
+    conds = list(dict.fromkeys(part["condition"]))
+    series = list(part.groupby(["model", "readout"], sort=True))
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(conds) + 3), 4.2))
+    for k, ((model, readout), g) in enumerate(series):
+        g = g.set_index("condition").reindex(conds)
+        x = np.arange(len(conds)) + (k - (len(series) - 1) / 2) * 0.12
+        y = g["pearson_r"].to_numpy(float)
+        occ = int(g["n_occupations"].max())
+        ax.errorbar(x, y, yerr=[np.nan_to_num(y - g["r_lo"].to_numpy(float)),
+                                np.nan_to_num(g["r_hi"].to_numpy(float) - y)],
+                    fmt="o", capsize=3,
+                    label=f"{model[:28]} ({readout}, {occ} occupations)")  # fmt: skip
+    ax.axhline(0, color="grey", lw=0.8, ls="--")
+    ax.axhspan(0.5, 0.6, color="grey", alpha=0.15, label="G23 baseline range (0.5-0.6)")
+    ax.set_xticks(range(len(conds)), conds, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("Pearson r, p(female) vs BLS % female")
+    ax.set_ylim(-1, 1)
+    ax.set_title("Winogender: correlation with occupation statistics (95% Fisher-z CI)",
+                 fontsize=9)  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out, "winogender_r")

@@ -420,7 +420,12 @@ def write_tables(
 
 def _write_benchmark(tables, out, title, preface, family, transcripts, models):
     """As write_tables; also returns the report's blocks, for the study-wide report."""
-    from selfcorrect.figures import category_heatmap, rounds_figure, size_figure
+    from selfcorrect.figures import (
+        category_heatmap,
+        rounds_figure,
+        size_figure,
+        winogender_r_figure,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     files = []
@@ -432,6 +437,7 @@ def _write_benchmark(tables, out, title, preface, family, transcripts, models):
     summary = tables.get("summary", pd.DataFrame())
     if family == "winogender":
         figures += winogender_scatter(tables["occupations"], out)
+        figures += winogender_r_figure(summary, out)
     elif not summary.empty:
         figures += bbq_condition_figure(summary, out)
         figures += size_figure(summary, models, out)
