@@ -48,16 +48,20 @@ NULL, NONE = (0.0, -0.2, 0.2), (0.0, -0.03, 0.03)  # unclear; a precise null
 
 def test_h1_h5_each_outcome():
     base = {"bbq_summary": _summary({m: (0.9, 0.85, 0.95) for m in MODELS})}
-    both_down = _paired([("small-chat", "instruct", *SIG_DOWN),
-                         ("large-chat", "instruct", *SIG_DOWN),
-                         ("base", "instruct", *NULL)])  # fmt: skip
-    assert _verdict({**base, "bbq_paired": both_down}, "H1")[0] == "supported"
-    one_up = _paired([("small-chat", "instruct", *SIG_UP), ("large-chat", "instruct", *SIG_DOWN)])
-    assert _verdict({**base, "bbq_paired": one_up}, "H1")[0] == "not supported"
-    mixed = _paired([("small-chat", "instruct", *NULL), ("large-chat", "instruct", *SIG_DOWN)])
-    verdict, evidence = _verdict({**base, "bbq_paired": mixed}, "H1")
+    # the >= 1B aligned model drops, the tiny and base ones do not: the claim exactly
+    good = _paired([("small-chat", "instruct", *NULL), ("large-chat", "instruct", *SIG_DOWN),
+                    ("base", "instruct", *NULL)])  # fmt: skip
+    assert _verdict({**base, "bbq_paired": good}, "H1")[0] == "supported"
+    tiny_drops = _paired([("small-chat", "instruct", *SIG_DOWN),
+                          ("large-chat", "instruct", *SIG_DOWN)])  # fmt: skip
+    assert _verdict({**base, "bbq_paired": tiny_drops}, "H1")[0] == "not supported"
+    large_up = _paired([("large-chat", "instruct", *SIG_UP)])
+    assert _verdict({**base, "bbq_paired": large_up}, "H1")[0] == "not supported"
+    unclear = _paired([("small-chat", "instruct", *NULL), ("large-chat", "instruct", *NULL)])
+    verdict, evidence = _verdict({**base, "bbq_paired": unclear}, "H1")
     assert verdict == "inconclusive"
-    assert "large-chat: instruct - baseline = -10.0 [-15.0, -5.0]" in evidence
+    assert "large-chat: instruct - baseline = 0.0 [-20.0, 20.0]" in evidence
+    both_down = tiny_drops
     neg = _paired([(m, "negation", *SIG_UP) for m in MODELS])
     assert _verdict({**base, "bbq_paired": neg}, "H5")[0] == "supported"
     neg = _paired([("small-chat", "negation", *SIG_DOWN), ("base", "negation", *SIG_UP)])
@@ -66,7 +70,7 @@ def test_h1_h5_each_outcome():
     assert _verdict({**base, "bbq_paired": neg}, "H5")[0] == "not supported"  # no effect
     neg = _paired([("small-chat", "negation", *NULL), ("base", "negation", *SIG_UP)])
     assert _verdict({**base, "bbq_paired": neg}, "H5")[0] == "inconclusive"
-    none = _paired([("small-chat", "instruct", *NONE), ("large-chat", "instruct", *SIG_DOWN)])
+    none = _paired([("small-chat", "instruct", *NULL), ("large-chat", "instruct", *NONE)])
     assert _verdict({**base, "bbq_paired": none}, "H1")[0] == "not supported"
     assert _verdict({**base, "bbq_paired": both_down}, "H5")[0] == "not tested"
 
