@@ -566,7 +566,7 @@ def report_dir(
         blocks = [
             ("h1", "selfcorrect study report"),
             *_manifest_blocks(store),
-            ("h2", "Models"),
+            ("h2", "Model metadata (parameters, family, chat or base, alignment)"),
             ("table", _model_table(models)),
             (
                 "h2",
