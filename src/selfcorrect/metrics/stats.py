@@ -6,6 +6,7 @@ once: B x C weights times C x K counts."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -13,11 +14,18 @@ import numpy as np
 MetricFn = Callable[[np.ndarray], np.ndarray]  # (..., K) summed counts -> (...) values
 
 
+@functools.lru_cache(maxsize=256)
 def cluster_weights(n_clusters: int, n_boot: int, seed: int) -> np.ndarray:
+    """Multinomial cluster counts per replicate. A pure function of its arguments, so it is
+    drawn once per (clusters, replicates, seed) and shared: a study report evaluates thousands
+    of bootstraps over a few cluster counts. Read-only, since callers share it."""
     rng = np.random.default_rng(seed)
     if n_clusters == 0:
-        return np.zeros((n_boot, 0))
-    return rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters), size=n_boot)
+        w = np.zeros((n_boot, 0))
+    else:
+        w = rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters), size=n_boot)
+    w.flags.writeable = False
+    return w
 
 
 def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:

@@ -104,9 +104,26 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _occ_metric(occ: pd.DataFrame, metric: str, idx=None) -> float:
-    occ = occ if idx is None else occ.iloc[idx]
+def _occ_metric(occ: pd.DataFrame, metric: str) -> float:
     return _r(occ) if metric == "pearson_r" else float(occ["p_neutral"].mean())
+
+
+def _boot_metric(occ: pd.DataFrame, metric: str, draws: np.ndarray) -> np.ndarray:
+    """The metric on every bootstrap draw at once (rows of occupation indices); occupations
+    without a p_female drop out of r, as in _r; fewer than 3 left or no spread gives NaN."""
+    if metric != "pearson_r":
+        return occ["p_neutral"].to_numpy(float)[draws].mean(axis=1)
+    x = occ["p_female"].to_numpy(float)[draws]
+    y = occ["bls_pct_female"].to_numpy(float)[draws]
+    ok = np.isfinite(x) & np.isfinite(y)
+    n = ok.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x, y = np.where(ok, x, 0.0), np.where(ok, y, 0.0)
+        dx = np.where(ok, x - (x.sum(axis=1) / n)[:, None], 0.0)
+        dy = np.where(ok, y - (y.sum(axis=1) / n)[:, None], 0.0)
+        sxx, syy = (dx * dx).sum(axis=1), (dy * dy).sum(axis=1)
+        r = (dx * dy).sum(axis=1) / np.sqrt(sxx * syy)
+    return np.where((n >= 3) & (sxx > 0) & (syy > 0), np.clip(r, -1.0, 1.0), np.nan)
 
 
 def paired(
@@ -127,9 +144,7 @@ def paired(
             draws = rng.integers(0, len(shared), size=(max(n_boot, 0), len(shared)))
             for metric in ("pearson_r", "neutral_rate"):
                 d = _occ_metric(b, metric) - _occ_metric(a, metric)
-                boots = np.array(
-                    [_occ_metric(b, metric, i) - _occ_metric(a, metric, i) for i in draws]
-                )
+                boots = _boot_metric(b, metric, draws) - _boot_metric(a, metric, draws)
                 lo, hi = percentile_ci(boots)
                 rows.append(
                     {
