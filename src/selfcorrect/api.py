@@ -239,7 +239,7 @@ def run(
             if ray:
                 _run_on_ray(ray, resolved, labels, conds, plans, store, run_id, manifest,
                             shard_kwargs, bar)  # fmt: skip
-            for res in resolved if not ray else []:
+            for res in () if ray else resolved:  # on Ray the shards did this work
                 label = labels[res.name]
                 entry = manifest["models"][label]
                 pending = sum(count_pending(store, label, p) for p in plans)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,11 +19,11 @@ def _plt():
     return plt
 
 
-def _save(fig, out: Path, stem: str) -> list[Path]:
+def save_figure(fig, out: Path, stem: str) -> list[Path]:
     paths = [out / f"{stem}.png", out / f"{stem}.svg"]
     for p in paths:
         fig.savefig(p, dpi=130)
-    _plt().close(fig)
+    pyplot().close(fig)
     return paths
 
 
@@ -35,7 +35,7 @@ def size_figure(summary: pd.DataFrame, models: dict[str, dict], out: Path) -> li
     part = part[part["params"].notna()]
     if part["model"].nunique() < 2:
         return []
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), squeeze=False)
     conds = list(dict.fromkeys(part["condition"]))
     sizes = part.groupby("model")["params"].first().sort_values()
@@ -67,7 +67,7 @@ def size_figure(summary: pd.DataFrame, models: dict[str, dict], out: Path) -> li
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, out, "bbq_size")
+    return save_figure(fig, out, "bbq_size")
 
 
 def category_heatmap(paired: pd.DataFrame, out: Path, context: str = "ambig") -> list[Path]:
@@ -82,7 +82,7 @@ def category_heatmap(paired: pd.DataFrame, out: Path, context: str = "ambig") ->
     sig = p.assign(s=(p["diff_lo"] > 0) | (p["diff_hi"] < 0)).pivot_table(
         index="group", columns="column", values="s", aggfunc="first"
     )
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(
         figsize=(max(6, 0.9 * grid.shape[1] + 3), max(4, 0.32 * grid.shape[0] + 2))
     )
@@ -102,7 +102,7 @@ def category_heatmap(paired: pd.DataFrame, out: Path, context: str = "ambig") ->
                  f"(median n = {n} paired items per cell; * paired 95% CI excludes 0)",
                  fontsize=9)  # fmt: skip
     fig.tight_layout()
-    return _save(fig, out, f"bbq_heatmap_{context}")
+    return save_figure(fig, out, f"bbq_heatmap_{context}")
 
 
 def rounds_figure(summary: pd.DataFrame, flips: pd.DataFrame, out: Path) -> list[Path]:
@@ -113,7 +113,7 @@ def rounds_figure(summary: pd.DataFrame, flips: pd.DataFrame, out: Path) -> list
     runs = runs[runs > 1]
     if runs.empty:
         return []
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), squeeze=False)
     for key in runs.index:
         g = s[(s["model"] == key[0]) & (s["condition"] == key[1]) & (s["readout"] == key[2])]
@@ -150,7 +150,7 @@ def rounds_figure(summary: pd.DataFrame, flips: pd.DataFrame, out: Path) -> list
         ax.set_title(f"transitions between rounds (n = {int(f['n'].max())} items each)",
                      fontsize=9)  # fmt: skip
     fig.tight_layout()
-    return _save(fig, out, "bbq_rounds")
+    return save_figure(fig, out, "bbq_rounds")
 
 
 def winogender_r_figure(summary: pd.DataFrame, out: Path) -> list[Path]:
@@ -160,7 +160,7 @@ def winogender_r_figure(summary: pd.DataFrame, out: Path) -> list[Path]:
         return []
     conds = list(dict.fromkeys(part["condition"]))
     series = list(part.groupby(["model", "readout"], sort=True))
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(conds) + 3), 4.2))
     for k, ((model, readout), g) in enumerate(series):
         g = g.set_index("condition").reindex(conds)
@@ -181,4 +181,4 @@ def winogender_r_figure(summary: pd.DataFrame, out: Path) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, out, "winogender_r")
+    return save_figure(fig, out, "winogender_r")

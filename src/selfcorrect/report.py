@@ -209,10 +209,9 @@ def _winogender_sections(tables: dict[str, pd.DataFrame]) -> list[Block]:
 def bbq_condition_figure(summary: pd.DataFrame, out: Path) -> list[Path]:
     """Overall accuracy and bias per condition (x) for each model, ambiguous and
     disambiguated, with 95% CIs and n in the legend."""
-    import matplotlib
+    from selfcorrect.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     part = summary[summary["group"] == "overall"].copy()
     if part.empty:
@@ -250,19 +249,14 @@ def bbq_condition_figure(summary: pd.DataFrame, out: Path) -> list[Path]:
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    paths = [out / "bbq_conditions.png", out / "bbq_conditions.svg"]
-    for p in paths:
-        fig.savefig(p, dpi=130)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out, "bbq_conditions")
 
 
 def winogender_scatter(occupations: pd.DataFrame, out: Path) -> list[Path]:
     """p(female) against BLS % female, one panel per model x condition x round."""
-    import matplotlib
+    from selfcorrect.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from selfcorrect.metrics.winogender import pearson_fisher
 
@@ -290,11 +284,7 @@ def winogender_scatter(occupations: pd.DataFrame, out: Path) -> list[Path]:
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
-    paths = [out / "scatter.png", out / "scatter.svg"]
-    for p in paths:
-        fig.savefig(p, dpi=130)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out, "scatter")
 
 
 def _rounds_sections(tables: dict[str, pd.DataFrame]) -> list[Block]:

@@ -96,6 +96,11 @@ class ChatRendering:
     model_name: str
     prefill_problem: str | None = None
 
+    def _encode(self, text: str) -> list[int]:
+        """Token ids of a rendered prompt with a Hugging Face tokenizer (llama.cpp overrides).
+        A chat template writes its own BOS/special tokens; plain text gets the tokenizer's."""
+        return self.tok(text, add_special_tokens=not self.chat)["input_ids"]
+
     def render(self, conv: Conversation) -> str:
         if not self.chat:
             return render_plain(conv)

@@ -198,9 +198,6 @@ class OpenAIBackend(ChatRendering):
             msgs.append({"role": "assistant", "content": conv.prefill})
         return json.dumps(msgs, ensure_ascii=False)
 
-    def _encode(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=not self.chat)["input_ids"]
-
     # log-probability readout ---------------------------------------------------------------
     def _detect_logprob_mode(self) -> tuple[str, str]:
         """Echoed prompt log-probabilities are trusted only if aligned: with greedy decoding

@@ -222,10 +222,6 @@ class TransformersBackend(ChatRendering):
             "batch_tokens": self.batch_tokens,
         }
 
-    def _encode(self, text: str) -> list[int]:
-        # A chat template writes its own BOS/special tokens; plain text gets the tokenizer's.
-        return self.tok(text, add_special_tokens=not self.chat)["input_ids"]
-
     def _batch_encoder(self, prompts, candidates):
         """Every prompt and prompt+option of a call tokenized in one batched (parallel, for
         fast tokenizers) call; returns a lookup with `_encode`'s signature."""
