@@ -101,6 +101,20 @@ class ChatRendering:
         A chat template writes its own BOS/special tokens; plain text gets the tokenizer's."""
         return self.tok(text, add_special_tokens=not self.chat)["input_ids"]
 
+    def _batch_encoder(self, prompts, candidates):
+        """Every prompt and prompt+option of a call tokenized in one batched (parallel, for
+        fast tokenizers) call with the Hugging Face tokenizer (not for llama.cpp, which
+        tokenizes in its own engine); returns a lookup with `_encode`'s signature."""
+        texts = list(
+            dict.fromkeys(
+                t
+                for p, cs in zip(prompts, candidates, strict=True)
+                for t in (p, *(p + c for c in cs))
+            )
+        )
+        ids = self.tok(texts, add_special_tokens=not self.chat)["input_ids"]
+        return dict(zip(texts, ids, strict=True)).__getitem__
+
     def render(self, conv: Conversation) -> str:
         if not self.chat:
             return render_plain(conv)

@@ -232,7 +232,7 @@ class OpenAIBackend(ChatRendering):
                 f"'{self.model_name}' gives no log-probabilities ({self.detection}): "
                 "use --readout generate"
             )
-        encode = self._encode
+        encode = self._batch_encoder(prompts, candidates)
         reqs = []
         for prompt, cands in zip(prompts, candidates, strict=True):
             fulls, start = candidate_tokens(encode, prompt, cands)
@@ -249,8 +249,7 @@ class OpenAIBackend(ChatRendering):
         return self._score_top(reqs)
 
     def _echo_option(self, prompt: str, option: str) -> float:
-        """Sum of the echoed log-probabilities of the tokens that reach past the prompt (a
-        token straddling the boundary is counted whole, like the in-process backends)."""
+        """One option's log-probability from the echoed prompt (see _option_sum)."""
         text = prompt + option
         return self._complete(
             text, _describe(text), lambda c: _option_sum(c.logprobs, prompt, text),

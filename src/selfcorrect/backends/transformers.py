@@ -222,19 +222,6 @@ class TransformersBackend(ChatRendering):
             "batch_tokens": self.batch_tokens,
         }
 
-    def _batch_encoder(self, prompts, candidates):
-        """Every prompt and prompt+option of a call tokenized in one batched (parallel, for
-        fast tokenizers) call; returns a lookup with `_encode`'s signature."""
-        texts = list(
-            dict.fromkeys(
-                t
-                for p, cs in zip(prompts, candidates, strict=True)
-                for t in (p, *(p + c for c in cs))
-            )
-        )
-        ids = self.tok(texts, add_special_tokens=not self.chat)["input_ids"]
-        return dict(zip(texts, ids, strict=True)).__getitem__
-
     # scoring -----------------------------------------------------------------------------
     def score(
         self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]
