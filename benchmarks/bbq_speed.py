@@ -138,14 +138,49 @@ def selfcorrect_run(items, conditions, backend) -> dict:
         plan = Plan("bbq", lib.resolve(conditions, "bbq"), items, 0, lib)
         prompts = [backend.render(_conv(plan, it, c)) for c in plan.conditions for it in items]
         tokens = sum(len(backend._encode(p)) + 3 for p in prompts)
+        computed = backend.forward_tokens
         t = time.perf_counter()
         execute(store, run, "m", backend, plan, batch_size=64)
         seconds = time.perf_counter() - t
+        computed = backend.forward_tokens - computed
         out = store.outcomes()
         store.close()
     s = summary(out[out.condition == conditions[0]], n_boot=0)
     scores = s[s.group == "overall"][["context", "accuracy", "bias"]].to_dict("records")
-    return {"seconds": seconds, "prompt_tokens": tokens, "scores": scores}
+    return {
+        "seconds": seconds,
+        "prompt_tokens": tokens,
+        "computed_tokens": computed,
+        "scores": scores,
+    }
+
+
+def decoder_params(backend) -> int:
+    """Parameters a token passes through: the decoder without its embedding table (the
+    output head runs only at the few positions read, so it is left out too)."""
+    return sum(p.numel() for n, p in backend.decoder.named_parameters() if "embed" not in n)
+
+
+def plain_forward_tokens_per_s(backend, rows: int = 32, length: int = 128) -> float:
+    """The model alone: one forward of rows x length random tokens, no mask, no cache, no
+    output head (the issue's orientation measurement)."""
+    ids = torch.randint(0, backend.model.config.vocab_size, (rows, length))
+    with torch.inference_mode():
+        backend.decoder(input_ids=ids, use_cache=False)
+        t = time.perf_counter()
+        for _ in range(3):
+            backend.decoder(input_ids=ids, use_cache=False)
+    return 3 * rows * length / (time.perf_counter() - t)
+
+
+def utilisation(backend, r: dict, peak_gflops: float) -> None:
+    """Model FLOP utilisation from the tokens actually computed (2 FLOPs per parameter per
+    token, attention left out), and the effective rate over all prompt tokens."""
+    params = decoder_params(backend)
+    r["computed_tokens_per_s"] = round(r["computed_tokens"] / r["seconds"], 1)
+    r["prompt_tokens_per_s"] = round(r["prompt_tokens"] / r["seconds"], 1)
+    r["gflops"] = round(2 * params * r["computed_tokens"] / r["seconds"] / 1e9, 1)
+    r["mfu"] = round(r["gflops"] / peak_gflops, 3)
 
 
 def _conv(plan, item, cond):
@@ -162,6 +197,13 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--skip-lm-eval", action="store_true")
     ap.add_argument("--json", type=Path)
+    ap.add_argument(
+        "--mfu-models",
+        nargs="*",
+        default=["smollm2-135m-instruct", "qwen2.5-coder-1.5b-instruct"],
+        help="models whose scoring throughput is measured against the bf16 peak",
+    )
+    ap.add_argument("--mfu-items", type=int, default=100)
     args = ap.parse_args()
 
     from selfcorrect.backends.transformers import TransformersBackend, _dequantised_copy
@@ -175,7 +217,6 @@ def main() -> None:
     print(f"bf16 matmul peak: {report['bf16_peak_gflops']} GFLOP/s ({report['threads']} threads)")
 
     backend = TransformersBackend(res)
-    params = sum(p.numel() for n, p in backend.model.named_parameters() if "embed" not in n)
     for k, conds in (
         (1, ["baseline"]),
         (3, ["baseline", "instruct", "negation"]),
@@ -183,18 +224,35 @@ def main() -> None:
     ):
         backend._kv.clear()  # each K starts cold: no prompts cached from the previous K
         r = selfcorrect_run(items, conds, backend)
-        gflops = 2 * params * r["prompt_tokens"] / r["seconds"] / 1e9
-        r["tokens_per_s"] = round(r["prompt_tokens"] / r["seconds"], 1)
-        r["mfu"] = round(gflops / report["bf16_peak_gflops"], 3)
+        utilisation(backend, r, report["bf16_peak_gflops"])
         report[f"selfcorrect_k{k}"] = r
         print(
-            f"selfcorrect, {k} condition(s): {r['seconds']:.1f} s, {r['tokens_per_s']} "
-            f"prompt tokens/s, model FLOP utilisation {r['mfu']:.0%}"
+            f"selfcorrect, {k} condition(s): {r['seconds']:.1f} s, {r['computed_tokens']} of "
+            f"{r['prompt_tokens']} prompt tokens computed ({r['computed_tokens_per_s']} tokens/s"
+            f", {r['gflops']} GFLOP/s, model FLOP utilisation {r['mfu']:.0%})"
         )
     one = report["selfcorrect_k1"]["seconds"]
     for k in (3, 9):
         print(f"  {k} conditions cost {report[f'selfcorrect_k{k}']['seconds'] / one:.2f}x one")
     print("selfcorrect scores (baseline):", report["selfcorrect_k1"]["scores"])
+
+    for name in args.mfu_models:
+        other = TransformersBackend(resolve(name))
+        r = selfcorrect_run(items[: args.mfu_items], ["baseline"], other)
+        utilisation(other, r, report["bf16_peak_gflops"])
+        plain = plain_forward_tokens_per_s(other)
+        r["plain_forward_tokens_per_s"] = round(plain, 1)
+        r["plain_forward_mfu"] = round(
+            2 * decoder_params(other) * plain / 1e9 / report["bf16_peak_gflops"], 3
+        )
+        report[f"mfu_{name}"] = r
+        print(
+            f"{name}: {args.mfu_items} items in {r['seconds']:.1f} s, {r['computed_tokens']} "
+            f"tokens computed, {r['computed_tokens_per_s']} tokens/s, {r['gflops']} GFLOP/s: "
+            f"model FLOP utilisation {r['mfu']:.0%}; plain 32 x 128 forward "
+            f"{r['plain_forward_tokens_per_s']} tokens/s ({r['plain_forward_mfu']:.0%})"
+        )
+        del other
 
     if not args.skip_lm_eval:
         with tempfile.TemporaryDirectory() as d:

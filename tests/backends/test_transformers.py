@@ -212,3 +212,99 @@ def test_prompt_kv_finds_longest_shared_prefix_through_its_block_index():
     assert got[0].shape[2] == 70  # shares 70 tokens with a, 40 with b
     assert kv.lookup([7] * 50) is None  # nothing shared
     assert kv.lookup(list(range(10)) + [1] * 30) is None  # shorter than one block
+
+
+def _tiny(tok, kind: str = "llama", attn: str = "sdpa"):
+    """A small random model built in memory, wrapped like a loaded one (fp32)."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    if kind == "llama":
+        model = _tiny_llama(tok)
+        model.config._attn_implementation = attn
+    else:  # alternating sliding-window and full layers, a window of 40 tokens
+        torch.manual_seed(0)
+        config = Gemma3TextConfig(
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            sliding_window=40,
+            layer_types=["sliding_attention", "full_attention"],
+            attn_implementation=attn,
+        )
+        model = Gemma3ForCausalLM(config).to(torch.float32).eval()
+    return TransformersBackend.from_model(model, tok, f"tiny-{kind}", kind="chat")
+
+
+@pytest.mark.parametrize(
+    ("kind", "attn"), [("llama", "sdpa"), ("llama", "eager"), ("gemma", "sdpa")]
+)
+def test_tree_mask_scores_options_of_any_count_and_length(smollm2, kind, attn):
+    """Options of different lengths and counts in one tree-masked batch, prompts sharing a
+    long run (computed once, first): the same log-probabilities as one pass per option. With
+    sliding-window layers, rows longer than the window are scored the plain way."""
+    backend = _tiny(smollm2.tok, kind, attn)
+    story = "Two neighbours, an old man and a young woman, met at the bus stop on Monday. "
+    questions = ["Who was late?", "Who was early?", "Who waited?", "Which one?"]
+    prompts = [
+        backend.render(Conversation((("user", story * (1 + (i == 3)) + q),), "Answer:"))
+        for i, q in enumerate(questions)
+    ] + [backend.render(Conversation((("user", "Hi"),), "Answer:"))]
+    cands = [
+        (" the man", " the woman", " cannot be determined from this"),
+        (" yes", " no"),
+        (" (a)", " (b)", " (c)", " (d) none"),
+        (" x", " y"),
+        (" (a)", " (b)"),
+    ]
+    want = backend.score_per_option(prompts, cands)
+    plain, real = [], backend.score_per_option
+    backend.score_per_option = lambda p, c: plain.append(len(p)) or real(p, c)
+    got = backend.score(prompts, cands)
+    for g, w in zip(got, want, strict=True):
+        assert g.logprobs == pytest.approx(w.logprobs, abs=1e-4)
+        assert g.n_tokens == w.n_tokens
+    # the story prompts (55+ tokens) exceed the window, "Hi" (33 + 2) fits it
+    assert plain == ([4] if kind == "gemma" else [])
+    if kind == "llama":  # a later call reuses what the first one stored
+        again = backend.score(prompts, cands)
+        for g, w in zip(again, want, strict=True):
+            assert g.logprobs == pytest.approx(w.logprobs, abs=1e-4)
+
+
+def test_shared_runs_are_computed_once_by_level(smollm2_fp32):
+    """BBQ's four items of one context: the ambiguous context is shared by all four, the
+    disambiguated one by two; both runs are computed once, before the items, which then
+    compute only their own tokens; the scores equal one pass per option."""
+    from selfcorrect.benchmarks.bbq import BBQ
+    from selfcorrect.conditions import load_library, protocol
+
+    lib = load_library()
+    items = BBQ().items(["Age"])[:4]
+    assert len({it.fields["question_text"][:80] for it in items}) == 1  # one context
+    prompts = []
+    for it in items:
+        steps = protocol(lib.get("baseline"), "bbq", it.fields, 0, lib)
+        prompts.append(smollm2_fp32.render(Conversation((("user", steps[0].text),), steps[1].text)))
+    cands = [it.candidates for it in items]
+    smollm2_fp32._kv.clear()
+    prefixes = [smollm2_fp32._encode(p) for p in prompts]
+    levels = smollm2_fp32._shared_runs(prefixes)
+    assert [len(level) for level in levels] == [1, 1]
+    ambiguous, disambiguated = levels[0][0], levels[1][0]
+    assert len(disambiguated) > len(ambiguous) + 16
+    assert sum(p[: len(ambiguous)] == ambiguous for p in prefixes) == 4
+    assert sum(p[: len(disambiguated)] == disambiguated for p in prefixes) == 2
+    before = smollm2_fp32.forward_tokens
+    got = smollm2_fp32.score(prompts, cands)
+    computed = smollm2_fp32.forward_tokens - before
+    options = 4 * 3 * 2  # " (a)" is 3 tokens; the last is read, not fed
+    own = sum(len(p) for p in prefixes) - 3 * len(ambiguous) - (len(disambiguated) - len(ambiguous))
+    assert computed <= own + options + 8  # + the boundary tokens the options re-tokenize
+    want = smollm2_fp32.score_per_option(prompts, cands)
+    for g, w in zip(got, want, strict=True):
+        assert g.logprobs == pytest.approx(w.logprobs, abs=1e-3)

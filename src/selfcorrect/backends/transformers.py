@@ -20,6 +20,7 @@ from selfcorrect.backends.base import (
     Sampling,
     ScoreResult,
     candidate_tokens,
+    common_prefix,
     continues_prefill,
 )
 from selfcorrect.errors import SelfCorrectError
@@ -203,8 +204,15 @@ class TransformersBackend(ChatRendering):
         # newer transformers renamed the decoder's cache argument
         params = inspect.signature(self.decoder.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        full_attention = set(getattr(self.model.config, "layer_types", None) or ["full_attention"])
-        self._kv = PromptKV(torch, self.kv_budget if full_attention == {"full_attention"} else 0)
+        text = getattr(self.model.config, "text_config", None) or self.model.config
+        full = set(getattr(text, "layer_types", None) or ["full_attention"]) == {"full_attention"}
+        self._kv = PromptKV(torch, self.kv_budget if full else 0)
+        # sliding-window layers would see the whole row under one tree mask: used only for
+        # rows that fit the window
+        self._window = None if full else getattr(text, "sliding_window", None) or 0
+        self._attn = self.model.config._attn_implementation
+        if self._attn not in ("sdpa", "eager"):  # they take a ready 4D mask; others may not
+            self.prefix_cache = False
         self.head = self.model.get_output_embeddings()
         self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
         self.batch_tokens = batch_tokens or auto_batch_tokens(
@@ -243,29 +251,70 @@ class TransformersBackend(ChatRendering):
             seqs.extend((r, j, ids, start) for j, ids in enumerate(fulls))
         out = [[0.0] * len(c) for c in candidates]
         ntok = [[0] * len(c) for c in candidates]
-        for batch in _length_batches(seqs, self.batch_tokens):
+        for batch in _length_batches(seqs, self.batch_tokens, lambda s: len(s[2])):
             for (r, j, ids, start), lp in zip(batch, self._score_batch(batch), strict=True):
                 out[r][j] = lp
                 ntok[r][j] = len(ids) - start
         return [ScoreResult(tuple(o), tuple(n)) for o, n in zip(out, ntok, strict=True)]
 
     def _score_shared_prefix(self, prompts, candidates) -> list[ScoreResult]:
-        """One forward per prompt: the shared prefix is computed once (left-padded batch),
-        then all options of every prompt continue from its KV cache in a second, tiny pass."""
+        """One forward per prompt, its options scored in the same pass (a tree mask): each
+        prompt computes only the tokens after the longest run already in the prompt KV cache,
+        and runs that two or more prompts of the call share are computed once, first."""
         reqs = []
         encode = self._batch_encoder(prompts, candidates)
         for r, (prompt, cands) in enumerate(zip(prompts, candidates, strict=True)):
             fulls, start = candidate_tokens(encode, prompt, cands)
             reqs.append((r, fulls[0][:start], [ids[start:] for ids in fulls]))
         out: list[ScoreResult | None] = [None] * len(prompts)
-        by_k: dict[int, list] = {}
-        for req in reqs:  # the cache is repeated K times: batch prompts with K options together
-            by_k.setdefault(len(req[2]), []).append(req)
-        for group in by_k.values():
-            for batch in _length_batches(group, self.batch_tokens, key=lambda q: q[1]):
-                for (r, _, sufs), lps in zip(batch, self._score_fitting(batch), strict=True):
-                    out[r] = ScoreResult(tuple(lps), tuple(len(s) for s in sufs))
+        if self._window is not None:  # sliding-window layers: the tree mask holds only within
+            longer = [q for q in reqs if len(q[1]) + _option_width(q[2]) > self._window]
+            if longer:
+                plain = self.score_per_option(
+                    [prompts[r] for r, _, _ in longer], [candidates[r] for r, _, _ in longer]
+                )
+                for (r, _, _), res in zip(longer, plain, strict=True):
+                    out[r] = res
+                reqs = [q for q in reqs if out[q[0]] is None]
+        for level in self._shared_runs([prefix for _, prefix, _ in reqs]):
+            for _ in self._forward_batches([(None, run, ()) for run in level]):
+                pass  # computed for their KV, kept in the prompt KV cache
+        for (r, _, sufs), lps in self._forward_batches(reqs):
+            out[r] = ScoreResult(tuple(lps), tuple(len(s) for s in sufs))
         return out
+
+    def _shared_runs(self, prefixes) -> list[list[list[int]]]:
+        """Leading runs that two or more of `prefixes` share and that add at least a block to
+        what the prompt KV cache holds, grouped by depth (a run inside another comes a level
+        later), so that each level's forward reuses the one before it. In BBQ the four items
+        of a context share the ambiguous context, two of them also the disambiguating part."""
+        if not self._kv.budget:
+            return []
+        ordered = sorted({tuple(p) for p in prefixes})
+        shared = {a[:n] for a, b in itertools.pairwise(ordered) if (n := common_prefix(a, b))}
+        levels: list[list[list[int]]] = []
+        taken: dict[tuple, int] = {}  # run -> its level
+        for run in sorted(shared, key=len):
+            parent = max((q for q in taken if run[: len(q)] == q), key=len, default=())
+            if len(run) - max(len(parent), self._kv.peek(run)) < PromptKV.BLOCK:
+                continue
+            level = taken[parent] + 1 if parent else 0
+            taken[run] = level
+            if level == len(levels):
+                levels.append([])
+            levels[level].append(list(run))
+        return levels
+
+    def _forward_batches(self, reqs):
+        """(request, prefix, options) in batches of similar cost (new prompt tokens after the
+        cached run, plus option tokens) within the token budget; yields each with its
+        options' summed log-probabilities."""
+
+        def cost(q):
+            return len(q[1]) - self._kv.peek(q[1]) + _option_width(q[2])
+
+        for batch in _length_batches(reqs, self.batch_tokens, cost):
+            yield from zip(batch, self._score_fitting(batch), strict=True)
 
     def _score_fitting(self, batch) -> list[list[float]]:
         """A batch that runs out of accelerator memory is split in half, and the batch size
@@ -286,76 +335,76 @@ class TransformersBackend(ChatRendering):
         return self._score_fitting(batch[:half]) + self._score_fitting(batch[half:])
 
     def _score_cached_batch(self, batch) -> list[list[float]]:
-        """Layout per row: [pad | reused KV of an earlier prompt | pad | new prompt tokens],
-        then the options. Positions are explicit, holes are masked."""
+        """One forward for a batch of (request, prefix, options). Row b holds [pad | KV
+        reused from an earlier prompt | pad | its new prompt tokens | every option's tokens
+        but the last, side by side | pad]. Each option token sees the whole prompt and its
+        own option's earlier tokens, at the positions it would have right after the prompt:
+        a tree mask, so the options need neither a second pass nor copies of the prompt's KV.
+        The prompt's KV (not the options') goes into the prompt KV cache."""
         torch = self.torch
-        pad = self.tok.pad_token_id
-        n_opts = len(batch[0][2])
         reused = [self._kv.lookup(prefix) for _, prefix, _ in batch]
         c_len = [0 if kv is None else kv[0].shape[2] for kv in reused]
-        width_c = max(c_len)
-        width = max(len(p) - c for (_, p, _), c in zip(batch, c_len, strict=True))
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width_c + width), dtype=torch.long)
-        pos = torch.zeros((len(batch), width), dtype=torch.long)
-        for b, ((_, prefix, _), c) in enumerate(zip(batch, c_len, strict=True)):
-            new = prefix[c:]
-            ids[b, width - len(new) :] = torch.tensor(new)
-            pos[b, width - len(new) :] = torch.arange(c, len(prefix))
-            mask[b, width_c - c : width_c] = 1
-            mask[b, width_c + width - len(new) :] = 1
-        lens = torch.tensor([len(p) for _, p, _ in batch])
-        sufs = [s for _, _, opts in batch for s in opts]  # row b*K + j
-        slen = max(len(s) for s in sufs)
-        self.forward_tokens += sum(len(p) - c for (_, p, _), c in zip(batch, c_len, strict=True))
-        self.forward_tokens += sum(len(s) - 1 for s in sufs)
+        n_new = [len(p) - c for (_, p, _), c in zip(batch, c_len, strict=True)]
+        wc, wn = max(c_len), max(n_new)
+        wq = wn + max(_option_width(sufs) for _, _, sufs in batch)
+        ids = torch.full((len(batch), wq), self.tok.pad_token_id, dtype=torch.long)
+        pos = torch.zeros((len(batch), wq), dtype=torch.long)
+        prompt_cols = torch.zeros((len(batch), wc + wq), dtype=torch.bool)
+        allowed = torch.zeros((len(batch), wq, wc + wq), dtype=torch.bool)
+        causal = torch.ones((wq, wq), dtype=torch.bool).tril()
+        rows, cols, targets, owner = [], [], [], []  # where each option token is read
+        starts = [0]  # row b's options are flat[starts[b] : starts[b + 1]]
+        for b, ((_, prefix, sufs), c, n) in enumerate(zip(batch, c_len, n_new, strict=True)):
+            ids[b, wn - n : wn] = torch.tensor(prefix[c:])
+            pos[b, wn - n : wn] = torch.arange(c, len(prefix))
+            prompt_cols[b, wc - c : wc] = True
+            prompt_cols[b, wc + wn - n : wc + wn] = True
+            # every query sees the cached run and itself (padding rows too: no empty row);
+            # prompt queries see only prompt tokens up to their own
+            allowed[b, :, :wc] = prompt_cols[b, :wc]
+            allowed[b, :, wc:] = causal
+            allowed[b, wn - n : wn] &= prompt_cols[b]
+            at = wn
+            for j, s in enumerate(sufs):
+                k = len(s) - 1
+                ids[b, at : at + k] = torch.tensor(s[:-1])
+                pos[b, at : at + k] = torch.arange(len(prefix), len(prefix) + k)
+                allowed[b, at : at + k] = prompt_cols[b]
+                allowed[b, at : at + k, wc + at : wc + at + k] = causal[:k, :k]
+                # the prompt's last position predicts each option's first token
+                read = [wn - 1] + list(range(at, at + k))
+                rows += [b] * len(s)
+                cols += read
+                targets += s
+                owner += [starts[-1] + j] * len(s)
+                at += k
+            starts.append(starts[-1] + len(sufs))
+        self.forward_tokens += sum(n_new) + sum(_option_width(sufs) for _, _, sufs in batch)
         with torch.inference_mode():
-            past = self._kv.assemble(reused, c_len, width_c) if width_c else None
-            first = self.decoder(
+            past = self._kv.assemble(reused, c_len, wc) if wc else None
+            out = self.decoder(
                 input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
+                attention_mask=self._mask4d(allowed),
                 position_ids=pos.to(self.device),
                 use_cache=True,
                 **({self._cache_kw: past} if past is not None else {}),
             )
-            self._kv.store([p for _, p, _ in batch], first.past_key_values, mask)
-            # the last prefix position predicts every option's first token
-            heads = [first.last_hidden_state[:, -1].repeat_interleave(n_opts, 0)]
-            if slen > 1:  # options' own tokens predict their next ones, from the shared cache
-                cache = first.past_key_values
-                cache.batch_repeat_interleave(n_opts)
-                sids = torch.full((len(sufs), slen - 1), pad, dtype=torch.long)
-                smask = torch.zeros((len(sufs), slen - 1), dtype=torch.long)
-                for i, s in enumerate(sufs):
-                    sids[i, : len(s) - 1] = torch.tensor(s[:-1])
-                    smask[i, : len(s) - 1] = 1
-                spos = lens.repeat_interleave(n_opts)[:, None] + torch.arange(slen - 1)[None]
-                second = self.decoder(
-                    input_ids=sids.to(self.device),
-                    attention_mask=torch.cat([mask.repeat_interleave(n_opts, 0), smask], 1).to(
-                        self.device
-                    ),
-                    position_ids=spos.to(self.device),
-                    use_cache=True,
-                    **{self._cache_kw: cache},
-                )
-                heads.append(second.last_hidden_state)
-            # first tokens from the prefix pass, later ones from the options pass
-            targets = [s[0] for s in sufs]
-            owner = list(range(len(sufs)))
-            later_rows, later_cols = [], []
-            for i, s in enumerate(sufs):
-                for t in range(1, len(s)):
-                    later_rows.append(i)
-                    later_cols.append(t - 1)
-                    targets.append(s[t])
-                    owner.append(i)
-            hidden = heads[0]
-            if later_rows:
-                picked = heads[1][torch.tensor(later_rows), torch.tensor(later_cols)]
-                hidden = torch.cat([hidden, picked], 0)
-            flat = self._summed_logprobs(hidden, targets, owner, len(sufs))
-        return [flat[b * n_opts : (b + 1) * n_opts] for b in range(len(batch))]
+            self._kv.store([p for _, p, _ in batch], out.past_key_values, prompt_cols)
+            if not targets:  # a shared run computed for its KV only
+                return [[] for _ in batch]
+            hidden = out.last_hidden_state[torch.tensor(rows), torch.tensor(cols)]
+            flat = self._summed_logprobs(hidden, targets, owner, starts[-1])
+        return [flat[a:z] for a, z in itertools.pairwise(starts)]
+
+    def _mask4d(self, allowed):
+        """[B, 1, Q, KV] mask handed to the attention as is: boolean for SDPA, additive for
+        the eager implementation."""
+        torch = self.torch
+        allowed = allowed[:, None].to(self.device)
+        if self._attn == "sdpa":
+            return allowed
+        zero = torch.zeros((), dtype=self.model.dtype, device=self.device)
+        return torch.where(allowed, zero, torch.finfo(self.model.dtype).min)
 
     def _summed_logprobs(self, hidden, targets, owner, n_rows) -> list[float]:
         """Logits only at the positions read, log-softmax in fp32, summed per row in fp64."""
@@ -482,13 +531,13 @@ class PromptKV:
         self.index.clear()
         self.used = 0
 
-    def lookup(self, prefix: list[int]):
-        """The KV of the longest run of leading tokens that a stored sequence shares with
-        `prefix` (at most all but its last token), or None. The block index narrows the
-        candidates to the entries sharing the most whole blocks; the most recent few are compared
-        exactly."""
+    def _best(self, prefix) -> tuple[tuple | None, int]:
+        """The stored sequence sharing the longest run of leading tokens with `prefix` (at
+        most all but its last token) and that run's length; (None, 0) below one block. The
+        block index narrows the candidates to the entries sharing the most whole blocks; the
+        most recent few are compared exactly."""
         if not self.budget or not self.entries:
-            return None
+            return None, 0
         limit = len(prefix) - 1
         candidates = None
         for h in self._chain(prefix, limit // self.BLOCK):
@@ -497,7 +546,7 @@ class PromptKV:
                 break
             candidates = found
         if candidates is None:
-            return None
+            return None, 0
         want = np.asarray(prefix[:limit], dtype=np.int64)
         best_key, best_n = None, 0
         for key in itertools.islice(reversed(candidates), 4):  # they differ by < one block
@@ -506,7 +555,17 @@ class PromptKV:
             shared = int(differ[0]) if differ.size else n
             if shared > best_n:
                 best_key, best_n = key, shared
-        if best_n < self.BLOCK:
+        return (best_key, best_n) if best_n >= self.BLOCK else (None, 0)
+
+    def peek(self, prefix) -> int:
+        """How many leading tokens of `prefix` a lookup would reuse now."""
+        return self._best(prefix)[1]
+
+    def lookup(self, prefix: list[int]):
+        """The KV (keys, values: [layers, heads, tokens, dim]) of the longest stored run
+        `prefix` starts with, or None; marks that entry most recently used."""
+        best_key, best_n = self._best(prefix)
+        if best_key is None:
             return None
         self.entries[best_key] = self.entries.pop(best_key)  # most recently used
         self.hits += 1
@@ -565,12 +624,18 @@ class PromptKV:
             del self.entries[oldest], self.arrays[oldest]
 
 
-def _length_batches(seqs, budget: int, key=lambda s: s[2]):
-    """Length-sorted batches whose padded size stays within `budget` tokens."""
-    ordered = sorted(seqs, key=lambda s: len(key(s)))
+def _option_width(options) -> int:
+    """Tokens the options add to a tree-masked row: all but each option's last."""
+    return sum(len(s) - 1 for s in options)
+
+
+def _length_batches(seqs, budget: int, size):
+    """Batches sorted by `size` (tokens a row computes) whose padded size stays within
+    `budget` tokens."""
+    ordered = sorted(seqs, key=size)
     batch: list = []
     for s in ordered:
-        if batch and len(key(s)) * (len(batch) + 1) > budget:
+        if batch and size(s) * (len(batch) + 1) > budget:
             yield batch
             batch = []
         batch.append(s)
