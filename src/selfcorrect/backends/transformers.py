@@ -12,6 +12,7 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -265,22 +266,28 @@ class TransformersBackend(ChatRendering):
         encode = self._batch_encoder(prompts, candidates)
         for r, (prompt, cands) in enumerate(zip(prompts, candidates, strict=True)):
             fulls, start = candidate_tokens(encode, prompt, cands)
-            reqs.append((r, fulls[0][:start], [ids[start:] for ids in fulls]))
+            # tokens every option starts with (' (' of ' (a)', ' (b)') join the prompt: fed
+            # once, their log-probabilities added to each option
+            lead = min(len(ids) - start for ids in fulls) - 1
+            lead = min(lead, *(common_prefix(fulls[0][start:], ids[start:]) for ids in fulls))
+            reqs.append(
+                _Request(r, fulls[0][: start + lead], [ids[start + lead :] for ids in fulls], lead)
+            )
         out: list[ScoreResult | None] = [None] * len(prompts)
         if self._window is not None:  # sliding-window layers: the tree mask holds only within
-            longer = [q for q in reqs if len(q[1]) + _option_width(q[2]) > self._window]
+            longer = [q for q in reqs if len(q.prefix) + _option_width(q.options) > self._window]
             if longer:
                 plain = self.score_per_option(
-                    [prompts[r] for r, _, _ in longer], [candidates[r] for r, _, _ in longer]
+                    [prompts[q.r] for q in longer], [candidates[q.r] for q in longer]
                 )
-                for (r, _, _), res in zip(longer, plain, strict=True):
-                    out[r] = res
-                reqs = [q for q in reqs if out[q[0]] is None]
-        for level in self._shared_runs([prefix for _, prefix, _ in reqs]):
-            for _ in self._forward_batches([(None, run, ()) for run in level]):
+                for q, res in zip(longer, plain, strict=True):
+                    out[q.r] = res
+                reqs = [q for q in reqs if out[q.r] is None]
+        for level in self._shared_runs([q.prefix for q in reqs]):
+            for _ in self._forward_batches([_Request(None, run, [], 0) for run in level]):
                 pass  # computed for their KV, kept in the prompt KV cache
-        for (r, _, sufs), lps in self._forward_batches(reqs):
-            out[r] = ScoreResult(tuple(lps), tuple(len(s) for s in sufs))
+        for q, lps in self._forward_batches(reqs):
+            out[q.r] = ScoreResult(tuple(lps), tuple(q.lead + len(s) for s in q.options))
         return out
 
     def _shared_runs(self, prefixes) -> list[list[list[int]]]:
@@ -311,7 +318,7 @@ class TransformersBackend(ChatRendering):
         options' summed log-probabilities."""
 
         def cost(q):
-            return len(q[1]) - self._kv.peek(q[1]) + _option_width(q[2])
+            return len(q.prefix) - self._kv.peek(q.reusable) + _option_width(q.options)
 
         for batch in _length_batches(reqs, self.batch_tokens, cost):
             yield from zip(batch, self._score_fitting(batch), strict=True)
@@ -334,29 +341,37 @@ class TransformersBackend(ChatRendering):
         half = len(batch) // 2
         return self._score_fitting(batch[:half]) + self._score_fitting(batch[half:])
 
-    def _score_cached_batch(self, batch) -> list[list[float]]:
-        """One forward for a batch of (request, prefix, options). Row b holds [pad | KV
-        reused from an earlier prompt | pad | its new prompt tokens | every option's tokens
-        but the last, side by side | pad]. Each option token sees the whole prompt and its
-        own option's earlier tokens, at the positions it would have right after the prompt:
-        a tree mask, so the options need neither a second pass nor copies of the prompt's KV.
-        The prompt's KV (not the options') goes into the prompt KV cache."""
+    def _score_cached_batch(self, batch: list[_Request]) -> list[list[float]]:
+        """One forward for a batch of requests. Row b holds [pad | KV reused from an earlier
+        prompt | pad | its new prompt tokens | every option's tokens but the last, side by
+        side | pad]. Each option token sees the whole prompt and its own option's earlier
+        tokens, at the positions it would have right after the prompt: a tree mask, so the
+        options need neither a second pass nor copies of the prompt's KV. The prompt's KV (not
+        the options') goes into the prompt KV cache."""
         torch = self.torch
-        reused = [self._kv.lookup(prefix) for _, prefix, _ in batch]
+        reused = [self._kv.lookup(q.reusable) for q in batch]
         c_len = [0 if kv is None else kv[0].shape[2] for kv in reused]
-        n_new = [len(p) - c for (_, p, _), c in zip(batch, c_len, strict=True)]
+        n_new = [len(q.prefix) - c for q, c in zip(batch, c_len, strict=True)]
         wc, wn = max(c_len), max(n_new)
-        wq = wn + max(_option_width(sufs) for _, _, sufs in batch)
+        wq = wn + max(_option_width(q.options) for q in batch)
         ids = torch.full((len(batch), wq), self.tok.pad_token_id, dtype=torch.long)
         pos = torch.zeros((len(batch), wq), dtype=torch.long)
         prompt_cols = torch.zeros((len(batch), wc + wq), dtype=torch.bool)
         allowed = torch.zeros((len(batch), wq, wc + wq), dtype=torch.bool)
         causal = torch.ones((wq, wq), dtype=torch.bool).tril()
-        rows, cols, targets, owner = [], [], [], []  # where each option token is read
+        reads: dict[tuple[int, int], int] = {}  # (row, column) read -> its hidden-state row
+        at, targets, owner = [], [], []  # per token read: hidden row, token, summed into
         starts = [0]  # row b's options are flat[starts[b] : starts[b + 1]]
-        for b, ((_, prefix, sufs), c, n) in enumerate(zip(batch, c_len, n_new, strict=True)):
-            ids[b, wn - n : wn] = torch.tensor(prefix[c:])
-            pos[b, wn - n : wn] = torch.arange(c, len(prefix))
+
+        def read(b, col, token, slots):
+            for slot in slots:
+                at.append(reads.setdefault((b, col), len(reads)))
+                targets.append(token)
+                owner.append(slot)
+
+        for b, (q, c, n) in enumerate(zip(batch, c_len, n_new, strict=True)):
+            ids[b, wn - n : wn] = torch.tensor(q.prefix[c:])
+            pos[b, wn - n : wn] = torch.arange(c, len(q.prefix))
             prompt_cols[b, wc - c : wc] = True
             prompt_cols[b, wc + wn - n : wc + wn] = True
             # every query sees the cached run and itself (padding rows too: no empty row);
@@ -364,22 +379,22 @@ class TransformersBackend(ChatRendering):
             allowed[b, :, :wc] = prompt_cols[b, :wc]
             allowed[b, :, wc:] = causal
             allowed[b, wn - n : wn] &= prompt_cols[b]
-            at = wn
-            for j, s in enumerate(sufs):
-                k = len(s) - 1
-                ids[b, at : at + k] = torch.tensor(s[:-1])
-                pos[b, at : at + k] = torch.arange(len(prefix), len(prefix) + k)
-                allowed[b, at : at + k] = prompt_cols[b]
-                allowed[b, at : at + k, wc + at : wc + at + k] = causal[:k, :k]
+            slots = range(starts[-1], starts[-1] + len(q.options))
+            for t in range(q.lead):  # the shared leading tokens count for every option
+                read(b, wn - 1 - q.lead + t, q.prefix[len(q.prefix) - q.lead + t], slots)
+            col = wn
+            for slot, opt in zip(slots, q.options, strict=True):
+                k = len(opt) - 1
+                ids[b, col : col + k] = torch.tensor(opt[:-1])
+                pos[b, col : col + k] = torch.arange(len(q.prefix), len(q.prefix) + k)
+                allowed[b, col : col + k] = prompt_cols[b]
+                allowed[b, col : col + k, wc + col : wc + col + k] = causal[:k, :k]
                 # the prompt's last position predicts each option's first token
-                read = [wn - 1] + list(range(at, at + k))
-                rows += [b] * len(s)
-                cols += read
-                targets += s
-                owner += [starts[-1] + j] * len(s)
-                at += k
-            starts.append(starts[-1] + len(sufs))
-        self.forward_tokens += sum(n_new) + sum(_option_width(sufs) for _, _, sufs in batch)
+                for t, token in enumerate(opt):
+                    read(b, wn - 1 if t == 0 else col + t - 1, token, [slot])
+                col += k
+            starts.append(slots.stop)
+        self.forward_tokens += sum(n_new) + sum(_option_width(q.options) for q in batch)
         with torch.inference_mode():
             past = self._kv.assemble(reused, c_len, wc) if wc else None
             out = self.decoder(
@@ -389,11 +404,12 @@ class TransformersBackend(ChatRendering):
                 use_cache=True,
                 **({self._cache_kw: past} if past is not None else {}),
             )
-            self._kv.store([p for _, p, _ in batch], out.past_key_values, prompt_cols)
+            self._kv.store([q.prefix for q in batch], out.past_key_values, prompt_cols, reused)
             if not targets:  # a shared run computed for its KV only
                 return [[] for _ in batch]
+            rows, cols = zip(*reads, strict=True)
             hidden = out.last_hidden_state[torch.tensor(rows), torch.tensor(cols)]
-            flat = self._summed_logprobs(hidden, targets, owner, starts[-1])
+            flat = self._summed_logprobs(hidden, at, targets, owner, starts[-1])
         return [flat[a:z] for a, z in itertools.pairwise(starts)]
 
     def _mask4d(self, allowed):
@@ -406,14 +422,15 @@ class TransformersBackend(ChatRendering):
         zero = torch.zeros((), dtype=self.model.dtype, device=self.device)
         return torch.where(allowed, zero, torch.finfo(self.model.dtype).min)
 
-    def _summed_logprobs(self, hidden, targets, owner, n_rows) -> list[float]:
-        """Logits only at the positions read, log-softmax in fp32, summed per row in fp64."""
+    def _summed_logprobs(self, hidden, at, targets, owner, n_rows) -> list[float]:
+        """Logits only at the positions read (`hidden`, one row each), log-softmax in fp32;
+        token i is targets[i] read at hidden row at[i], summed into owner[i] in fp64."""
         torch = self.torch
         logits = self.head(hidden).float()
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         lp = torch.log_softmax(logits, dim=-1)
-        tok_lp = lp[torch.arange(len(targets)), torch.tensor(targets, device=lp.device)]
+        tok_lp = lp[torch.tensor(at, device=lp.device), torch.tensor(targets, device=lp.device)]
         sums = torch.zeros(n_rows, dtype=torch.float64)
         sums.index_add_(0, torch.tensor(owner), tok_lp.double().cpu())
         return sums.tolist()
@@ -439,7 +456,7 @@ class TransformersBackend(ChatRendering):
                 input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
             ).last_hidden_state
             picked = hidden[torch.tensor(rows), torch.tensor(cols)]
-            return self._summed_logprobs(picked, targets, owner, len(batch))
+            return self._summed_logprobs(picked, range(len(targets)), targets, owner, len(batch))
 
     # generation --------------------------------------------------------------------------
     def generate(
@@ -579,9 +596,12 @@ class PromptKV:
 
         k0, v0 = next(kv for kv in reused if kv is not None)  # [layers, heads, tokens, dim]
         layers, heads, _, dim = k0.shape
-        keys = k0.new_zeros((layers, len(reused), heads, width, dim))
-        values = v0.new_zeros((layers, len(reused), v0.shape[1], width, v0.shape[3]))
+        keys = k0.new_empty((layers, len(reused), heads, width, dim))
+        values = v0.new_empty((layers, len(reused), v0.shape[1], width, v0.shape[3]))
         for b, (kv, c) in enumerate(zip(reused, c_len, strict=True)):
+            # masked columns still enter the attention's products: zeros, never garbage
+            keys[:, b, :, : width - c] = 0
+            values[:, b, :, : width - c] = 0
             if kv is not None:
                 keys[:, b, :, width - c :] = kv[0]
                 values[:, b, :, width - c :] = kv[1]
@@ -590,25 +610,35 @@ class PromptKV:
             cache.update(keys[layer], values[layer], layer)
         return cache
 
-    def store(self, sequences, cache, mask) -> None:
-        """Keep row b's KV (the columns where mask[b] is 1) under the tokens sequences[b]."""
+    def store(self, sequences, cache, mask, reused=None) -> None:
+        """Keep row b's KV (the columns where mask[b] is true) under the tokens sequences[b].
+        With `reused` (each row's KV spliced in front by `assemble`, or None), those leading
+        columns are taken from it as they are, and only the newly computed ones are gathered
+        from the cache."""
         if not self.budget:
             return
         torch = self.torch
         new = [b for b, tokens in enumerate(sequences) if tuple(tokens) not in self.entries]
         if not new:
             return
+        spliced = [] if reused is None else [kv for kv in reused if kv is not None]
+        first = max((kv[0].shape[2] for kv in spliced), default=0)  # the spliced width
         # all layers in one tensor: one gather per row instead of one per layer
-        keys = torch.stack([layer.keys for layer in cache.layers])  # [L, B, H, T, D]
-        values = torch.stack([layer.values for layer in cache.layers])
+        keys = torch.stack([layer.keys[:, :, first:] for layer in cache.layers])  # [L,B,H,T,D]
+        values = torch.stack([layer.values[:, :, first:] for layer in cache.layers])
         for b in new:
+            old = None if reused is None else reused[b]
+            n_old = 0 if old is None else old[0].shape[2]
             tokens = sequences[b]
-            idx = torch.nonzero(mask[b], as_tuple=True)[0][: len(tokens)]
+            idx = torch.nonzero(mask[b, first:], as_tuple=True)[0][: len(tokens) - n_old]
             idx = idx.to(keys.device)
-            key = tuple(tokens[: len(idx)])
+            key = tuple(tokens[: n_old + len(idx)])
             if key in self.entries:
                 continue
-            self.entries[key] = (keys[:, b].index_select(2, idx), values[:, b].index_select(2, idx))
+            k, v = keys[:, b].index_select(2, idx), values[:, b].index_select(2, idx)
+            if old is not None:
+                k, v = torch.cat([old[0], k], 2), torch.cat([old[1], v], 2)
+            self.entries[key] = (k, v)
             self.arrays[key] = np.asarray(key, dtype=np.int64)
             self.chains[key] = list(self._chain(key, len(key) // self.BLOCK))
             for h in self.chains[key]:
@@ -622,6 +652,22 @@ class PromptKV:
                 if not self.index[h]:
                     del self.index[h]
             del self.entries[oldest], self.arrays[oldest]
+
+
+class _Request(NamedTuple):
+    """A prompt to score (r: its index in the call; None for a shared run computed for its
+    KV only): its tokens, then each option's own tokens; its last `lead` tokens are the ones
+    every option starts with, scored for each option."""
+
+    r: int | None
+    prefix: list[int]
+    options: list[list[int]]
+    lead: int
+
+    @property
+    def reusable(self) -> list[int]:
+        """The part a cached run may cover: the lead tokens must be computed to be read."""
+        return self.prefix[: len(self.prefix) - self.lead]
 
 
 def _option_width(options) -> int:
