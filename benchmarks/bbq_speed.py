@@ -237,7 +237,8 @@ def main() -> None:
     print("selfcorrect scores (baseline):", report["selfcorrect_k1"]["scores"])
 
     for name in args.mfu_models:
-        other = TransformersBackend(resolve(name))
+        other = backend if name == res.name else TransformersBackend(resolve(name))
+        other._kv.clear()
         r = selfcorrect_run(items[: args.mfu_items], ["baseline"], other)
         utilisation(other, r, report["bf16_peak_gflops"])
         plain = plain_forward_tokens_per_s(other)
@@ -252,7 +253,8 @@ def main() -> None:
             f"model FLOP utilisation {r['mfu']:.0%}; plain 32 x 128 forward "
             f"{r['plain_forward_tokens_per_s']} tokens/s ({r['plain_forward_mfu']:.0%})"
         )
-        del other
+        if other is not backend:
+            del other
 
     if not args.skip_lm_eval:
         with tempfile.TemporaryDirectory() as d:

@@ -94,17 +94,18 @@ def kv_bytes_per_token(config, dtype_bytes: int = 2) -> int:
 
 
 def auto_batch_tokens(config, device: str, reserved_kv_tokens: int = 0, cap: int = 32768) -> int:
-    """Padded tokens per scoring forward that fit memory. Per token: the prefix pass's KV,
-    whose width can double when a reused prefix is spliced in front, repeated once more per
-    option (3 is the common case) for the options pass, and the widest activations. On a GPU,
-    60% of what is free after the prompt KV cache's budget; on a CPU the batch stops paying
-    beyond a few thousand tokens, so 4096 unless memory is short."""
+    """Padded tokens per scoring forward that fit memory. Per token: the batch's KV, whose
+    width can double when a reused prefix is spliced in front, held up to four times at once
+    (the spliced cache, the cache the forward extends, the stacked layers the prompt KV cache
+    gathers from, its kept copy), and the widest activations. On a GPU, 60% of what is free
+    after the prompt KV cache's budget; on a CPU the batch stops paying beyond a few thousand
+    tokens, so 4096 unless memory is short."""
     import torch
 
     text = getattr(config, "text_config", None) or config
     inter = getattr(text, "intermediate_size", 4 * text.hidden_size)
     kv = kv_bytes_per_token(config)
-    per_token = 2 * (1 + 3) * kv + 8 * inter + 16 * text.hidden_size
+    per_token = 2 * 4 * kv + 8 * inter + 16 * text.hidden_size
     if device.startswith("cuda"):
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         budget = int((free - reserved_kv_tokens * kv) * 0.6)
