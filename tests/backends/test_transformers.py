@@ -154,20 +154,34 @@ def test_cross_round_kv_reuse_equals_recomputing(smollm2_fp32):
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-3)
 
 
-def _tiny_llama(tok):
+TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
+
+
+def _tiny_model(tok, kind: str = "llama", attn: str = "sdpa"):
+    """A small random fp32 model: Llama, or Gemma-3 with a sliding-window layer (40 tokens)
+    before a full one."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-    )
-    return LlamaForCausalLM(config).to(torch.float32).eval()
+    if kind == "llama":
+        config = LlamaConfig(
+            vocab_size=len(tok), num_attention_heads=4, num_key_value_heads=4, **TINY
+        )
+        model = LlamaForCausalLM(config)
+    else:
+        config = Gemma3TextConfig(
+            vocab_size=len(tok),
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            sliding_window=40,
+            layer_types=["sliding_attention", "full_attention"],
+            **TINY,
+        )
+        model = Gemma3ForCausalLM(config)
+    model.config._attn_implementation = attn
+    return model.to(torch.float32).eval()
 
 
 def test_from_model_and_out_of_memory_split(smollm2, monkeypatch):
@@ -176,7 +190,7 @@ def test_from_model_and_out_of_memory_split(smollm2, monkeypatch):
     import torch
 
     backend = TransformersBackend.from_model(
-        _tiny_llama(smollm2.tok), smollm2.tok, "tiny", kind="chat"
+        _tiny_model(smollm2.tok), smollm2.tok, "tiny", kind="chat"
     )
     assert backend.batch_tokens >= 256 and backend.info["device"] == "cpu"
     prompts = [backend.render(Conversation([("user", f"Question {i}? Answer:")])) for i in range(6)]
@@ -214,32 +228,6 @@ def test_prompt_kv_finds_longest_shared_prefix_through_its_block_index():
     assert kv.lookup(list(range(10)) + [1] * 30) is None  # shorter than one block
 
 
-def _tiny(tok, kind: str = "llama", attn: str = "sdpa"):
-    """A small random model built in memory, wrapped like a loaded one (fp32)."""
-    import torch
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    if kind == "llama":
-        model = _tiny_llama(tok)
-        model.config._attn_implementation = attn
-    else:  # alternating sliding-window and full layers, a window of 40 tokens
-        torch.manual_seed(0)
-        config = Gemma3TextConfig(
-            vocab_size=len(tok),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=16,
-            sliding_window=40,
-            layer_types=["sliding_attention", "full_attention"],
-            attn_implementation=attn,
-        )
-        model = Gemma3ForCausalLM(config).to(torch.float32).eval()
-    return TransformersBackend.from_model(model, tok, f"tiny-{kind}", kind="chat")
-
-
 @pytest.mark.parametrize(
     ("kind", "attn"), [("llama", "sdpa"), ("llama", "eager"), ("gemma", "sdpa")]
 )
@@ -247,7 +235,8 @@ def test_tree_mask_scores_options_of_any_count_and_length(smollm2, kind, attn):
     """Options of different lengths and counts in one tree-masked batch, prompts sharing a
     long run (computed once, first): the same log-probabilities as one pass per option. With
     sliding-window layers, rows longer than the window are scored the plain way."""
-    backend = _tiny(smollm2.tok, kind, attn)
+    model = _tiny_model(smollm2.tok, kind, attn)
+    backend = TransformersBackend.from_model(model, smollm2.tok, f"tiny-{kind}", kind="chat")
     story = "Two neighbours, an old man and a young woman, met at the bus stop on Monday. "
     questions = ["Who was late?", "Who was early?", "Who waited?", "Which one?"]
     prompts = [
