@@ -1,9 +1,12 @@
 """Time BBQ scoring side by side: lm-evaluation-harness 0.4.13 (stock 12-choice `bbq` task and
 a 3-choice variant, both reading our local BBQ file) against selfcorrect, on the same model
 (smollm2-135m-instruct in bf16), the same items and the same machine. Also: the cost of K
-conditions in one selfcorrect run, and scoring throughput against the measured bf16 matmul peak.
+conditions in one selfcorrect run, and scoring throughput against the measured bf16 matmul peak
+(model FLOP utilisation from the tokens actually computed) for SmolLM2 and the 1.5B model,
+beside a plain forward of each.
 
     pip install -e ".[bench]" && python benchmarks/bbq_speed.py [--items 500] [--json out.json]
+        [--skip-lm-eval] [--mfu-models NAME ...] [--mfu-items 100]
 
 Prints every figure; docs/performance.md records them with the machine."""
 
