@@ -297,3 +297,21 @@ def test_shared_runs_are_computed_once_by_level(smollm2_fp32):
     want = smollm2_fp32.score_per_option(prompts, cands)
     for g, w in zip(got, want, strict=True):
         assert g.logprobs == pytest.approx(w.logprobs, abs=1e-3)
+
+
+def test_shared_runs_nest_by_level_and_skip_short_extensions():
+    """Runs shared by neighbours in sorted order, each on the level below the runs that
+    contain it; a run adding fewer than a block over its parent or the cache is not computed."""
+    backend = TransformersBackend.__new__(TransformersBackend)
+    backend._kv = PromptKV(torch, budget_tokens=1000)
+    a, b = [1] * 20 + [2] * 20 + [3] * 5, [1] * 20 + [2] * 20 + [4] * 5
+    c, d = [1] * 20 + [5] * 20, [1] * 20 + [5] * 20 + [6]
+    e, f = [9] * 30 + [1], [9] * 30 + [2]
+    g = a + [7]  # shares 45 tokens with a: only 5 more than the run a and b share
+    levels = backend._shared_runs([g, a, b, c, d, e, f])
+    assert levels == [[[1] * 20, [9] * 30], [[1] * 20 + [2] * 20, [1] * 20 + [5] * 20]]
+    # what the cache already holds is not computed again
+    layer = torch.zeros(1, 1, 40, 1)
+    cache = type("C", (), {"layers": [type("L", (), {"keys": layer, "values": layer})]})
+    backend._kv.store([[9] * 30 + [0] * 10], cache, torch.ones((1, 40), dtype=torch.bool))
+    assert backend._shared_runs([e, f]) == []

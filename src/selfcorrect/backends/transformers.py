@@ -301,16 +301,19 @@ class TransformersBackend(ChatRendering):
         ordered = sorted({tuple(p) for p in prefixes})
         shared = {a[:n] for a, b in itertools.pairwise(ordered) if (n := common_prefix(a, b))}
         levels: list[list[list[int]]] = []
-        taken: dict[tuple, int] = {}  # run -> its level
-        for run in sorted(shared, key=len):
-            parent = max((q for q in taken if run[: len(q)] == q), key=len, default=())
-            if len(run) - max(len(parent), self._kv.peek(run)) < PromptKV.BLOCK:
+        # In sorted order a run comes right before the runs it starts, so the runs taken that
+        # contain the current one are a stack (linear, not a search over all runs)
+        stack: list[tuple] = []
+        for run in sorted(shared):
+            while stack and run[: len(stack[-1])] != stack[-1]:
+                stack.pop()
+            parent = len(stack[-1]) if stack else 0
+            if len(run) - max(parent, self._kv.peek(run)) < PromptKV.BLOCK:
                 continue
-            level = taken[parent] + 1 if parent else 0
-            taken[run] = level
-            if level == len(levels):
+            if len(stack) == len(levels):
                 levels.append([])
-            levels[level].append(list(run))
+            levels[len(stack)].append(list(run))
+            stack.append(run)
         return levels
 
     def _forward_batches(self, reqs):
