@@ -315,3 +315,19 @@ def test_shared_runs_nest_by_level_and_skip_short_extensions():
     cache = type("C", (), {"layers": [type("L", (), {"keys": layer, "values": layer})]})
     backend._kv.store([[9] * 30 + [0] * 10], cache, torch.ones((1, 40), dtype=torch.bool))
     assert backend._shared_runs([e, f]) == []
+
+
+def test_length_batches_cut_where_padding_costs_more_than_a_forward():
+    from selfcorrect.backends.transformers import _length_batches
+
+    def sizes(rows, budget, overhead=64):
+        return [[len(r) for r in b] for b in _length_batches(rows, budget, len, overhead)]
+
+    short, long = [[0] * 10] * 8, [[0] * 100] * 2
+    # one batch would pad 8 short rows to 100 (1,000 tokens); two cost 80 + 200 + 2 x 64
+    assert sizes(long + short, 4096) == [[10] * 8, [100] * 2]
+    # with a dearer forward, one batch is cheaper
+    assert sizes(long + short, 4096, overhead=1000) == [[10] * 8 + [100] * 2]
+    # the budget holds, and a row longer than it still gets a batch of its own
+    assert all(len(b) * max(b) <= 1000 for b in sizes([[0] * 50] * 100, 1000))
+    assert sizes([[0] * 3000, [0] * 5], 1000) == [[5], [3000]]

@@ -679,15 +679,24 @@ def _option_width(options) -> int:
     return sum(len(s) - 1 for s in options)
 
 
-def _length_batches(seqs, budget: int, size):
-    """Batches sorted by `size` (tokens a row computes) whose padded size stays within
-    `budget` tokens."""
+def _length_batches(seqs, budget: int, size, overhead: int = 64):
+    """Batches of rows sorted by `size` (tokens a row computes), each within `budget` padded
+    tokens, cut where they cost least in padded tokens plus `overhead` per forward (its fixed
+    cost, in tokens): rows of very different lengths do not pad each other."""
     ordered = sorted(seqs, key=size)
-    batch: list = []
-    for s in ordered:
-        if batch and size(s) * (len(batch) + 1) > budget:
-            yield batch
-            batch = []
-        batch.append(s)
-    if batch:
-        yield batch
+    sizes = [size(s) for s in ordered]
+    best = [0] + [None] * len(sizes)  # best[j]: cheapest cost of the first j rows
+    cut = [0] * (len(sizes) + 1)
+    for j in range(1, len(sizes) + 1):
+        for i in range(j - 1, -1, -1):  # last batch = ordered[i:j], padded to sizes[j - 1]
+            if i < j - 1 and (j - i) * sizes[j - 1] > budget:
+                break
+            cost = best[i] + (j - i) * sizes[j - 1] + overhead
+            if best[j] is None or cost < best[j]:
+                best[j], cut[j] = cost, i
+    bounds, j = [], len(sizes)
+    while j:
+        bounds.append((cut[j], j))
+        j = cut[j]
+    for i, j in reversed(bounds):
+        yield ordered[i:j]
