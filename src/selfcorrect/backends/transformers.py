@@ -317,9 +317,9 @@ class TransformersBackend(ChatRendering):
         return levels
 
     def _forward_batches(self, reqs):
-        """(request, prefix, options) in batches of similar cost (new prompt tokens after the
-        cached run, plus option tokens) within the token budget; yields each with its
-        options' summed log-probabilities."""
+        """Requests in batches of similar cost (new prompt tokens after the cached run, plus
+        option tokens) within the token budget; yields each with its options' summed
+        log-probabilities."""
 
         def cost(q):
             return len(q.prefix) - self._kv.peek(q.reusable) + _option_width(q.options)
@@ -683,8 +683,9 @@ def _length_batches(seqs, budget: int, size, overhead: int = 64):
     """Batches of rows sorted by `size` (tokens a row computes), each within `budget` padded
     tokens, cut where they cost least in padded tokens plus `overhead` per forward (its fixed
     cost, in tokens): rows of very different lengths do not pad each other."""
-    ordered = sorted(seqs, key=size)
-    sizes = [size(s) for s in ordered]
+    sized = sorted(((size(s), k) for k, s in enumerate(seqs)))  # size once: it may be costly
+    ordered = [seqs[k] for _, k in sized]
+    sizes = [n for n, _ in sized]
     best = [0] + [None] * len(sizes)  # best[j]: cheapest cost of the first j rows
     cut = [0] * (len(sizes) + 1)
     for j in range(1, len(sizes) + 1):
