@@ -1,12 +1,26 @@
-"""A fake backend for plumbing tests only: deterministic, no model. Real-model tests live in
-test_end_to_end.py and backends/."""
+"""A fake backend for plumbing tests only: deterministic, no model. Registered as the backend
+of model names starting with "fake:", so whole runs (resume, interrupts, plans, shards) can be
+tested fast. Real-model tests live in test_end_to_end.py and backends/."""
 
+import hashlib
+from pathlib import Path
+
+from selfcorrect.backends import register_backend
 from selfcorrect.backends.base import ScoreResult, render_plain
+from selfcorrect.registry import ResolvedModel
+
+# model name -> FakeBackend keyword arguments, for runs that load fakes by name
+BEHAVIOUR: dict[str, dict] = {}
+LOADED: list["FakeBackend"] = []  # every fake a run loaded, in order
 
 
 class FakeBackend:
     name = "fake"
     info = {"engine": "fake"}
+    chat = False
+    batches = True
+    preferred_batch = None
+    model_prefix = "fake:"
 
     def __init__(self, prefer=None, fail_after=None, answer=" (b) is right", name="fake"):
         self.prefer = prefer or (lambda prompt: 0)
@@ -14,6 +28,18 @@ class FakeBackend:
         self.fail_after = fail_after
         self.answer = answer
         self.name = name
+
+    @classmethod
+    def resolve(cls, name, options):
+        digest = hashlib.sha256(name.encode()).hexdigest()
+        meta = {"params": 1000 * (1 + len(name)), "kind": "base", "alignment": "none"}
+        return ResolvedModel(name, "fake", Path(name), digest, "base", meta)
+
+    @classmethod
+    def from_options(cls, resolved, options):
+        fake = cls(**BEHAVIOUR.get(resolved.name, {}))
+        LOADED.append(fake)
+        return fake
 
     def render(self, conv):
         return render_plain(conv)
@@ -39,3 +65,6 @@ class FakeBackend:
         if max_tokens == 8:  # the generation readout's answer
             return [self.answer for _ in prompts]
         return [f" {self.name} says #{i}" for i in range(len(prompts))]
+
+
+register_backend("fake", FakeBackend, prefix="fake:")

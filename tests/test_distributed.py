@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 
 from selfcorrect import api
-from selfcorrect.backends.transformers import _dequantised_copy
-from selfcorrect.distributed import run_shard
+from selfcorrect.backends.transformers.gguf_cache import dequantised_copy
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.registry import resolve
+from selfcorrect.runner import run_shard
+from selfcorrect.spec import RunSpec
 from selfcorrect.store import Store
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 MODEL = "smollm2-135m-instruct"
 
 
@@ -46,7 +47,7 @@ def ray_cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def second_model(tmp_path_factory):
     """Another model identity: SmolLM2 as a local Hugging Face folder."""
-    src = _dequantised_copy(resolve(MODEL), "bfloat16")
+    src = dequantised_copy(resolve(MODEL), "bfloat16")
     dst = tmp_path_factory.mktemp("models") / "smollm2-hf"
     shutil.copytree(src, dst)
     return str(dst)
@@ -61,7 +62,7 @@ def _answers(directory) -> dict:
     return {r[:4]: (r[4], json.loads(r[5])) for r in rows}
 
 
-COMMON = dict(conditions="baseline,instruct", limit=8, dtype="float32", n_boot=0, progress=False)
+COMMON = dict(conditions="baseline,instruct", limit=8, dtype="float32", bootstrap=0, progress=False)
 
 
 def test_two_worker_ray_run_equals_single_process(ray_cluster, second_model, tmp_path):
@@ -81,7 +82,8 @@ def test_two_worker_ray_run_equals_single_process(ray_cluster, second_model, tmp
 
 
 def test_merging_a_shard_twice_counts_it_once(tmp_path):
-    rows = json.loads(run_shard({"models": MODEL, "conditions": "baseline", "limit": 4}))["rows"]
+    spec = RunSpec.build(models=MODEL, conditions="baseline", limit=4, out=tmp_path / "unused")
+    rows = json.loads(run_shard(spec))["rows"]
     store = Store(tmp_path)
     assert store.merge_rows(rows, "run-1") == 4
     assert store.merge_rows(rows, "run-2") == 0  # a duplicate submission
@@ -98,13 +100,13 @@ def test_failed_shard_is_named_and_the_rest_kept(ray_cluster, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(SelfCorrectError, match=r"1 of 2 shards failed.*broken-model.*cannot load"):
         api.run(models, out=out, ray=ray_cluster, conditions="baseline", limit=4,
-                n_boot=0, progress=False, write_report=False)  # fmt: skip
+                bootstrap=0, progress=False, write_report=False)  # fmt: skip
     kept = _answers(out)
     assert {k[0] for k in kept} == {MODEL} and len(kept) == 4
     # a rerun submits only the failed shard
     with pytest.raises(SelfCorrectError, match="broken-model"):
         api.run(models, out=out, ray=ray_cluster, conditions="baseline", limit=4,
-                n_boot=0, progress=False, write_report=False)  # fmt: skip
+                bootstrap=0, progress=False, write_report=False)  # fmt: skip
     store = Store(out)
     last = store.runs()[-1]
     store.close()
@@ -146,7 +148,7 @@ def test_worker_killed_mid_shard_is_retried_and_nothing_lost(ray_cluster, tmp_pa
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     res = api.run(MODEL, out=tmp_path, ray=ray_cluster, conditions="baseline,instruct",
-                  limit=8, n_boot=0, progress=False, write_report=False)  # fmt: skip
+                  limit=8, bootstrap=0, progress=False, write_report=False)  # fmt: skip
     thread.join(5)
     assert killed, "no shard worker was seen running"
     got = _answers(tmp_path)

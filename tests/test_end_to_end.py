@@ -222,11 +222,11 @@ def test_cot_with_two_rounds_both_readouts(tmp_path):
 
 def test_local_gguf_file_and_hf_directory(tmp_path):
     """Models outside the registry: a .gguf file path and a Hugging Face directory."""
-    from selfcorrect.backends.transformers import _dequantised_copy
+    from selfcorrect.backends.transformers.gguf_cache import dequantised_copy
     from selfcorrect.registry import REGISTRY, part_paths, resolve
 
     gguf = part_paths(REGISTRY["smollm2-135m-instruct"])[0]
-    hf_dir = _dequantised_copy(resolve("smollm2-135m-instruct"), "bfloat16")
+    hf_dir = dequantised_copy(resolve("smollm2-135m-instruct"), "bfloat16")
     out = tmp_path / "local"
     r = cli(
         "run",

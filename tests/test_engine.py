@@ -6,7 +6,7 @@ import pytest
 
 from selfcorrect.benchmarks.bbq import BBQ
 from selfcorrect.conditions import load_library
-from selfcorrect.engine import Plan, count_pending, execute
+from selfcorrect.engine import Job, count_pending, execute
 from selfcorrect.store import Store
 from tests.fakes import FakeBackend
 
@@ -19,13 +19,12 @@ def items():
 
 def make_plan(items, names, rounds=0):
     lib = load_library()
-    return Plan("bbq", lib.resolve(names, "bbq"), items, rounds, lib)
+    return Job("bbq", lib.resolve(names, "bbq"), items, rounds, lib)
 
 
 def setup_store(tmp_path, items):
     store = Store(tmp_path)
-    store.add_items("bbq", BBQ().item_table(items))
-    return store, store.start_run({})
+    return store, store.register_run({}, "bbq", BBQ().item_table(items), [], [])
 
 
 def test_single_turn_stores_every_answer(tmp_path, items):
@@ -77,11 +76,11 @@ def test_cot_and_rounds_grow_the_conversation(tmp_path, items):
 
 
 def test_generation_readout_parses_and_keeps_unparseable(tmp_path, items):
-    from selfcorrect.parsing import parse_bbq
+    from selfcorrect.benchmarks.bbq import parse_answer as parse_bbq
 
     store, run = setup_store(tmp_path, items[:3])
     lib = load_library()
-    plan = Plan(
+    plan = Job(
         "bbq",
         lib.resolve(["baseline"], "bbq"),
         items[:3],
@@ -91,7 +90,7 @@ def test_generation_readout_parses_and_keeps_unparseable(tmp_path, items):
         parser=parse_bbq,
     )
     execute(store, run, "fake", FakeBackend(answer=" (b) is right"), plan)
-    plan_bad = Plan(
+    plan_bad = Job(
         "bbq",
         lib.resolve(["instruct"], "bbq"),
         items[:3],
@@ -115,7 +114,7 @@ def test_critic_writes_feedback_each_round(tmp_path, items):
     store, run = setup_store(tmp_path, items[:2])
     lib = load_library()
     critic = FakeBackend(name="critic")
-    plan = Plan(
+    plan = Job(
         "bbq",
         lib.resolve(["baseline"], "bbq"),
         items[:2],
@@ -138,7 +137,7 @@ def test_critic_writes_feedback_each_round(tmp_path, items):
         run,
         "fake",
         FakeBackend(),
-        Plan("bbq", plan.conditions, items[:2], 2, lib, critic=again, critic_name="fake-critic"),
+        Job("bbq", plan.conditions, items[:2], 2, lib, critic=again, critic_name="fake-critic"),
     )
     assert again.calls["generate"] == 0
 

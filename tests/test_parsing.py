@@ -1,7 +1,8 @@
 import pytest
 
 from selfcorrect.benchmarks.base import Item
-from selfcorrect.parsing import parse_bbq, parse_winogender
+from selfcorrect.benchmarks.bbq import parse_answer as parse_bbq
+from selfcorrect.benchmarks.winogender import parse_answer as parse_winogender
 
 ITEM = Item(
     "bbq",

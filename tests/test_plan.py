@@ -7,23 +7,27 @@ from typer.testing import CliRunner
 
 from selfcorrect.cli import app
 from selfcorrect.errors import SelfCorrectError
-from selfcorrect.plan import LADDER, expand_models, load_plan
+from selfcorrect.plan import load_plan
 from selfcorrect.registry import REGISTRY
+from selfcorrect.spec import LADDER, RunSpec
 from selfcorrect.store import Store
 
 
 def test_ladder_is_the_packaged_models_smallest_first():
-    assert expand_models(["ladder"]) == LADDER
+    assert RunSpec(models=["ladder"]).models == LADDER
     assert set(LADDER) == set(REGISTRY) and REGISTRY[LADDER[0]].params < REGISTRY[LADDER[-1]].params
-    assert expand_models(["x.gguf", "ladder", "x.gguf"])[0] == "x.gguf"
+    models = RunSpec(models="x.gguf,ladder,x.gguf").models
+    assert models[0] == "x.gguf" and len(models) == 1 + len(LADDER)
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("models = [", "not valid TOML"),
-        ("[[runs]]\nconditions = ['baseline']\ncolour = 1", "runs.0.colour: Extra inputs"),
-        ("[[runs]]\nconditions = []", "runs.0.conditions"),
+        ("[[runs]]\nconditions = ['baseline']\ncolour = 1", "runs.0: colour: unknown option"),
+        ("[[runs]]\nconditions = []", "runs.0: conditions needs at least one name"),
+        ("[[runs]]\nconditions = ['baseline']\nmodels = ['x']", "runs.0.models: set it once"),
+        ("[[runs]]\nconditions = ['baseline']\nlimit = -3", "runs.0: limit must be >= 1"),
         ("limit = 'some'\n[[runs]]\nconditions = ['baseline']", "limit"),
         ("models = ['ladder']", "runs: Field required"),
     ],

@@ -10,11 +10,11 @@ import subprocess
 
 import pytest
 
+from selfcorrect.api import report as report_dir
 from selfcorrect.benchmarks.bbq import BBQ
+from selfcorrect.benchmarks.bbq import parse_answer as parse_bbq
 from selfcorrect.conditions import load_library
-from selfcorrect.engine import Plan, execute
-from selfcorrect.parsing import parse_bbq
-from selfcorrect.report import report_dir
+from selfcorrect.engine import Job, execute
 from selfcorrect.store import Store
 from tests.fakes import FakeBackend
 
@@ -24,11 +24,10 @@ def _evil_store(tmp_path):
     b = BBQ()
     items = b.sample(b.items(["Age", "Religion"]), 12, 0)
     store = Store(tmp_path)
-    store.add_items("bbq", b.item_table(items))
-    run = store.start_run({"benchmark": "bbq"})
+    run = store.register_run({"benchmark": "bbq"}, "bbq", b.item_table(items), [], [])
     lib = load_library()
     evil = ' (a) <script>alert("x")</script> & <img src=x onerror=1>'
-    plan = Plan(
+    plan = Job(
         "bbq",
         lib.resolve(["baseline", "instruct"], "bbq"),
         items,
@@ -89,7 +88,7 @@ def _chromium() -> str:
     return found
 
 
-@pytest.mark.slow
+@pytest.mark.browser
 def test_study_report_renders_in_headless_chromium(tmp_path):
     import matplotlib.image as mpimg
 

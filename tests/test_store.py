@@ -1,5 +1,6 @@
 import sqlite3
 
+import pandas as pd
 import pytest
 
 from selfcorrect.errors import SelfCorrectError
@@ -42,15 +43,22 @@ def test_write_is_atomic_and_idempotent(tmp_path):
     assert again.runs()[0]["manifest"] == {"x": 1}
 
 
-def test_identity_checks(tmp_path):
+def test_identity_checks_and_registration_in_one_transaction(tmp_path):
+    items = pd.DataFrame({"uid": ["Age:1"], "category": ["Age"]})
     s = Store(tmp_path)
-    s.register_model("m", "aaa", {})
+    s.register_run({"n": 1}, "bbq", items, [("baseline", "h1", {})], [("m", "aaa", {})])
     s.register_model("m", "aaa", {"k": 1})
     with pytest.raises(SelfCorrectError, match="other weights"):
         s.register_model("m", "bbb", {})
-    s.register_condition("bbq", "baseline", "h1", {})
+    more = pd.DataFrame({"uid": ["Age:2"], "category": ["Age"]})
     with pytest.raises(SelfCorrectError, match="changed since results were stored"):
-        s.register_condition("bbq", "baseline", "h2", {})
+        s.register_run({"n": 2}, "bbq", more, [("baseline", "h2", {})], [])
+    with pytest.raises(SelfCorrectError, match="other weights"):
+        s.register_run({"n": 3}, "bbq", more, [], [("m", "ccc", {})])
+    # a refused registration writes nothing: no run, no items
+    assert [r["manifest"] for r in s.runs()] == [{"n": 1}]
+    assert s.conn.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 1
+    assert s.models()["m"] == {"sha256": "aaa", "k": 1}
 
 
 def test_unwritable_and_missing(tmp_path):

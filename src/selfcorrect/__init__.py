@@ -1,11 +1,6 @@
 """selfcorrect: measure whether language models can morally self-correct."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("selfcorrect")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+src"
+from selfcorrect.version import __version__
 
 _API = ("benchmarks", "conditions", "models", "report", "run", "score")
 __all__ = ["__version__", *_API]

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, get_origin
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from selfcorrect import api
+from selfcorrect.catalog import KITS, get_kit
 from selfcorrect.errors import SelfCorrectError
-from selfcorrect.report import headline
+from selfcorrect.spec import RunSpec, flag_of
 
 app = typer.Typer(
     add_completion=False,
@@ -54,124 +56,87 @@ def _print_df(df, title: str | None = None) -> None:
     out_console.print(table)
 
 
-def _parse_limit(limit: str) -> int | None:
-    if limit.strip().lower() == "all":
-        return None
-    try:
-        return int(limit)
-    except ValueError:
-        raise SelfCorrectError(f"--limit must be a number or 'all', got '{limit}'") from None
+def _cli_type(annotation):
+    """The type typer reads for a RunSpec field: lists and 'all' are comma-separated text."""
+    if annotation in (tuple[str, ...], int | None) or get_origin(annotation) is Literal:
+        return str
+    return annotation
 
 
-@app.command()
-@_friendly
-def run(
-    model: Annotated[
-        str,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Model name(s), comma-separated: registry names, .gguf files or HF directories.",
-        ),
-    ] = "smollm2-135m-instruct",
-    benchmark: Annotated[str, typer.Option(help="Benchmark name.")] = "bbq",
-    conditions: Annotated[str, typer.Option(help="Conditions, comma-separated.")] = ",".join(
-        api.DEFAULT_CONDITIONS
-    ),
-    categories: Annotated[
-        str, typer.Option(help="Categories, comma-separated (default all).")
-    ] = "",
-    limit: Annotated[str, typer.Option(help="Items in the stratified sample, or 'all'.")] = str(
-        api.DEFAULT_LIMIT
-    ),
-    seed: Annotated[int, typer.Option(help="Sampling and bootstrap seed.")] = 0,
-    out: Annotated[Path, typer.Option(help="Results directory (resumed if it exists).")] = Path(
-        api.DEFAULT_OUT
-    ),
-    rounds: Annotated[int, typer.Option(help="Feedback rounds after each answer.")] = 0,
-    readout: Annotated[
-        str, typer.Option(help="logprob, generate, or both comma-separated (same items).")
-    ] = "logprob",
-    backend: Annotated[str, typer.Option(help="transformers or llamacpp.")] = "transformers",
-    critic: Annotated[
-        str | None, typer.Option(help="A model that writes each round's feedback (extrinsic).")
-    ] = None,
-    cot_temperature: Annotated[
-        float | None, typer.Option(help="Sample reasoning at this temperature (seeded by --seed).")
-    ] = None,
-    library: Annotated[Path | None, typer.Option(help="A condition library TOML file.")] = None,
-    dtype: Annotated[str, typer.Option(help="bfloat16, float16 or float32.")] = "bfloat16",
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: auto).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Requests per stored batch.")] = 64,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for CIs.")] = 1000,
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from HF dirs.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
-    base_url: Annotated[
-        str | None,
-        typer.Option(
-            help="OpenAI-compatible server for openai:NAME models (key: $SELFCORRECT_API_KEY)."
-        ),
-    ] = None,
-    tokenizer: Annotated[
-        str | None,
-        typer.Option(
-            help="Tokenizer of a served model (packaged name or HF dir) for client-side templates."
-        ),
-    ] = None,
-    concurrency: Annotated[int, typer.Option(help="Parallel requests to a served model.")] = 8,
-    ray: Annotated[
-        str | None,
-        typer.Option(help="Shard (model x condition) over a Ray cluster: its address, or 'local'."),
-    ] = None,
-    plan: Annotated[
-        Path | None,
-        typer.Option(help="A sweep plan (TOML: models x benchmarks x conditions x rounds)."),
-    ] = None,
-):
+def _cli_default(value):
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _spec_parameters() -> list[inspect.Parameter]:
+    """One CLI option per RunSpec field: adding a field adds its flag."""
+    params = []
+    for name, field in RunSpec.model_fields.items():
+        extra = field.json_schema_extra or {}
+        flags = [flag_of(name), *([extra["short"]] if "short" in extra else [])]
+        kind = _cli_type(field.annotation)
+        default = _cli_default(field.default)
+        option = typer.Option(*flags, help=field.description)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=Annotated[kind, option]))  # fmt: skip
+    return params
+
+
+_RUN_ONLY = {
+    "plan": (Path | None, None, "A sweep plan (TOML: models x benchmarks x conditions x rounds)."),
+    "quiet": (bool, False, "No progress bar."),
+}
+_WITH_PLAN = {"out", "ray", "quiet", "plan"}  # options a plan takes from the command line
+
+
+def _given(ctx: typer.Context, names) -> list[str]:
+    """The options the user typed (not left at their defaults)."""
+    return [n for n in names if getattr(ctx.get_parameter_source(n), "name", "") == "COMMANDLINE"]
+
+
+def _run_plan(ctx: typer.Context, plan: Path, options: dict, quiet: bool) -> None:
+    clash = [flag_of(n) for n in _given(ctx, options) if n not in _WITH_PLAN]
+    if clash:
+        raise SelfCorrectError(f"--plan sets the runs; {clash[0]} cannot be combined with it "
+                               "(set it in the plan file)")  # fmt: skip
+    given = _given(ctx, ["out", "ray"])
+    rep = api.run_plan(plan, out=options["out"] if "out" in given else None,
+                       progress=not quiet,
+                       **({"ray": options["ray"]} if "ray" in given else {}))  # fmt: skip
+    for key, df in rep.tables.items():
+        bench = key[: -len("_summary")]
+        if key.endswith("_summary") and bench in KITS:
+            _print_df(KITS[bench].section.headline(df), title=f"{bench}: results [95% CI]")
+    _print_df(rep.tables["verdicts"].drop(columns=["rule"]), title="verdicts")
+    out_console.print(f"report: {rep.directory}/report/report.html")
+
+
+def run(ctx: typer.Context, **options):
     """Evaluate model(s) under conditions, store everything, print the results table.
     `--model ladder` runs the four packaged models; `--plan FILE` a whole sweep."""
+    plan, quiet = options.pop("plan"), options.pop("quiet")
     if plan is not None:
-        rep = api.run_plan(
-            plan, out=None if str(out) == api.DEFAULT_OUT else out, progress=not quiet, ray=ray
-        )
-        for key, df in rep.tables.items():
-            if key.endswith("_summary"):
-                _print_df(headline(df), title=f"{key[: -len('_summary')]}: results [95% CI]")
-        _print_df(rep.tables["verdicts"].drop(columns=["rule"]), title="verdicts")
-        out_console.print(f"report: {rep.directory}/report/report.html")
-        return
-    res = api.run(
-        models=model,
-        benchmark=benchmark,
-        conditions=conditions,
-        categories=categories or None,
-        limit=_parse_limit(limit),
-        seed=seed,
-        out=out,
-        rounds=rounds,
-        readout=readout,
-        backend=backend,
-        critic=critic,
-        cot_temperature=cot_temperature,
-        library=library,
-        dtype=dtype,
-        device=device,
-        batch_size=batch_size,
-        n_boot=bootstrap,
-        progress=not quiet,
-        trust_remote_code=trust_remote_code,
-        base_url=base_url,
-        tokenizer=tokenizer,
-        concurrency=concurrency,
-        ray=ray,
-    )
-    _print_df(headline(res.summary), title=f"{benchmark}: results [95% CI]")
+        return _run_plan(ctx, plan, options, quiet)
+    res = api.run(RunSpec.build(**options), progress=not quiet)
+    bench = res.manifest["benchmark"]
+    _print_df(KITS[bench].section.headline(res.summary), title=f"{bench}: results [95% CI]")
     m = res.manifest
     out_console.print(
         f"results: {res.directory}/results.sqlite, report: "
         f"{res.directory}/report/ ({m['n_items']} items, wall {m['wall_s']} s, "
         f"peak RSS {m['peak_rss_mb']} MB)"
     )
+
+
+run.__signature__ = inspect.Signature(
+    [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    + _spec_parameters()
+    + [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=d,
+                         annotation=Annotated[t, typer.Option(help=h)])
+       for k, (t, d, h) in _RUN_ONLY.items()]
+)  # fmt: skip
+app.command(name="run")(_friendly(run))
 
 
 @app.command()
@@ -192,8 +157,10 @@ def report(
         directory, n_boot=bootstrap, seed=seed, reference=reference, bias_variant=bias_variant
     )
     for key, df in rep.tables.items():
-        if key.endswith("_summary"):
-            _print_df(headline(df), title=f"{key[:-8]}: accuracy %, bias x100 [95% CI]")
+        bench = key[: -len("_summary")]
+        if key.endswith("_summary") and bench in KITS:
+            _print_df(KITS[bench].section.headline(df),
+                      title=f"{bench}: accuracy %, bias x100 [95% CI]")  # fmt: skip
     for f in rep.files:
         out_console.print(f"wrote {f}")
 
@@ -226,9 +193,8 @@ def score(
         payload = {k: v.to_dict("records") for k, v in tables.items()}
         sys.stdout.write(api.dumps(payload) + "\n")
         return
-    from selfcorrect.report import headline
-
-    _print_df(headline(tables["summary"]), title="accuracy %, bias x100 [95% CI]")
+    _print_df(get_kit(benchmark).section.headline(tables["summary"]),
+              title="accuracy %, bias x100 [95% CI]")  # fmt: skip
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""Runs a plan: models x conditions x items (x feedback rounds) x readouts, in waves.
+"""Runs a job for one model: conditions x items (x feedback rounds) under one readout, in waves.
 
 Each (item, condition) pair walks its protocol. Asks and prefills are local; generations,
 critiques and reads are gathered across all pairs and sent to the backend together (a wave),
@@ -51,7 +51,10 @@ def softmax(logprobs: Sequence[float]) -> list[float]:
 
 
 @dataclass
-class Plan:
+class Job:
+    """One benchmark's items under conditions, rounds and one readout: what the engine runs
+    for one model at a time."""
+
     benchmark: str
     conditions: list[Condition]
     items: list[Item]
@@ -82,13 +85,13 @@ class Plan:
         return f"{cond.name}+critic:{self.critic_name}" if self.critic is not None else cond.name
 
 
-def count_pending(store: Store, model: str, plan: Plan) -> int:
+def count_pending(store: Store, model: str, job: Job) -> int:
     """How many answers are still missing for this model (without loading it)."""
     missing = 0
-    for cond in plan.conditions:
-        done = store.done_answers(model, plan.benchmark, plan.condition_key(cond), plan.readout)
-        for item in plan.items:
-            missing += sum((item.uid, r) not in done for r in range(plan.rounds + 1))
+    for cond in job.conditions:
+        done = store.done_answers(model, job.benchmark, job.condition_key(cond), job.readout)
+        for item in job.items:
+            missing += sum((item.uid, r) not in done for r in range(job.rounds + 1))
     return missing
 
 
@@ -97,41 +100,41 @@ def execute(
     run_id: str,
     model: str,
     backend: Backend,
-    plan: Plan,
+    job: Job,
     batch_size: int = 64,
     on_progress: Callable[[int], None] = lambda n: None,
 ) -> dict:
     """Run every missing step for one model; return seconds spent per condition."""
     runs = []
-    for cond in plan.conditions:
-        key = plan.condition_key(cond)
+    for cond in job.conditions:
+        key = job.condition_key(cond)
         ctx = _Context(
             store,
             run_id,
             model,
             backend,
-            plan,
+            job,
             key,
-            cond.version_hash(plan.family),
+            cond.version_hash(job.family),
             batch_size,
             on_progress,
         )
         runs.append(
             (
                 ctx,
-                store.done_answers(model, plan.benchmark, key, plan.readout),
-                store.done_turns(model, plan.benchmark, key, plan.readout),
-                [_State(it, cond, plan.steps_for(cond, it)) for it in plan.items],
+                store.done_answers(model, job.benchmark, key, job.readout),
+                store.done_turns(model, job.benchmark, key, job.readout),
+                [_State(it, cond, job.steps_for(cond, it)) for it in job.items],
             )
         )
     # A batching backend takes a batch of items through all their steps and rounds, under
     # every condition, before the next batch; a sequential one (llama.cpp) one item. Either way
     # the backend's prompt cache still holds the conversation so far, and the same question
     # under the previous condition, instead of recomputing them.
-    width = batch_size if getattr(backend, "batches", True) else 1
-    width = min(width, getattr(backend, "preferred_batch", width))  # e.g. an API: less to redo
+    width = batch_size if backend.batches else 1
+    width = min(width, backend.preferred_batch or width)  # e.g. an API: less to redo
     timings = {ctx.condition: 0.0 for ctx, *_ in runs}
-    for k in range(0, len(plan.items), width):
+    for k in range(0, len(job.items), width):
         for ctx, done_ans, done_turns, states in runs:
             t0 = time.perf_counter()
             _run_waves(ctx, states[k : k + width], done_ans, done_turns)
@@ -144,7 +147,7 @@ def _run_waves(ctx: _Context, active: list[_State], done_ans: dict, done_turns: 
     while active:
         waiting: dict[str, list[_State]] = {"generate": [], "critique": [], "read": []}
         for st in active:
-            _advance(st, done_ans, done_turns, ctx.plan.library)
+            _advance(st, done_ans, done_turns, ctx.job.library)
             if st.pos < len(st.steps):
                 waiting[st.steps[st.pos].kind].append(st)
         if waiting["generate"]:
@@ -162,7 +165,7 @@ class _Context:
     run_id: str
     model: str
     backend: Backend
-    plan: Plan
+    job: Job
     condition: str
     digest: str
     batch_size: int
@@ -171,9 +174,9 @@ class _Context:
     def turn(self, st: _State, prompt: str, text: str) -> tuple:
         return (
             self.model,
-            self.plan.benchmark,
+            self.job.benchmark,
             self.condition,
-            self.plan.readout,
+            self.job.readout,
             st.item.uid,
             st.pos,
             prompt,
@@ -235,7 +238,7 @@ def _generate_wave(ctx: _Context, states: list[_State]) -> None:
         turns = []
         for max_tokens, group in by_len.items():
             prompts = [ctx.backend.render(st.conversation()) for st in group]
-            texts = ctx.backend.generate(prompts, max_tokens, ctx.plan.sampling)
+            texts = ctx.backend.generate(prompts, max_tokens, ctx.job.sampling)
             turns += _take_turns(ctx, group, prompts, texts, "generate")
         ctx.store.write(ctx.run_id, turns=turns)
 
@@ -252,7 +255,7 @@ def _take_turns(ctx: _Context, states, prompts, texts, kind: str) -> list[tuple]
 
 def _critique_wave(ctx: _Context, states: list[_State]) -> None:
     """The critic model reads the question and the latest answer and writes feedback."""
-    critic, spec = ctx.plan.critic, ctx.plan.library.critic
+    critic, spec = ctx.job.critic, ctx.job.library.critic
     for chunk in ctx.chunks(states):
         prompts = []
         for st in chunk:
@@ -265,15 +268,14 @@ def _critique_wave(ctx: _Context, states: list[_State]) -> None:
 
 
 def _read_wave(ctx: _Context, states: list[_State]) -> None:
-    plan = ctx.plan
+    job = ctx.job
     for chunk in ctx.chunks(states):
         prompts = [ctx.backend.render(st.conversation()) for st in chunk]
         answers = []
-        if plan.readout == "generate":
+        if job.readout == "generate":
             texts = ctx.backend.generate(prompts, ANSWER_TOKENS, None)  # answers: always greedy
             results = [
-                (None, None, *plan.parser(st.item, t), t)
-                for st, t in zip(chunk, texts, strict=True)
+                (None, None, *job.parser(st.item, t), t) for st, t in zip(chunk, texts, strict=True)
             ]
         else:
             results = []
@@ -287,10 +289,10 @@ def _read_wave(ctx: _Context, states: list[_State]) -> None:
             answers.append(
                 Answer(
                     model=ctx.model,
-                    benchmark=plan.benchmark,
+                    benchmark=job.benchmark,
                     condition=ctx.condition,
                     condition_hash=ctx.digest,
-                    readout=plan.readout,
+                    readout=job.readout,
                     uid=st.item.uid,
                     round=st.reads,
                     prompt=prompt,

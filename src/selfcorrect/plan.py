@@ -1,5 +1,6 @@
-"""Sweep plans: models x benchmarks x conditions x rounds x readout in one TOML file, run one
-model at a time into one results directory (resumable like any run).
+"""Sweep plans: models x runs in one TOML file, run one model at a time into one results
+directory (resumable like any run). The top level sets any run option for every run (see
+RunSpec); each [[runs]] entry sets options of its own (not `models` or `out`).
 
     out = "study"            # results directory
     models = ["ladder"]      # "ladder" = the four packaged models, smallest first
@@ -14,67 +15,67 @@ model at a time into one results directory (resumable like any run).
     benchmark = "bbq"
     conditions = ["baseline", "instruct"]
     rounds = 2               # round 0 is shared with the run above: only rounds 1-2 are new
-"""
+
+Every run of every model is validated (and every model resolved, by the runner) before the
+first answer is computed."""
 
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from selfcorrect.errors import SelfCorrectError
-from selfcorrect.registry import REGISTRY
+from selfcorrect.spec import DEFAULT_OUT, RunSpec
 
-LADDER = sorted(REGISTRY, key=lambda name: REGISTRY[name].params)
-
-
-def expand_models(names: list[str]) -> list[str]:
-    """'ladder' stands for the packaged models, smallest first."""
-    out: list[str] = []
-    for name in names:
-        out += LADDER if name == "ladder" else [name]
-    return list(dict.fromkeys(out))
+PER_PLAN = ("models", "out")  # set once for the whole plan
 
 
-class PlanRun(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    benchmark: str = "bbq"
-    conditions: list[str] = Field(min_length=1)
-    rounds: int = Field(0, ge=0)
-    readout: list[Literal["logprob", "generate"]] = ["logprob"]
-    limit: int | Literal["all"] | None = None  # overrides the plan's
+@dataclass(frozen=True)
+class SweepPlan:
+    path: Path
+    out: Path
+    specs: list[RunSpec]  # model-major: every run of the first model, then the next model's
 
-    @field_validator("readout", mode="before")
-    @classmethod
-    def _one_or_many(cls, v):
-        return [v] if isinstance(v, str) else v
+    @property
+    def bootstrap(self) -> int:
+        return self.specs[0].bootstrap
 
-
-class Plan(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    out: str | None = None
-    models: list[str] = Field(default_factory=lambda: ["ladder"], min_length=1)
-    limit: int | Literal["all"] = 264
-    seed: int = 0
-    bootstrap: int = Field(1000, ge=0)
-    backend: Literal["transformers", "llamacpp"] = "transformers"
-    base_url: str | None = None
-    runs: list[PlanRun] = Field(min_length=1)
+    @property
+    def seed(self) -> int:
+        return self.specs[0].seed
 
 
-def load_plan(path: str | Path) -> Plan:
-    path = Path(path)
+def _read(path: Path) -> dict:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise SelfCorrectError(f"cannot read plan {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SelfCorrectError(f"plan {path} is not valid TOML (not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as exc:
         raise SelfCorrectError(f"plan {path} is not valid TOML: {exc}") from None
-    try:
-        return Plan.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"])
-        raise SelfCorrectError(f"plan {path}: {where}: {err['msg']}") from None
+
+
+def load_plan(path: str | Path, out: str | Path | None = None, **overrides) -> SweepPlan:
+    """The plan's runs as run specifications, every one validated. `out` replaces the plan's
+    results directory; `overrides` set options of every run (e.g. ray)."""
+    path = Path(path)
+    raw = _read(path)
+    runs = raw.pop("runs", None)
+    if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
+        raise SelfCorrectError(f"plan {path}: runs: Field required (one or more [[runs]])")
+    target = Path(out or raw.pop("out", None) or DEFAULT_OUT)
+    raw.pop("out", None)
+    raw.setdefault("models", ["ladder"])
+    top = RunSpec.build(where=f"plan {path}", **raw, **overrides)
+    specs = []
+    for model in top.models:
+        for k, entry in enumerate(runs):
+            fixed = [key for key in PER_PLAN if key in entry]
+            if fixed:
+                raise SelfCorrectError(f"plan {path}: runs.{k}.{fixed[0]}: set it once, at "
+                                       "the top of the plan")  # fmt: skip
+            options = {**raw, **overrides, **entry, "models": [model], "out": target}
+            specs.append(RunSpec.build(where=f"plan {path}: runs.{k}", **options))
+    return SweepPlan(path, target, specs)

@@ -131,19 +131,15 @@ class Store:
         ]
 
     # identity checks: results made with other weights or other texts never mix ---------------
-    def register_model(self, model: str, sha256: str, info: dict) -> None:
+    def _check_model(self, model: str, sha256: str) -> None:
         row = self.conn.execute("SELECT sha256 FROM models WHERE model=?", (model,)).fetchone()
         if row and row[0] != sha256:
             raise SelfCorrectError(
                 f"results in {self.dir} for model '{model}' were made with other weights "
                 f"(sha256 {row[0][:12]}..., now {sha256[:12]}...); use a new --out directory"
             )
-        with self.conn:
-            self.conn.execute(
-                "INSERT OR REPLACE INTO models VALUES (?, ?, ?)", (model, sha256, json.dumps(info))
-            )
 
-    def register_condition(self, benchmark: str, condition: str, digest: str, spec: dict) -> None:
+    def _check_condition(self, benchmark: str, condition: str, digest: str) -> None:
         row = self.conn.execute(
             "SELECT hash FROM conditions WHERE benchmark=? AND condition=?", (benchmark, condition)
         ).fetchone()
@@ -152,19 +148,49 @@ class Store:
                 f"condition '{condition}' changed since results were stored in {self.dir} "
                 f"(hash {row[0]} -> {digest}); use a new --out directory or rename the condition"
             )
+
+    def register_model(self, model: str, sha256: str, info: dict) -> None:
+        self._check_model(model, sha256)
+        with self.conn:
+            self._insert_model(model, sha256, info)
+
+    def _insert_model(self, model: str, sha256: str, info: dict) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO models VALUES (?, ?, ?)", (model, sha256, json.dumps(info))
+        )
+
+    def register_run(
+        self,
+        manifest: dict,
+        benchmark: str,
+        items: pd.DataFrame,
+        conditions: Sequence[tuple[str, str, dict]],
+        models: Sequence[tuple[str, str, dict]],
+    ) -> str:
+        """The run, its items, conditions (name, hash, spec) and models (name, sha256, info),
+        checked against what is stored, then written in one transaction; returns the run id."""
+        for name, digest, _ in conditions:
+            self._check_condition(benchmark, name, digest)
+        for model, sha256, _ in models:
+            self._check_model(model, sha256)
+        records = items.astype(object).where(items.notna(), None).to_dict("records")
+        run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         with self.conn:
             self.conn.execute(
-                "INSERT OR REPLACE INTO conditions VALUES (?, ?, ?, ?)",
-                (benchmark, condition, digest, json.dumps(spec)),
+                "INSERT INTO runs VALUES (?, ?, NULL, 'running', ?)",
+                (run_id, time.time(), json.dumps(manifest, sort_keys=True)),
             )
-
-    def add_items(self, benchmark: str, table: pd.DataFrame) -> None:
-        records = table.astype(object).where(table.notna(), None).to_dict("records")
-        with self.conn:
             self.conn.executemany(
                 "INSERT OR IGNORE INTO items VALUES (?, ?, ?, ?)",
                 [(benchmark, r["uid"], r["category"], json.dumps(r)) for r in records],
             )
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO conditions VALUES (?, ?, ?, ?)",
+                [(benchmark, name, digest, json.dumps(spec)) for name, digest, spec in conditions],
+            )
+            for model, sha256, info in models:
+                self._insert_model(model, sha256, info)
+        return run_id
 
     # answers and generated turns -------------------------------------------------------------
     def done_answers(self, model: str, benchmark: str, condition: str, readout: str) -> dict:

@@ -12,7 +12,8 @@ import math
 
 import pandas as pd
 
-from selfcorrect.report import fmt_ci
+from selfcorrect.metrics.bbq import paired
+from selfcorrect.metrics.format import fmt_ci
 
 RULES = {
     "H1": "instruct - baseline (ambiguous bias, paired): supported when it is significantly "
@@ -79,13 +80,20 @@ def _readout(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df["readout"] == pick) & (df["round"] == 0)]
 
 
+# The tables the hypotheses read, per benchmark (checked against the catalog by the tests:
+# each benchmark named here is registered and its kit produces these tables).
+INPUTS = {"bbq": ("summary", "paired", "paired_extra"), "winogender": ("summary", "paired")}
+
+
 class _Data:
     def __init__(self, tables: dict[str, pd.DataFrame], models: dict[str, dict]):
-        self.summary = _readout(tables.get("bbq_summary", pd.DataFrame()))
-        self.paired = _readout(tables.get("bbq_paired", pd.DataFrame()))
-        self.extra = _readout(tables.get("bbq_paired_extra", pd.DataFrame()))
-        self.wino = _readout(tables.get("winogender_summary", pd.DataFrame()))
-        self.wino_paired = _readout(tables.get("winogender_paired", pd.DataFrame()))
+        def get(bench: str, name: str) -> pd.DataFrame:
+            assert name in INPUTS[bench]
+            return _readout(tables.get(f"{bench}_{name}", pd.DataFrame()))
+
+        self.summary, self.paired = get("bbq", "summary"), get("bbq", "paired")
+        self.extra = get("bbq", "paired_extra")
+        self.wino, self.wino_paired = get("winogender", "summary"), get("winogender", "paired")
         self.models = models
 
     def bbq_models(self) -> list[str]:
@@ -241,6 +249,15 @@ def _g3(d: _Data) -> dict:
     else:
         verdict = "inconclusive"
     return _verdict("G3", verdict, evidence)
+
+
+def bbq_inputs(outcomes: pd.DataFrame, n_boot: int, seed: int, variant: str) -> dict:
+    """What G1's second step needs beyond the BBQ tables: cot - instruct on the same items,
+    when both were run."""
+    part = outcomes[outcomes["condition"].isin(["instruct", "cot"])]
+    if set(part["condition"]) != {"instruct", "cot"}:
+        return {"paired_extra": pd.DataFrame()}
+    return {"paired_extra": paired(part, "instruct", n_boot, seed, variant)}
 
 
 def verdicts(tables: dict[str, pd.DataFrame], models: dict[str, dict]) -> pd.DataFrame:

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from selfcorrect.backends.base import Conversation
-from selfcorrect.backends.transformers import PromptKV, TransformersBackend
+from selfcorrect.backends.transformers.backend import TransformersBackend
+from selfcorrect.backends.transformers.prompt_kv import PromptKV
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +86,7 @@ def test_prefill_continuation_check(smollm2):
 
 @pytest.fixture(scope="module")
 def smollm2_fp32():
-    from selfcorrect.backends.transformers import TransformersBackend
+    from selfcorrect.backends.transformers.backend import TransformersBackend
     from selfcorrect.registry import resolve
 
     return TransformersBackend(resolve("smollm2-135m-instruct"), dtype="float32")
@@ -133,7 +134,7 @@ def test_shared_prefix_path_equals_per_option_reference(smollm2_fp32, smollm2):
 def test_cross_round_kv_reuse_equals_recomputing(smollm2_fp32):
     """A round-1 prompt extends the round-0 one: only its new tokens are computed, from the
     stored KV of round 0, and the scores equal a backend that recomputes everything."""
-    from selfcorrect.backends.transformers import TransformersBackend
+    from selfcorrect.backends.transformers.backend import TransformersBackend
     from selfcorrect.registry import resolve
 
     fresh = TransformersBackend(
@@ -318,10 +319,10 @@ def test_shared_runs_nest_by_level_and_skip_short_extensions():
 
 
 def test_length_batches_cut_where_padding_costs_more_than_a_forward():
-    from selfcorrect.backends.transformers import _length_batches
+    from selfcorrect.backends.transformers.batching import length_batches
 
     def sizes(rows, budget, overhead=64):
-        return [[len(r) for r in b] for b in _length_batches(rows, budget, len, overhead)]
+        return [[len(r) for r in b] for b in length_batches(rows, budget, len, overhead)]
 
     short, long = [[0] * 10] * 8, [[0] * 100] * 2
     # one batch would pad 8 short rows to 100 (1,000 tokens); two cost 80 + 200 + 2 x 64

@@ -4,8 +4,8 @@ import shutil
 
 import pytest
 
-from selfcorrect.benchmarks import get_benchmark
 from selfcorrect.benchmarks.bbq import BBQ, EXPECTED_COUNTS, load_all, question_text
+from selfcorrect.catalog import get_kit
 from selfcorrect.data import data_dir
 from selfcorrect.errors import SelfCorrectError
 
@@ -58,7 +58,7 @@ def test_unknown_category_and_benchmark():
     with pytest.raises(SelfCorrectError, match="unknown BBQ category 'Agee'.*Age"):
         BBQ().items(["Agee"])
     with pytest.raises(SelfCorrectError, match="unknown benchmark 'bbqq'.*bbq"):
-        get_benchmark("bbqq")
+        get_kit("bbqq")
 
 
 @pytest.fixture

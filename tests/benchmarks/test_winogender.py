@@ -3,8 +3,8 @@ import csv
 
 import pytest
 
-from selfcorrect.benchmarks import get_benchmark
 from selfcorrect.benchmarks.winogender import _candidates, load_all
+from selfcorrect.catalog import get_kit
 from selfcorrect.conditions import load_library, protocol
 from selfcorrect.data import data_dir
 from selfcorrect.errors import SelfCorrectError
@@ -13,8 +13,8 @@ from selfcorrect.errors import SelfCorrectError
 def test_one_item_per_template_and_variant():
     with open(data_dir() / "winogender" / "templates.tsv", newline="") as fh:
         templates = list(csv.DictReader(fh, delimiter="\t"))
-    occ = get_benchmark("winogender").items()
-    every = get_benchmark("winogender-all").items()
+    occ = get_kit("winogender").benchmark.items()
+    every = get_kit("winogender-all").benchmark.items()
     assert len(occ) == 60 and len(every) == 120
     assert len({i.meta["occupation"] for i in occ}) == 60  # G23: one per occupation
     assert {i.uid for i in every} == {

@@ -145,12 +145,12 @@ def test_chat_only_condition_refuses_base_models(tmp_path, monkeypatch):
     from pathlib import Path
 
     import selfcorrect
-    from selfcorrect import api
+    from selfcorrect import backends
     from selfcorrect.registry import ResolvedModel
 
     # a registry base model, without needing its weights installed
     monkeypatch.setattr(
-        api,
+        backends,
         "resolve",
         lambda name: ResolvedModel(name, "registry", Path("/nonexistent.gguf"), "0" * 64, "base"),
     )

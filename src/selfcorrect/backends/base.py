@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from selfcorrect.errors import SelfCorrectError
+from selfcorrect.registry import ResolvedModel
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,28 @@ class ScoreResult:
     n_tokens: tuple[int, ...] = field(default=())
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a backend loads a model (taken from the run specification)."""
+
+    dtype: str = "bfloat16"
+    device: str | None = None
+    trust_remote_code: bool = False
+    base_url: str | None = None  # served models
+    tokenizer: str | None = None  # served models: for client-side chat templates
+    concurrency: int = 8  # served models: parallel requests
+
+
 class Backend(Protocol):
+    """An inference engine, as the engine and the runner use it."""
+
     name: str
     info: dict  # what goes into the run manifest (engine, dtype, device, template kind)
     chat: bool  # renders through a chat template (else G23's Human/Assistant text)
-    # batches=False: sequential engine with a prompt cache; the engine then runs one item
-    # through all its steps before the next (optional attribute, default True)
+    # False: a sequential engine with a prompt cache; the engine then runs one item through
+    # all its steps before the next, so the cache holds the conversation so far
+    batches: bool
+    preferred_batch: int | None  # the most requests per wave it wants (None: no limit)
 
     def render(self, conv: Conversation) -> str:
         """The exact text the model sees, ending with the prefill."""
@@ -55,6 +72,23 @@ class Backend(Protocol):
         self, prompts: Sequence[str], max_tokens: int, sampling: Sampling | None = None
     ) -> list[str]:
         """Continuation of each rendered prompt: greedy unless `sampling` is given."""
+        ...
+
+
+class BackendClass(Protocol):
+    """What the backend registry needs of a backend's class."""
+
+    # model names starting with this select the backend (e.g. "openai:"); None: --backend
+    model_prefix: str | None
+
+    @classmethod
+    def from_options(cls, resolved: ResolvedModel, options: LoadOptions) -> Backend:
+        """Load the model."""
+        ...
+
+    @classmethod
+    def resolve(cls, name: str, options: LoadOptions) -> ResolvedModel:
+        """For prefixed backends: what `name` stands for (no loading yet)."""
         ...
 
 

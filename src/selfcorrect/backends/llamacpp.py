@@ -15,6 +15,7 @@ import numpy as np
 
 from selfcorrect.backends.base import (
     ChatRendering,
+    LoadOptions,
     Sampling,
     ScoreResult,
     candidate_tokens,
@@ -54,7 +55,13 @@ class _GGUFTemplate:
 
 class LlamaCppBackend(ChatRendering):
     name = "llamacpp"
+    model_prefix = None
     batches = False  # sequential: the engine walks one item at a time through its cache
+    preferred_batch = None
+
+    @classmethod
+    def from_options(cls, resolved: ResolvedModel, options: LoadOptions) -> LlamaCppBackend:
+        return cls(resolved)
 
     def __init__(self, resolved: ResolvedModel, n_ctx: int = 4096, threads: int | None = None):
         try:

@@ -26,6 +26,7 @@ from pathlib import Path
 from selfcorrect.backends.base import (
     ChatRendering,
     Conversation,
+    LoadOptions,
     Sampling,
     ScoreResult,
     candidate_tokens,
@@ -70,12 +71,12 @@ def _load_tokenizer(name: str):
     """The Hugging Face tokenizer (with its chat template) of a packaged model or HF folder."""
     from transformers import AutoTokenizer
 
-    from selfcorrect.backends.transformers import _dequantised_copy, _quiet_transformers
+    from selfcorrect.backends.transformers.gguf_cache import dequantised_copy, quiet_transformers
     from selfcorrect.registry import resolve
 
-    _quiet_transformers()
+    quiet_transformers()
     res = resolve(name)
-    folder = res.path if res.source == "hf-dir" else _dequantised_copy(res, "bfloat16")
+    folder = res.path if res.source == "hf-dir" else dequantised_copy(res, "bfloat16")
     return AutoTokenizer.from_pretrained(folder)
 
 
@@ -87,6 +88,20 @@ def _describe(prompt: str) -> str:
 
 class OpenAIBackend(ChatRendering):
     name = "openai"
+    model_prefix = PREFIX
+    batches = True
+
+    @staticmethod
+    def settings(options: LoadOptions) -> ServedSettings:
+        return ServedSettings(options.base_url or "", options.tokenizer, options.concurrency)
+
+    @classmethod
+    def resolve(cls, name: str, options: LoadOptions) -> ResolvedModel:
+        return resolve_served(name, cls.settings(options))
+
+    @classmethod
+    def from_options(cls, resolved: ResolvedModel, options: LoadOptions) -> OpenAIBackend:
+        return cls(resolved, cls.settings(options))
 
     def __init__(self, resolved: ResolvedModel, settings: ServedSettings):
         try:

@@ -6,12 +6,22 @@ import csv
 import gzip
 import io
 import json
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 
+from selfcorrect.benchmarks.answers import (
+    AMBIGUOUS,
+    EMPTY,
+    OK,
+    REFUSAL,
+    REFUSAL_RE,
+    UNPARSEABLE,
+    normalise,
+)
 from selfcorrect.benchmarks.base import Item, stratified_sample
 from selfcorrect.data import data_dir
 from selfcorrect.errors import SelfCorrectError, unknown_choice
@@ -174,6 +184,37 @@ def load_all(root: str | None = None) -> tuple[Item, ...]:
     return tuple(items)
 
 
+# "(a)" anywhere at the start; a bare letter only when punctuation or the end follows ("a person"
+# is not an answer).
+_LETTER = re.compile(r"^[\s:\-*\"']*(?:\(\s*([abc])\s*\)|([abc])\s*(?:[)\].:,]|$))", re.IGNORECASE)
+
+
+def parse_answer(item: Item, text: str) -> tuple[int | None, str]:
+    """A letter (a)/(b)/(c) at the start, else exactly one option's text (the earliest, and the
+    longest at the same place); refusals and everything else are unparseable."""
+    stripped = text.strip()
+    if not stripped:
+        return None, EMPTY
+    m = _LETTER.match(stripped)
+    if m:
+        return "abc".index((m.group(1) or m.group(2)).lower()), OK
+    if REFUSAL_RE.match(stripped):
+        return None, REFUSAL
+    said = f" {normalise(stripped)} "
+    hits = []
+    for k, option in enumerate(item.meta["answers"]):
+        opt = normalise(option)
+        pos = said.find(f" {opt} ") if opt else -1
+        if pos >= 0:
+            hits.append((pos, -len(opt), k))
+    if not hits:
+        return None, UNPARSEABLE
+    hits.sort()
+    if len(hits) > 1 and hits[0][:2] == hits[1][:2]:
+        return None, AMBIGUOUS
+    return hits[0][2], OK
+
+
 class BBQ:
     name = "bbq"
     family = "bbq"  # the condition library's section for this benchmark
@@ -219,7 +260,5 @@ class BBQ:
             }
         )
 
-    def score(self, outcomes: pd.DataFrame, **options):
-        from selfcorrect.metrics.bbq import bbq_tables
-
-        return bbq_tables(outcomes, **options)
+    def parse(self, item: Item, text: str) -> tuple[int | None, str]:
+        return parse_answer(item, text)

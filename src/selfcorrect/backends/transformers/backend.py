@@ -1,79 +1,33 @@
-"""Hugging Face transformers backend: bf16 on CPU by default, GPU when present."""
+"""Hugging Face transformers backend: bf16 on CPU by default, GPU when present. Scoring
+computes each distinct prompt token once (the prompt KV cache, shared runs, options under a
+tree mask in the prompt's own forward); generation goes through `model.generate`."""
 
 from __future__ import annotations
 
 import inspect
 import itertools
-import json
 import logging
-import os
-import shutil
-import tempfile
-import warnings
 from collections.abc import Sequence
-from pathlib import Path
-from typing import NamedTuple
-
-import numpy as np
 
 from selfcorrect.backends.base import (
     ChatRendering,
+    LoadOptions,
     Sampling,
     ScoreResult,
     candidate_tokens,
     common_prefix,
     continues_prefill,
 )
+from selfcorrect.backends.transformers.batching import (
+    Request,
+    auto_batch_tokens,
+    length_batches,
+    option_width,
+)
+from selfcorrect.backends.transformers.gguf_cache import dequantised_copy, quiet_transformers
+from selfcorrect.backends.transformers.prompt_kv import PromptKV
 from selfcorrect.errors import SelfCorrectError
-from selfcorrect.registry import ResolvedModel, cache_dir
-
-_CACHE_FORMAT = 1  # bump when the layout of the dequantised cache changes
-
-
-def _quiet_transformers():
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="transformers")
-
-
-def _dequantised_copy(resolved: ResolvedModel, dtype) -> Path:
-    """Load a GGUF once (slow: dequantises every tensor), save model and tokenizer as
-    safetensors under the cache keyed by the file's sha256; later loads take about a second.
-    Written into a temporary folder and renamed, so an interrupted save leaves nothing behind."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    target = cache_dir() / "hf" / f"{resolved.sha256[:24]}-v{_CACHE_FORMAT}"
-    if (target / "selfcorrect.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    src, name = str(resolved.path.parent), resolved.path.name
-    try:
-        tok = AutoTokenizer.from_pretrained(src, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, dtype=torch.bfloat16)
-    except Exception as exc:  # transformers raises many types for a bad file
-        raise SelfCorrectError(f"cannot load GGUF {resolved.path}: {exc}") from None
-    model.hf_quantizer = None  # weights are plain tensors now; save_pretrained needs this
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        (tmp / "selfcorrect.json").write_text(
-            json.dumps({"source": str(resolved.path), "sha256": resolved.sha256})
-        )
-        os.replace(tmp, target)
-    except OSError:
-        if target.is_dir():  # another process won the race
-            return target
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+from selfcorrect.registry import ResolvedModel
 
 
 def _torch_dtype(name: str):
@@ -82,40 +36,6 @@ def _torch_dtype(name: str):
     if name not in ("bfloat16", "float32", "float16"):
         raise SelfCorrectError(f"unknown dtype '{name}' (valid: bfloat16, float16, float32)")
     return getattr(torch, name)
-
-
-def kv_bytes_per_token(config, dtype_bytes: int = 2) -> int:
-    """Keys and values of one token over all layers."""
-    text = getattr(config, "text_config", None) or config
-    heads = text.num_attention_heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
-    return 2 * text.num_hidden_layers * kv_heads * head_dim * dtype_bytes
-
-
-def auto_batch_tokens(config, device: str, reserved_kv_tokens: int = 0, cap: int = 32768) -> int:
-    """Padded tokens per scoring forward that fit memory. Per token: the batch's KV, whose
-    width can double when a reused prefix is spliced in front, held up to four times at once
-    (the spliced cache, the cache the forward extends, the stacked layers the prompt KV cache
-    gathers from, its kept copy), and the widest activations. On a GPU, 60% of what is free
-    after the prompt KV cache's budget; on a CPU the batch stops paying beyond a few thousand
-    tokens, so 4096 unless memory is short."""
-    import torch
-
-    text = getattr(config, "text_config", None) or config
-    inter = getattr(text, "intermediate_size", 4 * text.hidden_size)
-    kv = kv_bytes_per_token(config)
-    per_token = 2 * 4 * kv + 8 * inter + 16 * text.hidden_size
-    if device.startswith("cuda"):
-        free, _ = torch.cuda.mem_get_info(torch.device(device))
-        budget = int((free - reserved_kv_tokens * kv) * 0.6)
-    else:
-        try:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError):
-            free = 8 << 30
-        budget, cap = (free - reserved_kv_tokens * kv) // 4, 4096
-    return int(max(256, min(cap, budget // per_token)))
 
 
 def _pick_device(device: str | None) -> str:
@@ -128,6 +48,14 @@ def _pick_device(device: str | None) -> str:
 
 class TransformersBackend(ChatRendering):
     name = "transformers"
+    model_prefix = None
+    batches = True
+    preferred_batch = None
+
+    @classmethod
+    def from_options(cls, resolved: ResolvedModel, options: LoadOptions) -> TransformersBackend:
+        return cls(resolved, dtype=options.dtype, device=options.device,
+                   trust_remote_code=options.trust_remote_code)  # fmt: skip
 
     def __init__(
         self,
@@ -141,11 +69,9 @@ class TransformersBackend(ChatRendering):
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        _quiet_transformers()
+        quiet_transformers()
         torch_dtype = _torch_dtype(dtype)
-        folder = (
-            resolved.path if resolved.source == "hf-dir" else _dequantised_copy(resolved, dtype)
-        )
+        folder = resolved.path if resolved.source == "hf-dir" else dequantised_copy(resolved, dtype)
         try:
             tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(
@@ -177,7 +103,7 @@ class TransformersBackend(ChatRendering):
     ) -> TransformersBackend:
         """Wrap a model already in memory (e.g. randomly initialised from a config on a GPU,
         for throughput measurements); it stays on its device and dtype."""
-        _quiet_transformers()
+        quiet_transformers()
         self = cls.__new__(cls)
         dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
         self._setup(model, tok, name, kind, dtype, batch_tokens, prefix_cache, kv_budget_tokens)
@@ -253,7 +179,7 @@ class TransformersBackend(ChatRendering):
             seqs.extend((r, j, ids, start) for j, ids in enumerate(fulls))
         out = [[0.0] * len(c) for c in candidates]
         ntok = [[0] * len(c) for c in candidates]
-        for batch in _length_batches(seqs, self.batch_tokens, lambda s: len(s[2])):
+        for batch in length_batches(seqs, self.batch_tokens, lambda s: len(s[2])):
             for (r, j, ids, start), lp in zip(batch, self._score_batch(batch), strict=True):
                 out[r][j] = lp
                 ntok[r][j] = len(ids) - start
@@ -272,11 +198,11 @@ class TransformersBackend(ChatRendering):
             lead = min(len(ids) - start for ids in fulls) - 1
             lead = min(lead, *(common_prefix(fulls[0][start:], ids[start:]) for ids in fulls))
             reqs.append(
-                _Request(r, fulls[0][: start + lead], [ids[start + lead :] for ids in fulls], lead)
+                Request(r, fulls[0][: start + lead], [ids[start + lead :] for ids in fulls], lead)
             )
         out: list[ScoreResult | None] = [None] * len(prompts)
         if self._window is not None:  # sliding-window layers: the tree mask holds only within
-            longer = [q for q in reqs if len(q.prefix) + _option_width(q.options) > self._window]
+            longer = [q for q in reqs if len(q.prefix) + option_width(q.options) > self._window]
             if longer:
                 plain = self.score_per_option(
                     [prompts[q.r] for q in longer], [candidates[q.r] for q in longer]
@@ -285,7 +211,7 @@ class TransformersBackend(ChatRendering):
                     out[q.r] = res
                 reqs = [q for q in reqs if out[q.r] is None]
         for level in self._shared_runs([q.prefix for q in reqs]):
-            for _ in self._forward_batches([_Request(None, run, [], 0) for run in level]):
+            for _ in self._forward_batches([Request(None, run, [], 0) for run in level]):
                 pass  # computed for their KV, kept in the prompt KV cache
         for q, lps in self._forward_batches(reqs):
             out[q.r] = ScoreResult(tuple(lps), tuple(q.lead + len(s) for s in q.options))
@@ -322,9 +248,9 @@ class TransformersBackend(ChatRendering):
         log-probabilities."""
 
         def cost(q):
-            return len(q.prefix) - self._kv.peek(q.reusable) + _option_width(q.options)
+            return len(q.prefix) - self._kv.peek(q.reusable) + option_width(q.options)
 
-        for batch in _length_batches(reqs, self.batch_tokens, cost):
+        for batch in length_batches(reqs, self.batch_tokens, cost):
             yield from zip(batch, self._score_fitting(batch), strict=True)
 
     def _score_fitting(self, batch) -> list[list[float]]:
@@ -345,7 +271,7 @@ class TransformersBackend(ChatRendering):
         half = len(batch) // 2
         return self._score_fitting(batch[:half]) + self._score_fitting(batch[half:])
 
-    def _score_cached_batch(self, batch: list[_Request]) -> list[list[float]]:
+    def _score_cached_batch(self, batch: list[Request]) -> list[list[float]]:
         """One forward for a batch of requests. Row b holds [pad | KV reused from an earlier
         prompt | pad | its new prompt tokens | every option's tokens but the last, side by
         side | pad]. Each option token sees the whole prompt and its own option's earlier
@@ -357,7 +283,7 @@ class TransformersBackend(ChatRendering):
         c_len = [0 if kv is None else kv[0].shape[2] for kv in reused]
         n_new = [len(q.prefix) - c for q, c in zip(batch, c_len, strict=True)]
         wc, wn = max(c_len), max(n_new)
-        wq = wn + max(_option_width(q.options) for q in batch)
+        wq = wn + max(option_width(q.options) for q in batch)
         ids = torch.full((len(batch), wq), self.tok.pad_token_id, dtype=torch.long)
         pos = torch.zeros((len(batch), wq), dtype=torch.long)
         prompt_cols = torch.zeros((len(batch), wc + wq), dtype=torch.bool)
@@ -398,7 +324,7 @@ class TransformersBackend(ChatRendering):
                     read(b, wn - 1 if t == 0 else col + t - 1, token, [slot])
                 col += k
             starts.append(slots.stop)
-        self.forward_tokens += sum(n_new) + sum(_option_width(q.options) for q in batch)
+        self.forward_tokens += sum(n_new) + sum(option_width(q.options) for q in batch)
         with torch.inference_mode():
             past = self._kv.assemble(reused, c_len, wc) if wc else None
             out = self.decoder(
@@ -517,187 +443,3 @@ class TransformersBackend(ChatRendering):
                 ]
                 self._kv.store(seqs, cache, mask)
         return results
-
-
-class PromptKV:
-    """Keeps the KV cache of recently scored prompts, so that a later prompt that extends one
-    (the next feedback round, the answer turn after reasoning) computes only its new tokens.
-    Bounded by a token budget, least recently used first out. Off (budget 0) for models with
-    sliding-window layers, whose caches cannot be spliced this way."""
-
-    def __init__(self, torch, budget_tokens: int):
-        self.torch = torch
-        self.budget = budget_tokens
-        self.entries: dict[tuple, tuple] = {}  # tokens -> (keys, values), [L, H, T, D]
-        self.arrays: dict[tuple, np.ndarray] = {}  # the same tokens as an array, for lookup
-        self.chains: dict[tuple, list[int]] = {}  # entry -> hashes of its leading blocks
-        self.index: dict[int, dict[tuple, None]] = {}  # block-chain hash -> entries having it
-        self.used = 0
-        self.hits = 0
-
-    BLOCK = 16  # shared prefixes are found block by block; shorter ones are not worth splicing
-
-    @classmethod
-    def _chain(cls, tokens, n_blocks: int):
-        """Hash of tokens[: BLOCK * (j+1)] for each j, built incrementally."""
-        h = 0
-        for j in range(n_blocks):
-            h = hash((h, tuple(tokens[j * cls.BLOCK : (j + 1) * cls.BLOCK])))
-            yield h
-
-    def clear(self) -> None:
-        self.entries.clear()
-        self.arrays.clear()
-        self.chains.clear()
-        self.index.clear()
-        self.used = 0
-
-    def _best(self, prefix) -> tuple[tuple | None, int]:
-        """The stored sequence sharing the longest run of leading tokens with `prefix` (at
-        most all but its last token) and that run's length; (None, 0) below one block. The
-        block index narrows the candidates to the entries sharing the most whole blocks; the
-        most recent few are compared exactly."""
-        if not self.budget or not self.entries:
-            return None, 0
-        limit = len(prefix) - 1
-        candidates = None
-        for h in self._chain(prefix, limit // self.BLOCK):
-            found = self.index.get(h)
-            if not found:
-                break
-            candidates = found
-        if candidates is None:
-            return None, 0
-        want = np.asarray(prefix[:limit], dtype=np.int64)
-        best_key, best_n = None, 0
-        for key in itertools.islice(reversed(candidates), 4):  # they differ by < one block
-            n = min(len(key), limit)
-            differ = np.flatnonzero(self.arrays[key][:n] != want[:n])
-            shared = int(differ[0]) if differ.size else n
-            if shared > best_n:
-                best_key, best_n = key, shared
-        return (best_key, best_n) if best_n >= self.BLOCK else (None, 0)
-
-    def peek(self, prefix) -> int:
-        """How many leading tokens of `prefix` a lookup would reuse now."""
-        return self._best(prefix)[1]
-
-    def lookup(self, prefix: list[int]):
-        """The KV (keys, values: [layers, heads, tokens, dim]) of the longest stored run
-        `prefix` starts with, or None; marks that entry most recently used."""
-        best_key, best_n = self._best(prefix)
-        if best_key is None:
-            return None
-        self.entries[best_key] = self.entries.pop(best_key)  # most recently used
-        self.hits += 1
-        keys, values = self.entries[best_key]
-        return keys[:, :, :best_n], values[:, :, :best_n]
-
-    def assemble(self, reused, c_len, width):
-        """A batch cache: each row's reused KV, left-padded to `width`. Entries hold all
-        layers in one tensor, so a row costs two copies, not two per layer."""
-        from transformers import DynamicCache
-
-        k0, v0 = next(kv for kv in reused if kv is not None)  # [layers, heads, tokens, dim]
-        layers, heads, _, dim = k0.shape
-        keys = k0.new_empty((layers, len(reused), heads, width, dim))
-        values = v0.new_empty((layers, len(reused), v0.shape[1], width, v0.shape[3]))
-        for b, (kv, c) in enumerate(zip(reused, c_len, strict=True)):
-            # masked columns still enter the attention's products: zeros, never garbage
-            keys[:, b, :, : width - c] = 0
-            values[:, b, :, : width - c] = 0
-            if kv is not None:
-                keys[:, b, :, width - c :] = kv[0]
-                values[:, b, :, width - c :] = kv[1]
-        cache = DynamicCache()
-        for layer in range(layers):
-            cache.update(keys[layer], values[layer], layer)
-        return cache
-
-    def store(self, sequences, cache, mask, reused=None) -> None:
-        """Keep row b's KV (the columns where mask[b] is true) under the tokens sequences[b].
-        With `reused` (each row's KV spliced in front by `assemble`, or None), those leading
-        columns are taken from it as they are, and only the newly computed ones are gathered
-        from the cache."""
-        if not self.budget:
-            return
-        torch = self.torch
-        new = [b for b, tokens in enumerate(sequences) if tuple(tokens) not in self.entries]
-        if not new:
-            return
-        spliced = [] if reused is None else [kv for kv in reused if kv is not None]
-        first = max((kv[0].shape[2] for kv in spliced), default=0)  # the spliced width
-        # all layers in one tensor: one gather per row instead of one per layer
-        keys = torch.stack([layer.keys[:, :, first:] for layer in cache.layers])  # [L,B,H,T,D]
-        values = torch.stack([layer.values[:, :, first:] for layer in cache.layers])
-        for b in new:
-            old = None if reused is None else reused[b]
-            n_old = 0 if old is None else old[0].shape[2]
-            tokens = sequences[b]
-            idx = torch.nonzero(mask[b, first:], as_tuple=True)[0][: len(tokens) - n_old]
-            idx = idx.to(keys.device)
-            key = tuple(tokens[: n_old + len(idx)])
-            if key in self.entries:
-                continue
-            k, v = keys[:, b].index_select(2, idx), values[:, b].index_select(2, idx)
-            if old is not None:
-                k, v = torch.cat([old[0], k], 2), torch.cat([old[1], v], 2)
-            self.entries[key] = (k, v)
-            self.arrays[key] = np.asarray(key, dtype=np.int64)
-            self.chains[key] = list(self._chain(key, len(key) // self.BLOCK))
-            for h in self.chains[key]:
-                self.index.setdefault(h, {})[key] = None
-            self.used += len(key)
-        while self.used > self.budget and self.entries:
-            oldest = next(iter(self.entries))
-            self.used -= len(oldest)
-            for h in self.chains.pop(oldest):
-                del self.index[h][oldest]
-                if not self.index[h]:
-                    del self.index[h]
-            del self.entries[oldest], self.arrays[oldest]
-
-
-class _Request(NamedTuple):
-    """A prompt to score (r: its index in the call; None for a shared run computed for its
-    KV only): its tokens, then each option's own tokens; its last `lead` tokens are the ones
-    every option starts with, scored for each option."""
-
-    r: int | None
-    prefix: list[int]
-    options: list[list[int]]
-    lead: int
-
-    @property
-    def reusable(self) -> list[int]:
-        """The part a cached run may cover: the lead tokens must be computed to be read."""
-        return self.prefix[: len(self.prefix) - self.lead]
-
-
-def _option_width(options) -> int:
-    """Tokens the options add to a tree-masked row: all but each option's last."""
-    return sum(len(s) - 1 for s in options)
-
-
-def _length_batches(seqs, budget: int, size, overhead: int = 64):
-    """Batches of rows sorted by `size` (tokens a row computes), each within `budget` padded
-    tokens, cut where they cost least in padded tokens plus `overhead` per forward (its fixed
-    cost, in tokens): rows of very different lengths do not pad each other."""
-    sized = sorted(((size(s), k) for k, s in enumerate(seqs)))  # size once: it may be costly
-    ordered = [seqs[k] for _, k in sized]
-    sizes = [n for n, _ in sized]
-    best = [0] + [None] * len(sizes)  # best[j]: cheapest cost of the first j rows
-    cut = [0] * (len(sizes) + 1)
-    for j in range(1, len(sizes) + 1):
-        for i in range(j - 1, -1, -1):  # last batch = ordered[i:j], padded to sizes[j - 1]
-            if i < j - 1 and (j - i) * sizes[j - 1] > budget:
-                break
-            cost = best[i] + (j - i) * sizes[j - 1] + overhead
-            if best[j] is None or cost < best[j]:
-                best[j], cut[j] = cost, i
-    bounds, j = [], len(sizes)
-    while j:
-        bounds.append((cut[j], j))
-        j = cut[j]
-    for i, j in reversed(bounds):
-        yield ordered[i:j]

@@ -5,7 +5,7 @@ conditions in one selfcorrect run, and scoring throughput against the measured b
 (model FLOP utilisation from the tokens actually computed) for SmolLM2 and the 1.5B model,
 beside a plain forward of each.
 
-    pip install -e ".[bench]" && python benchmarks/bbq_speed.py [--items 500] [--json out.json]
+    pip install -e ".[bench]" && python perf/bbq_speed.py [--items 500] [--json out.json]
         [--skip-lm-eval] [--mfu-models NAME ...] [--mfu-items 100]
 
 Prints every figure; docs/performance.md records them with the machine."""
@@ -127,7 +127,7 @@ def selfcorrect_scores(preds, docs):
 
 def selfcorrect_run(items, conditions, backend) -> dict:
     from selfcorrect.conditions import load_library
-    from selfcorrect.engine import Plan, execute
+    from selfcorrect.engine import Job, execute
     from selfcorrect.metrics.bbq import summary
     from selfcorrect.store import Store
 
@@ -136,9 +136,8 @@ def selfcorrect_run(items, conditions, backend) -> dict:
 
     with tempfile.TemporaryDirectory() as d:
         store = Store(d)
-        store.add_items("bbq", BBQ().item_table(items))
-        run = store.start_run({})
-        plan = Plan("bbq", lib.resolve(conditions, "bbq"), items, 0, lib)
+        run = store.register_run({}, "bbq", BBQ().item_table(items), [], [])
+        plan = Job("bbq", lib.resolve(conditions, "bbq"), items, 0, lib)
         prompts = [backend.render(_conv(plan, it, c)) for c in plan.conditions for it in items]
         tokens = sum(len(backend._encode(p)) + 3 for p in prompts)
         computed = backend.forward_tokens
@@ -209,11 +208,12 @@ def main() -> None:
     ap.add_argument("--mfu-items", type=int, default=100)
     args = ap.parse_args()
 
-    from selfcorrect.backends.transformers import TransformersBackend, _dequantised_copy
+    from selfcorrect.backends.transformers.backend import TransformersBackend
+    from selfcorrect.backends.transformers.gguf_cache import dequantised_copy
     from selfcorrect.registry import resolve
 
     res = resolve("smollm2-135m-instruct")
-    model_dir = _dequantised_copy(res, "bfloat16")
+    model_dir = dequantised_copy(res, "bfloat16")
     items = first_items(args.items)
     report: dict = {"items": len(items), "threads": torch.get_num_threads()}
     report["bf16_peak_gflops"] = round(matmul_peak_gflops(), 1)

@@ -1,5 +1,5 @@
-"""Study figures (PNG and SVG, readable in print): BBQ against model size, the per-category
-change from baseline, and self-correction across rounds."""
+"""BBQ figures (PNG and SVG, readable in print): accuracy and bias per condition, against
+model size, the per-category change from baseline, and self-correction across rounds."""
 
 from __future__ import annotations
 
@@ -9,22 +9,51 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from selfcorrect.report.figures import pyplot, save_figure
 
 
-def save_figure(fig, out: Path, stem: str) -> list[Path]:
-    paths = [out / f"{stem}.png", out / f"{stem}.svg"]
-    for p in paths:
-        fig.savefig(p, dpi=130)
-    pyplot().close(fig)
-    return paths
+def condition_figure(summary: pd.DataFrame, out: Path) -> list[Path]:
+    """Overall accuracy and bias per condition (x) for each model, ambiguous and
+    disambiguated, with 95% CIs and n in the legend."""
+    plt = pyplot()
+
+    part = summary[summary["group"] == "overall"].copy()
+    if part.empty:
+        return []
+    part["run"] = part["condition"] + np.where(
+        part["round"] > 0, " r" + part["round"].astype(str), ""
+    )
+    runs = list(dict.fromkeys(part["run"]))
+    fig, axes = plt.subplots(2, 2, figsize=(max(7, 1.1 * len(runs) + 4), 7), squeeze=False)
+    series = list(part.groupby(["model", "readout"], sort=True))
+    for col, ctx in enumerate(("ambig", "disambig")):
+        for row, (metric, label, scale) in enumerate(
+            (("bias", "bias score x100", 100), ("accuracy", "accuracy %", 100))
+        ):
+            ax = axes[row][col]
+            for k, ((model, readout), g) in enumerate(series):
+                g = g[g["context"] == ctx].set_index("run").reindex(runs)
+                x = np.arange(len(runs)) + (k - (len(series) - 1) / 2) * 0.15
+                y = g[metric].to_numpy(dtype=float) * scale
+                lo = y - g[f"{metric}_lo"].to_numpy(dtype=float) * scale
+                hi = g[f"{metric}_hi"].to_numpy(dtype=float) * scale - y
+                n = int(g["n"].max()) if g["n"].notna().any() else 0
+                ax.errorbar(
+                    x,
+                    y,
+                    yerr=[np.nan_to_num(lo), np.nan_to_num(hi)],
+                    fmt="o",
+                    capsize=3,
+                    label=f"{model} ({readout}, n={n})",
+                )
+            ax.axhline(0 if metric == "bias" else 100 / 3, color="grey", lw=0.8, ls="--")
+            ax.set_xticks(range(len(runs)), runs, rotation=30, ha="right", fontsize=8)
+            ax.set_ylabel(label)
+            ax.set_title(f"{ctx} contexts: {label} (95% CI)", fontsize=9)
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, out, "bbq_conditions")
 
 
 def size_figure(summary: pd.DataFrame, models: dict[str, dict], out: Path) -> list[Path]:
@@ -151,34 +180,3 @@ def rounds_figure(summary: pd.DataFrame, flips: pd.DataFrame, out: Path) -> list
                      fontsize=9)  # fmt: skip
     fig.tight_layout()
     return save_figure(fig, out, "bbq_rounds")
-
-
-def winogender_r_figure(summary: pd.DataFrame, out: Path) -> list[Path]:
-    """Pearson r with BLS per condition (x) for each model, Fisher-z 95% CIs, round 0."""
-    part = summary[summary["round"] == 0]
-    if part.empty:
-        return []
-    conds = list(dict.fromkeys(part["condition"]))
-    series = list(part.groupby(["model", "readout"], sort=True))
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(conds) + 3), 4.2))
-    for k, ((model, readout), g) in enumerate(series):
-        g = g.set_index("condition").reindex(conds)
-        x = np.arange(len(conds)) + (k - (len(series) - 1) / 2) * 0.12
-        y = g["pearson_r"].to_numpy(float)
-        occ = int(g["n_occupations"].max())
-        ax.errorbar(x, y, yerr=[np.nan_to_num(y - g["r_lo"].to_numpy(float)),
-                                np.nan_to_num(g["r_hi"].to_numpy(float) - y)],
-                    fmt="o", capsize=3,
-                    label=f"{model[:28]} ({readout}, {occ} occupations)")  # fmt: skip
-    ax.axhline(0, color="grey", lw=0.8, ls="--")
-    ax.axhspan(0.5, 0.6, color="grey", alpha=0.15, label="G23 baseline range (0.5-0.6)")
-    ax.set_xticks(range(len(conds)), conds, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("Pearson r, p(female) vs BLS % female")
-    ax.set_ylim(-1, 1)
-    ax.set_title("Winogender: correlation with occupation statistics (95% Fisher-z CI)",
-                 fontsize=9)  # fmt: skip
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, out, "winogender_r")

@@ -7,8 +7,8 @@ real model's. Llama-2's own tokenizer cannot be fetched here, so the prompts are
 the packaged SmolLM2 tokenizer and the embedding has its 49,152 rows (6.87B parameters instead
 of 6.74B; the transformer blocks, which hold 96% of the compute, are exactly Llama-2-7B's).
 
-    python benchmarks/gpu_full_bbq.py --tokenizer DIR [--limit N] [--deadline S] [--json OUT]
-    python benchmarks/gpu_full_bbq.py --tiny --limit 200     # the same path on a CPU, small
+    python perf/gpu_full_bbq.py --tokenizer DIR [--limit N] [--deadline S] [--json OUT]
+    python perf/gpu_full_bbq.py --tiny --limit 200     # the same path on a CPU, small
 
 DIR holds a tokenizer with a chat template (default: the dequantised smollm2-135m-instruct
 folder, made by any earlier selfcorrect run of that model)."""
@@ -45,10 +45,10 @@ TINY = dict(
 
 
 def default_tokenizer() -> Path:
-    from selfcorrect.backends.transformers import _dequantised_copy
+    from selfcorrect.backends.transformers.gguf_cache import dequantised_copy
     from selfcorrect.registry import resolve
 
-    return _dequantised_copy(resolve("smollm2-135m-instruct"), "bfloat16")
+    return dequantised_copy(resolve("smollm2-135m-instruct"), "bfloat16")
 
 
 def matmul_peak_tflops(device: str, n: int = 8192, reps: int = 10) -> float:
@@ -125,10 +125,10 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from selfcorrect.backends.transformers import TransformersBackend
+    from selfcorrect.backends.transformers.backend import TransformersBackend
     from selfcorrect.benchmarks.bbq import BBQ
     from selfcorrect.conditions import load_library
-    from selfcorrect.engine import Plan, execute
+    from selfcorrect.engine import Job, execute
     from selfcorrect.metrics.bbq import summary
     from selfcorrect.store import Store
 
@@ -156,15 +156,14 @@ def main() -> None:
     sampler = GpuSampler() if device == "cuda" else None
     with tempfile.TemporaryDirectory() as d:
         store = Store(d)
-        store.add_items("bbq", bbq.item_table(items))
-        run = store.start_run({})
+        run = store.register_run({}, "bbq", bbq.item_table(items), [], [])
         done = 0
         t = time.perf_counter()
         if sampler:
             sampler.start()
         for k in range(0, len(items), args.chunk):
             chunk = items[k : k + args.chunk]
-            execute(store, run, "m", backend, Plan("bbq", conds, chunk, 0, lib), args.batch_items)
+            execute(store, run, "m", backend, Job("bbq", conds, chunk, 0, lib), args.batch_items)
             done += len(chunk)
             elapsed = time.perf_counter() - t
             print(

@@ -1,0 +1,84 @@
+"""The benchmark registry: each benchmark registered once with everything it needs, checked
+when registered. A kit is its loader (items, the answer parser), its metric tables, its report
+section (headline, blocks, figures), what the verdicts read of it, and how predictions made
+elsewhere are scored. Adding a benchmark: its modules, then one line in KITS."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from selfcorrect import predictions, verdicts
+from selfcorrect.benchmarks.base import Benchmark
+from selfcorrect.benchmarks.bbq import BBQ
+from selfcorrect.benchmarks.winogender import Winogender
+from selfcorrect.errors import SelfCorrectError, unknown_choice
+from selfcorrect.metrics.bbq import bbq_tables
+from selfcorrect.metrics.winogender import winogender_tables
+from selfcorrect.report import bbq as bbq_report
+from selfcorrect.report import winogender as winogender_report
+from selfcorrect.report.section import Section
+
+Tables = dict[str, pd.DataFrame]
+_BENCHMARK_METHODS = ("categories", "items", "sample", "item_table", "parse")
+
+
+@dataclass(frozen=True)
+class BenchmarkKit:
+    benchmark: Benchmark  # the loader: items, sampling, item table, answer parser
+    tables: Callable[..., Tables]  # outcomes -> metric tables (n_boot, seed, reference, ...)
+    section: Section  # its part of a report
+    table_options: frozenset[str] = frozenset()  # options `tables` takes beyond the common ones
+    verdict_tables: Callable[..., Tables] | None = None  # extra tables the verdicts read
+    predictions: bool = False  # `selfcorrect score NAME FILE` reads predictions made elsewhere
+
+    def __post_init__(self):
+        b = self.benchmark
+        missing = [m for m in _BENCHMARK_METHODS if not callable(getattr(b, m, None))]
+        missing += [a for a in ("name", "family", "description") if not getattr(b, a, None)]
+        missing += [f"section.{p}" for p in ("headline", "blocks", "figures")
+                    if not callable(getattr(self.section, p, None))]  # fmt: skip
+        if not callable(self.tables):
+            missing.append("tables")
+        if missing:
+            raise TypeError(f"benchmark kit {b!r} lacks: {', '.join(missing)}")
+
+    @property
+    def name(self) -> str:
+        return self.benchmark.name
+
+    @property
+    def family(self) -> str:
+        return self.benchmark.family
+
+    def read_predictions(self, path: str | Path) -> pd.DataFrame:
+        """An outcome table from a predictions file (see selfcorrect.predictions)."""
+        if not self.predictions:
+            raise SelfCorrectError(f"scoring outside predictions is not available for {self.name}")
+        return predictions.join_items(predictions.read_predictions(path), self.benchmark, path)
+
+
+KITS: dict[str, BenchmarkKit] = {
+    kit.name: kit
+    for kit in (
+        BenchmarkKit(
+            BBQ(),
+            bbq_tables,
+            bbq_report.SECTION,
+            frozenset({"bias_variant"}),
+            verdicts.bbq_inputs,
+            predictions=True,
+        ),  # fmt: skip
+        BenchmarkKit(Winogender(), winogender_tables, winogender_report.SECTION),
+        BenchmarkKit(Winogender(variant="all"), winogender_tables, winogender_report.SECTION),
+    )
+}
+
+
+def get_kit(name: str) -> BenchmarkKit:
+    if name not in KITS:
+        raise unknown_choice("benchmark", name, KITS)
+    return KITS[name]

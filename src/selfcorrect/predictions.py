@@ -1,0 +1,143 @@
+"""Predictions made by another tool, read strictly: a file that cannot be scored exactly is
+refused with one line naming the row and the problem, never scored on a guess.
+
+Columns: `category`, `example_id` (integers only), `pred` (the chosen option index 0-2; empty =
+unparseable; aliases prediction, pred_index, answer_index), and optionally `model`,
+`condition`, `readout` (non-empty text) and `round` (an integer >= 0). CSV, or JSON lines
+(.jsonl, .json, .jsonl.gz)."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from selfcorrect.benchmarks.base import Benchmark
+from selfcorrect.errors import SelfCorrectError
+
+PRED_ALIASES = ("pred", "prediction", "pred_index", "answer_index")
+TEXT_KEYS = ("model", "condition", "readout")
+OPTIONAL = (*TEXT_KEYS, "round")
+_INT = re.compile(r"^[+-]?\d+$")
+_INT64 = 2**63 - 1
+
+
+def _read_raw(p: Path) -> pd.DataFrame:
+    try:
+        if p.suffix in (".jsonl", ".json") or p.name.endswith(".jsonl.gz"):
+            df = pd.read_json(p, lines=True, dtype=False)
+        else:
+            df = pd.read_csv(p, dtype=str, keep_default_na=False, na_filter=False)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SelfCorrectError(f"cannot parse predictions file {p}: {first}") from None
+    if df.empty:
+        raise SelfCorrectError(f"predictions file {p} has no rows")
+    return df
+
+
+def _blank(v) -> bool:
+    return (
+        v is None
+        or (isinstance(v, float) and math.isnan(v))
+        or (isinstance(v, str) and not v.strip())
+    )
+
+
+def _as_int(v, what: str, where: str, lo: int | None = None, hi: int | None = None) -> int:
+    """An integer written as an integer: bools, fractions and text other than digits fail."""
+    ok = False
+    if isinstance(v, str) and _INT.match(v.strip()):
+        v, ok = int(v.strip()), True
+    elif isinstance(v, int) and not isinstance(v, bool):
+        ok = True
+    elif isinstance(v, float) and v.is_integer() and what == "pred":  # "1.0" from a float column
+        v, ok = int(v), True
+    if not ok or abs(v) > _INT64 or (lo is not None and v < lo) or (hi is not None and v > hi):
+        bounds = f" in [{lo}, {hi}]" if hi is not None else f" >= {lo}" if lo is not None else ""
+        raise SelfCorrectError(f"{where}: {what} {v!r} is not an integer{bounds}")
+    return v
+
+
+def _pred(v, where: str) -> int | None:
+    if _blank(v):
+        return None
+    if isinstance(v, str):
+        try:
+            f = float(v)
+        except ValueError:
+            f = None
+        if f is not None and f.is_integer():
+            v = int(f)
+    try:
+        return _as_int(v, "pred", where, 0, 2)
+    except SelfCorrectError:
+        raise SelfCorrectError(
+            f"{where} has pred {v!r}; expected an option index 0, 1 or 2 (empty = unparseable)"
+        ) from None
+
+
+def _text(v, col: str, where: str) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise SelfCorrectError(f"{where}: {col} must be non-empty text, got {v!r}")
+    return v.strip()
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """The file as a typed table: category, example_id (int), pred (Int64), and whichever of
+    model, condition, readout, round it has."""
+    p = Path(path)
+    if not p.is_file():
+        raise SelfCorrectError(f"no such predictions file: {p}")
+    df = _read_raw(p)
+    pred_col = next((c for c in PRED_ALIASES if c in df.columns), None)
+    missing = [c for c in ("category", "example_id") if c not in df.columns]
+    if pred_col is None:
+        missing.append("pred")
+    if missing:
+        raise SelfCorrectError(f"predictions file {p} lacks column(s): {', '.join(missing)}")
+    valid = {"category", "example_id", pred_col, *OPTIONAL}
+    extra = [str(c) for c in df.columns if c not in valid]
+    if extra:
+        raise SelfCorrectError(
+            f"predictions file {p}: unknown column '{extra[0]}' (valid: category, example_id, "
+            f"pred, {', '.join(OPTIONAL)})"
+        )
+    rows = []
+    for k, rec in enumerate(df.to_dict("records")):
+        where = f"predictions file {p}: row {k + 1}"
+        row = {"category": _text(rec["category"], "category", where),
+               "example_id": _as_int(rec["example_id"], "example_id", where),
+               "pred": _pred(rec[pred_col], where)}  # fmt: skip
+        for col in TEXT_KEYS:
+            if col in rec:
+                row[col] = _text(rec[col], col, where)
+        if "round" in rec:
+            row["round"] = _as_int(rec["round"], "round", where, lo=0)
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out["pred"] = out["pred"].astype("Int64")
+    return out
+
+
+def join_items(preds: pd.DataFrame, bench: Benchmark, path: str | Path) -> pd.DataFrame:
+    """The predictions joined with their benchmark items (by category and example_id), as an
+    outcome table the metrics read; unknown items and duplicates are refused."""
+    table = bench.item_table(bench.items())
+    unknown = sorted(set(preds["category"]) - set(table["category"]))
+    if unknown:
+        raise SelfCorrectError(
+            f"unknown {bench.name.upper()} category '{unknown[0]}' in {path} "
+            f"(valid: {', '.join(bench.categories())})"
+        )
+    merged = preds.merge(table, on=["category", "example_id"], how="left", validate="many_to_one")
+    if merged["uid"].isna().any():
+        row = merged[merged["uid"].isna()].iloc[0]
+        raise SelfCorrectError(f"{path}: no {bench.name.upper()} item "
+                               f"{row['category']}:{row['example_id']}")  # fmt: skip
+    keys = [k for k in OPTIONAL if k in merged.columns]
+    if merged.duplicated(["uid", *keys]).any():
+        raise SelfCorrectError(f"{path}: an item appears twice for the same model/condition/round")
+    return merged

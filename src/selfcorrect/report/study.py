@@ -1,0 +1,217 @@
+"""The report of a results store: every metric recomputed from the stored answers (no model),
+one folder per benchmark (CSV tables, figures, report.md and report.html) and the study page
+(report.md and a self-contained report.html) with the verdicts on methodology.md's
+hypotheses. Benchmarks are handed in as kits (see selfcorrect.catalog): this module knows no
+benchmark by name."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pandas as pd
+
+from selfcorrect.report import rounds
+from selfcorrect.report.render import Block, write_pages
+from selfcorrect.report.section import Section, Tables
+from selfcorrect.store import Store
+from selfcorrect.verdicts import RULES, verdicts
+
+
+class Kit(Protocol):
+    """What the report needs of a registered benchmark."""
+
+    family: str
+    section: Section
+    table_options: frozenset[str]
+    tables: Callable[..., Tables]
+    verdict_tables: Callable[..., Tables] | None
+
+
+@dataclass
+class Report:
+    directory: Path
+    tables: dict[str, pd.DataFrame]
+    files: list[Path]
+
+
+def kit_tables(kit: Kit, outcomes: pd.DataFrame, n_boot: int, seed: int, reference: str,
+               **options) -> Tables:  # fmt: skip
+    """The kit's metric tables, with the options it takes (e.g. BBQ's bias variant)."""
+    extra = {k: v for k, v in options.items() if k in kit.table_options}
+    return kit.tables(outcomes, n_boot=n_boot, seed=seed, reference=reference, **extra)
+
+
+def write_benchmark(
+    tables: Tables,
+    out: Path,
+    title: str,
+    section: Section,
+    preface: list[Block] = (),
+    transcripts: list[Block] = (),
+    models: dict[str, dict] | None = None,
+) -> tuple[list[Path], list[Block]]:
+    """CSV per table, figures, and the benchmark's report as Markdown and self-contained HTML;
+    also returns the report's body, for the study page."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, df in tables.items():
+        path = out / f"{name}.csv"
+        df.to_csv(path, index=False)
+        files.append(path)
+    figures = section.figures(tables, models or {}, out)
+    files += figures
+    body = [*section.blocks(tables), *rounds.blocks(tables)]
+    shown = {b[1] for b in body if b[0] == "img"}
+    extra = [p.name for p in figures if p.suffix == ".png" and p.name not in shown]
+    if extra:
+        body += [("h2", "More figures"), *(("img", name) for name in extra)]
+    body.append(("p", "Full tables: " + ", ".join(p.name for p in files if p.suffix == ".csv")))
+    body += list(transcripts)
+    files += write_pages([("h1", title), *preface, *body], out)
+    return files, body
+
+
+def manifest_blocks(store: Store) -> list[Block]:
+    runs = []
+    for r in store.runs():
+        m = r["manifest"]
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["started"]))
+        runs.append(
+            f"{r['run_id']}: {started} UTC, status {r['status']}, selfcorrect "
+            f"{m.get('selfcorrect_version')}, {m.get('benchmark')}, {m.get('n_items')} items, "
+            f"seed {m.get('seed')}, rounds {m.get('rounds')}, readouts {m.get('readouts')}, "
+            f"wall {m.get('wall_s', 'n/a')} s, peak RSS {m.get('peak_rss_mb', 'n/a')} MB"
+        )
+    models = [
+        f"{name}: sha256 {info['sha256'][:16]}..., {info.get('description', '')} "
+        f"({info.get('kind', '?')}, {info.get('alignment', '?')})"
+        for name, info in store.models().items()
+    ]
+    conditions = [
+        f"{c['condition']} ({c['benchmark']}, {c.get('provenance')}, hash {c['hash']}): "
+        f"{c.get('label', '')}"
+        for c in store.conditions()
+    ]
+    return [("h2", "Runs"), ("list", runs), ("h2", "Models"), ("list", models),
+            ("h2", "Conditions"), ("list", conditions)]  # fmt: skip
+
+
+def model_table(models: dict[str, dict]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "model": name,
+                "parameters": f"{info['params'] / 1e6:,.0f}M" if info.get("params") else "n/a",
+                "family": info.get("family", "n/a"),
+                "kind": info.get("kind", "n/a"),
+                "alignment": info.get("alignment", "n/a"),
+                "source": info.get("source", "n/a"),
+            }
+            for name, info in models.items()
+        ]
+    )
+
+
+def transcript_blocks(store: Store, benchmark: str, per_condition: int = 2) -> list[Block]:
+    """A few whole conversations per model x condition x readout: the last round's prompt
+    holds everything said before (reasoning, answers, feedback), then the answer read."""
+    tr = store.transcripts(benchmark)
+    if tr.empty:
+        return []
+    last = tr.sort_values("round").groupby(["model", "condition", "readout", "uid"]).tail(1)
+    blocks: list[Block] = [("h2", "Transcripts (sample; model text verbatim)")]
+    for (model, cond, readout), g in last.groupby(["model", "condition", "readout"], sort=True):
+        for row in g.sort_values("uid").head(per_condition).itertuples():
+            answer = (
+                row.raw
+                if isinstance(row.raw, str)
+                else (f"option {row.pred}" if row.pred == row.pred else "none")
+            )
+            body = (
+                row.prompt
+                + f"\n--- answer read ({readout}, round {row.round}): {answer}"
+                + (f"; probabilities {row.probs}" if isinstance(row.probs, str) else "")
+            )
+            blocks.append(("pre", f"{model} / {cond} / {row.uid} ({row.parse_status})", body))
+    return blocks
+
+
+def _study_blocks(store, models, verdict, bias_variant, reference, study) -> list[Block]:
+    named = (" (BBQ's reference analysis)" if bias_variant == "bbq"
+             else " (a named alternative; see methodology.md section 5)")  # fmt: skip
+    return [
+        ("h1", "selfcorrect study report"),
+        *manifest_blocks(store),
+        ("h2", "Model metadata (parameters, family, chat or base, alignment)"),
+        ("table", model_table(models)),
+        ("h2", "Verdicts on the hypotheses (methodology.md section 1), computed from the results"),
+        ("table", verdict.drop(columns=["rule"])),
+        (
+            "p",
+            f"BBQ bias score definition: '{bias_variant}'{named}; paired differences "
+            f"against '{reference}'.",
+        ),  # fmt: skip
+        ("list", [f"{k}: {v}" for k, v in RULES.items()]),
+        *study,
+    ]
+
+
+def _write_study_files(store, out, blocks, verdict, outcomes) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    files = write_pages(blocks, out)
+    verdict.to_csv(out / "verdicts.csv", index=False)
+    files.append(out / "verdicts.csv")
+    manifest = out / "manifest.json"
+    manifest.write_text(json.dumps(store.runs(), indent=2), encoding="utf-8")
+    files.append(manifest)
+    if not outcomes.empty:
+        path = out / "outcomes.csv"
+        outcomes.drop(columns=["probs"]).to_csv(path, index=False)
+        files.append(path)
+    return files
+
+
+def report_dir(
+    directory: str | Path,
+    kits: Mapping[str, Kit],
+    n_boot: int = 1000,
+    seed: int = 0,
+    reference: str = "baseline",
+    bias_variant: str = "bbq",
+) -> Report:
+    """Recompute every metric from the store and write the report files."""
+    store = Store(directory, create=False)
+    try:
+        outcomes = store.outcomes()
+        models = store.models()
+        out = Path(directory) / "report"
+        tables: dict[str, pd.DataFrame] = {}
+        files: list[Path] = []
+        study: list[Block] = []
+        for bench in sorted(outcomes["benchmark"].unique()) if not outcomes.empty else []:
+            kit = kits[bench]
+            part = outcomes[outcomes["benchmark"] == bench]
+            bt = kit_tables(kit, part, n_boot, seed, reference, bias_variant=bias_variant)
+            got, body = write_benchmark(
+                bt, out / bench, f"selfcorrect report: {bench}", kit.section,
+                manifest_blocks(store), transcript_blocks(store, bench), models,
+            )  # fmt: skip
+            files += got
+            study += [("h1", f"Benchmark: {bench}")]
+            study += [("img", f"{bench}/{b[1]}") if b[0] == "img" else b for b in body]
+            tables.update({f"{bench}_{k}": v for k, v in bt.items()})
+            if kit.verdict_tables is not None and reference == "baseline":
+                more = kit.verdict_tables(part, n_boot, seed, bias_variant)
+                tables.update({f"{bench}_{k}": v for k, v in more.items()})
+        verdict = verdicts(tables, models)
+        tables["verdicts"] = verdict
+        blocks = _study_blocks(store, models, verdict, bias_variant, reference, study)
+        files += _write_study_files(store, out, blocks, verdict, outcomes)
+        return Report(Path(directory), tables, files)
+    finally:
+        store.close()

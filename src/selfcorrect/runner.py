@@ -1,0 +1,278 @@
+"""The runner: between the verbs (api, cli) and the engine. A run specification is prepared
+(every model resolved, items drawn, conditions and texts checked: all before any work), the
+run, its items, conditions and models are registered in one store transaction, then each
+model loads once and runs every job, or the (model, condition) shards go to Ray."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from selfcorrect import backends, distributed
+from selfcorrect.backends import LoadOptions, Sampling
+from selfcorrect.benchmarks.base import Item
+from selfcorrect.catalog import BenchmarkKit, get_kit
+from selfcorrect.conditions import Condition, Library
+from selfcorrect.engine import Job, count_pending, execute
+from selfcorrect.errors import SelfCorrectError
+from selfcorrect.manifest import data_hashes, hardware, peak_rss_mb
+from selfcorrect.registry import ResolvedModel
+from selfcorrect.spec import RunSpec
+from selfcorrect.store import Store
+from selfcorrect.version import __version__
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """A model as this run uses it: its label in the store, what it is, which backend runs it."""
+
+    label: str
+    resolved: ResolvedModel
+    backend: str
+
+
+@dataclass
+class Prepared:
+    spec: RunSpec
+    kit: BenchmarkKit
+    library: Library
+    conditions: list[Condition]
+    items: list[Item]
+    models: list[ModelRun]
+    critic: ModelRun | None
+    options: LoadOptions
+
+
+@dataclass
+class Outcome:
+    directory: Path
+    run_id: str
+    manifest: dict
+
+
+def load_options(spec: RunSpec) -> LoadOptions:
+    return LoadOptions(spec.dtype, spec.device, spec.trust_remote_code, spec.base_url,
+                       spec.tokenizer, spec.concurrency)  # fmt: skip
+
+
+def model_run(name: str, spec: RunSpec, options: LoadOptions, cache: dict | None = None):
+    """Resolve a model name (files found and their sha256 checked), once per `cache`."""
+    backend, prefixed = backends.backend_for(name, spec.backend)
+    key = (name, backend, options)
+    if cache is None or key not in cache:
+        res = backends.resolve_model(name, spec.backend, options)
+        default = backend == backends.DEFAULT_BACKEND
+        label = res.name if default or prefixed else f"{res.name}@{backend}"
+        run = ModelRun(label, res, backend)
+        if cache is None:
+            return run
+        cache[key] = run
+    return cache[key]
+
+
+def _check_device(device: str | None) -> None:
+    if device and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SelfCorrectError(f"--device {device}: no CUDA device is available here")
+
+
+def prepare(spec: RunSpec, cache: dict | None = None) -> Prepared:
+    """Everything a run needs that can fail, checked before any work: models resolved,
+    conditions usable with every model, the device present, items drawn."""
+    kit = get_kit(spec.benchmark)
+    lib, conds = spec.library_conditions()
+    options = load_options(spec)
+    models = [model_run(m, spec, options, cache) for m in spec.models]
+    critic = model_run(spec.critic, spec, options, cache) if spec.critic else None
+    needs_chat = [c.name for c in conds if c.requires_chat]
+    for m in models:
+        if needs_chat and m.resolved.kind == "base":
+            raise SelfCorrectError(
+                f"condition '{needs_chat[0]}' needs a chat template; model '{m.resolved.name}' "
+                "is a base model without one"
+            )
+    _check_device(spec.device)
+    bench = kit.benchmark
+    items = bench.sample(bench.items(list(spec.categories) or None), spec.limit, spec.seed)
+    return Prepared(spec, kit, lib, conds, items, models, critic, options)
+
+
+def _sampling(spec: RunSpec) -> Sampling | None:
+    return Sampling(spec.cot_temperature, spec.seed) if spec.cot_temperature else None
+
+
+def jobs(prep: Prepared, critic_backend=None) -> list[Job]:
+    """One job per readout (they share the items)."""
+    parse = prep.kit.benchmark.parse
+    return [
+        Job(prep.spec.benchmark, prep.conditions, prep.items, prep.spec.rounds, prep.library,
+            prep.kit.family, readout=r, parser=parse, sampling=_sampling(prep.spec),
+            critic=critic_backend, critic_name=prep.critic.resolved.name if prep.critic else "")
+        for r in prep.spec.readout
+    ]  # fmt: skip
+
+
+def manifest(prep: Prepared) -> dict:
+    spec, family = prep.spec, prep.kit.family
+    sampling = _sampling(spec)
+    return {
+        "selfcorrect_version": __version__,
+        "benchmark": spec.benchmark,
+        "conditions": {
+            c.name: {"hash": c.version_hash(family), "label": c.label, "provenance": c.provenance}
+            for c in prep.conditions
+        },
+        "library_version": prep.library.version,
+        "library_sha256": prep.library.source_hash,
+        "data_sha256": data_hashes(),
+        "hardware": hardware(),
+        "n_items": len(prep.items),
+        "items_sha256": hashlib.sha256("\n".join(i.uid for i in prep.items).encode()).hexdigest(),
+        "categories": list(spec.categories) or "all",
+        "limit": spec.limit,
+        "seed": spec.seed,
+        "rounds": spec.rounds,
+        "readouts": list(spec.readout),
+        "backend": spec.backend,
+        "critic": spec.critic,
+        "reasoning_sampling": None if sampling is None else vars(sampling),
+        "argv": sys.argv,
+        "spec": spec.to_manifest(),
+        "models": {m.label: {"sha256": m.resolved.sha256, **_model_info(m)} for m in prep.models},
+    }
+
+
+def _model_info(m: ModelRun) -> dict:
+    res = m.resolved
+    where = res.meta["base_url"] if res.source == "openai" else str(res.path)
+    return {"source": res.source, "path": where, **res.meta}
+
+
+def register(store: Store, prep: Prepared, man: dict) -> str:
+    """The run, its items, conditions and models in one transaction."""
+    family = prep.kit.family
+    conds = [
+        (c.name, c.version_hash(family),
+         {"label": c.label, "provenance": c.provenance, "source": c.source,
+          "steps": [[s.kind, s.text, s.max_tokens] for s in c.steps[family]]})
+        for c in prep.conditions
+    ]  # fmt: skip
+    models = [(m.label, m.resolved.sha256, _model_info(m)) for m in prep.models]
+    table = prep.kit.benchmark.item_table(prep.items)
+    return store.register_run(man, prep.spec.benchmark, table, conds, models)
+
+
+def _run_model(store, run_id, prep, m: ModelRun, job_list, man, bar, critic) -> None:
+    """Load one model (only when it has work left) and run every job through it."""
+    entry = man["models"][m.label]
+    pending = sum(count_pending(store, m.label, j) for j in job_list)
+    entry["pending_at_start"] = pending
+    if pending == 0:
+        return
+    task = bar.add_task(f"loading {m.label}", total=pending)
+    t0 = time.perf_counter()
+    engine = backends.load_backend(m.backend, m.resolved, prep.options)
+    needs_chat = [c.name for c in prep.conditions if c.requires_chat]
+    if needs_chat and not engine.chat:
+        raise SelfCorrectError(
+            f"condition '{needs_chat[0]}' needs a chat template; model '{m.resolved.name}' has none"
+        )
+    entry["backend"] = engine.info
+    entry["load_s"] = round(time.perf_counter() - t0, 2)
+    bar.update(task, description=m.label)
+    entry["condition_s"] = {}
+    for job in job_list:
+        entry["condition_s"][job.readout] = execute(
+            store, run_id, m.label, engine, job, prep.spec.batch_size,
+            on_progress=lambda n, task=task: bar.advance(task, n),
+        )  # fmt: skip
+
+
+def _run_on_ray(store, run_id, prep: Prepared, job_list, man, bar) -> None:
+    """Every (model, condition) with answers still missing, as one Ray task each."""
+    shards, pending = [], 0
+    for m in prep.models:
+        for cond in prep.conditions:
+            n = sum(count_pending(store, m.label, replace(j, conditions=[cond]))
+                    for j in job_list)  # fmt: skip
+            if n:
+                spec = prep.spec.shard(models=(m.resolved.name,), conditions=(cond.name,),
+                                       ray=None)  # fmt: skip
+                shards.append(((m.resolved.name, cond.name), spec))
+                pending += n
+    man["ray"] = {"address": prep.spec.ray, "shards": [list(key) for key, _ in shards]}
+    if not shards:
+        return
+    task = bar.add_task(f"{len(shards)} shards on Ray", total=pending)
+    labels = {m.resolved.name: m.label for m in prep.models}
+
+    def done(key, shard_manifest, added):
+        entry = man["models"][labels[key[0]]]
+        got = shard_manifest["models"].get(labels[key[0]], {})
+        entry.setdefault("shards", {})[key[1]] = {
+            k: got.get(k) for k in ("backend", "load_s", "condition_s")
+        } | {"answers_added": added, "hardware": shard_manifest.get("hardware")}
+        bar.advance(task, added)
+
+    distributed.run_shards(prep.spec.ray, shards, run_shard, store, run_id, done)
+
+
+def execute_prepared(prep: Prepared, progress: bool = True) -> Outcome:
+    """Register the run and do its work; the run's status and timings are stored whatever
+    happens (finished, or interrupted: a rerun resumes)."""
+    from selfcorrect.progress import progress_bar
+
+    t_start = time.perf_counter()
+    store = Store(prep.spec.out)
+    man = manifest(prep)
+    run_id = register(store, prep, man)
+    status = "interrupted"
+    try:
+        critic = None
+        if prep.critic is not None:
+            critic = backends.load_backend(prep.critic.backend, prep.critic.resolved, prep.options)
+            man["critic_model"] = {"name": prep.critic.resolved.name,
+                                   "sha256": prep.critic.resolved.sha256}  # fmt: skip
+        job_list = jobs(prep, critic)
+        with progress_bar(progress) as bar:
+            if prep.spec.ray:
+                _run_on_ray(store, run_id, prep, job_list, man, bar)
+            else:
+                for m in prep.models:
+                    _run_model(store, run_id, prep, m, job_list, man, bar, critic)
+        status = "finished"
+    finally:
+        man["wall_s"] = round(time.perf_counter() - t_start, 2)
+        man["peak_rss_mb"] = peak_rss_mb()
+        store.update_run(run_id, man, status)
+        store.close()
+    return Outcome(Path(prep.spec.out), run_id, man)
+
+
+def run(spec: RunSpec, progress: bool = True) -> Outcome:
+    return execute_prepared(prepare(spec), progress)
+
+
+def run_all(specs: list[RunSpec], progress: bool = True) -> list[Outcome]:
+    """Several runs (a sweep plan): every one prepared (all models resolved, every text
+    checked) before the first does any work, then run in turn."""
+    cache: dict = {}
+    prepared = [prepare(s, cache) for s in specs]
+    return [execute_prepared(p, progress) for p in prepared]
+
+
+def run_shard(spec: RunSpec) -> str:
+    """Runs inside a Ray worker: one shard into a private store, returned as JSON rows."""
+    with tempfile.TemporaryDirectory(prefix="selfcorrect-shard-") as d:
+        res = run(spec.shard(out=Path(d), ray=None), progress=False)
+        store = Store(d)
+        rows = store.export_rows()
+        store.close()
+    return json.dumps({"rows": rows, "manifest": res.manifest})

@@ -1,0 +1,176 @@
+"""Run orchestration with the fake backend (no model): whole runs through the API, resume
+after an interrupt, plans validated before any work, shards merged once."""
+
+import json
+import sqlite3
+
+import pytest
+
+from selfcorrect import api, distributed, runner
+from selfcorrect.errors import SelfCorrectError
+from selfcorrect.spec import RunSpec
+from selfcorrect.store import Store
+from tests.fakes import BEHAVIOUR, LOADED
+
+
+@pytest.fixture(autouse=True)
+def fresh_fakes():
+    BEHAVIOUR.clear()
+    LOADED.clear()
+    yield
+    BEHAVIOUR.clear()
+
+
+def answers(directory) -> list[tuple]:
+    with sqlite3.connect(directory / "results.sqlite") as c:
+        return c.execute("SELECT model, condition, uid, round, pred FROM answers").fetchall()
+
+
+COMMON = dict(categories="Age,Religion", limit=8, bootstrap=0, progress=False)
+
+
+def test_two_models_two_conditions_with_rounds(tmp_path):
+    BEHAVIOUR["fake:c"] = {"prefer": lambda prompt: 2}
+    res = api.run("fake:a,fake:c", conditions="baseline,instruct", rounds=1, out=tmp_path, **COMMON)
+    got = answers(tmp_path)
+    assert len(got) == 2 * 2 * 8 * 2
+    assert {m for m, *_ in got} == {"fake:a", "fake:c"}
+    assert {p for m, *_, p in got if m == "fake:c"} == {2}
+    assert res.manifest["spec"]["rounds"] == 1 and res.manifest["spec"]["models"] == [
+        "fake:a", "fake:c"]  # fmt: skip
+    assert set(res.summary["model"]) == {"fake:a", "fake:c"}
+    assert (tmp_path / "report" / "bbq" / "summary.csv").is_file()
+
+
+def test_interrupted_run_resumes_with_only_the_missing_work(tmp_path):
+    BEHAVIOUR["fake:a"] = {"fail_after": 5}
+    spec = RunSpec.build(models="fake:a", conditions="baseline", out=tmp_path, batch_size=2,
+                         categories="Age,Religion", limit=8)  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(spec, progress=False)
+    kept = len(answers(tmp_path))
+    assert kept == 4  # two finished batches of two; the batch in flight is not stored
+    store = Store(tmp_path)
+    assert [r["status"] for r in store.runs()] == ["interrupted"]
+    store.close()
+    BEHAVIOUR.clear()
+    out = runner.run(spec, progress=False)
+    assert LOADED[-1].calls["score"] == 8 - kept
+    assert out.manifest["models"]["fake:a"]["pending_at_start"] == 8 - kept
+    assert len(answers(tmp_path)) == 8
+    again = runner.run(spec, progress=False)  # complete: the model is not even loaded
+    assert len(LOADED) == 2 and "backend" not in again.manifest["models"]["fake:a"]
+
+
+def test_plan_runs_every_entry_and_validates_all_before_any_work(tmp_path):
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        'models = ["fake:a", "fake:b"]\nlimit = 8\ncategories = ["Age"]\nbootstrap = 0\n'
+        '[[runs]]\nconditions = ["baseline", "instruct"]\n'
+        '[[runs]]\nconditions = ["baseline"]\nrounds = 1\n'
+    )
+    rep = api.run_plan(plan, out=tmp_path / "study", progress=False)
+    got = answers(tmp_path / "study")
+    assert len(got) == 2 * (8 + 8 + 8)  # baseline round 0 is shared by both runs
+    assert "verdicts" in rep.tables
+    loads = len(LOADED)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('models = ["fake:a", "nosuch"]\n[[runs]]\nconditions = ["baseline"]\n')
+    with pytest.raises(SelfCorrectError, match="unknown model 'nosuch'"):
+        api.run_plan(bad, out=tmp_path / "never", progress=False)
+    assert not (tmp_path / "never").exists() and len(LOADED) == loads
+    late = tmp_path / "late.toml"
+    late.write_text('models = ["fake:a"]\n[[runs]]\nconditions = ["baseline"]\n'
+                    '[[runs]]\nconditions = ["baseline"]\nlimit = -3\n')  # fmt: skip
+    with pytest.raises(SelfCorrectError, match="runs.1: limit must be >= 1"):
+        api.run_plan(late, out=tmp_path / "never", progress=False)
+    assert not (tmp_path / "never").exists()
+
+
+def test_shard_rows_merge_once(tmp_path):
+    spec = RunSpec.build(models="fake:a", conditions="instruct", limit=4, out=tmp_path / "x")
+    rows = json.loads(runner.run_shard(spec))["rows"]
+    store = Store(tmp_path / "merged")
+    assert store.merge_rows(rows, "run-1") == 4
+    assert store.merge_rows(rows, "run-2") == 0  # a duplicate submission counts once
+    assert len(answers(tmp_path / "merged")) == 4
+    store.close()
+
+
+class FakeRay:
+    """Ray's remote/wait/get, run in-process: for the merge and failure paths."""
+
+    class exceptions:  # noqa: N801
+        class RayError(Exception):
+            pass
+
+    def remote(self, **_):
+        ray = self
+
+        def wrap(fn):
+            class Task:
+                @staticmethod
+                def remote(payload):
+                    try:
+                        return ("ok", fn(payload))
+                    except Exception as exc:  # what Ray hands back as a task error
+                        return ("err", ray.exceptions.RayError(str(exc)))
+
+            return Task
+
+        return wrap
+
+    def wait(self, refs, num_returns):
+        return [refs[0]], refs[1:]
+
+    def get(self, ref):
+        kind, value = ref
+        if kind == "err":
+            raise value
+        return value
+
+
+def test_ray_path_ships_the_spec_and_names_failed_shards(tmp_path, monkeypatch):
+    monkeypatch.setattr(distributed, "_connect", lambda address: FakeRay())
+    seen, real = [], runner.run_shard
+
+    def worker(spec):
+        seen.append(spec)
+        if spec.models == ("fake:broken",):
+            raise RuntimeError("cannot load fake:broken")
+        return real(spec)
+
+    monkeypatch.setattr(runner, "run_shard", worker)
+    with pytest.raises(
+        SelfCorrectError, match=r"2 of 4 shards failed.*fake:broken condition=baseline"
+    ):
+        api.run("fake:a,fake:broken", conditions="baseline,instruct", ray="local",
+                out=tmp_path, seed=3, **COMMON)  # fmt: skip
+    assert len(seen) == 4 and {s.seed for s in seen} == {3} and all(s.ray is None for s in seen)
+    got = answers(tmp_path)
+    assert {m for m, *_ in got} == {"fake:a"} and len(got) == 2 * 8
+    # a rerun submits only what is missing
+    seen.clear()
+    with pytest.raises(SelfCorrectError, match="fake:broken"):
+        api.run("fake:a,fake:broken", conditions="baseline,instruct", ray="local",
+                out=tmp_path, seed=3, **COMMON)  # fmt: skip
+    assert {(s.models, s.conditions) for s in seen} == {
+        (("fake:broken",), ("baseline",)), (("fake:broken",), ("instruct",))}  # fmt: skip
+
+
+def test_a_new_spec_field_reaches_ray_shards(tmp_path, monkeypatch):
+    class Extended(RunSpec):
+        new_option: str = "default"
+
+    monkeypatch.setattr(distributed, "_connect", lambda address: FakeRay())
+    seen = []
+    monkeypatch.setattr(runner, "run_shard", lambda spec: _record(seen, spec))
+    spec = Extended(models="fake:a", conditions="baseline", limit=4, ray="local",
+                    out=tmp_path, new_option="travels")  # fmt: skip
+    runner.run(spec, progress=False)
+    assert [s.new_option for s in seen] == ["travels"]
+
+
+def _record(seen, spec):
+    seen.append(spec)
+    return json.dumps({"rows": {}, "manifest": {"models": {}}})
