@@ -71,5 +71,5 @@ def test_unwritable_and_missing(tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "results.sqlite").write_bytes(b"not a database" * 100)
-    with pytest.raises(SelfCorrectError, match="cannot use results database"):
+    with pytest.raises(SelfCorrectError, match="is damaged"):
         Store(bad)

@@ -4,6 +4,7 @@ below need (a RunSpec, a plan, a kit) and hands it on."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,5 +117,20 @@ def benchmarks() -> list[dict]:
     ]  # fmt: skip
 
 
+def _plain(obj):
+    """JSON-able data with missing numbers as null (strict parsers reject NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or obj is pd.NA or obj is pd.NaT:
+        return None
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):  # numpy scalars
+        return _plain(obj.item())
+    return obj if isinstance(obj, (str, int, float, bool)) else str(obj)
+
+
 def dumps(obj) -> str:
-    return json.dumps(obj, indent=2, default=str)
+    return json.dumps(_plain(obj), indent=2, allow_nan=False)

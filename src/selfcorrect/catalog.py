@@ -38,7 +38,8 @@ class BenchmarkKit:
     def __post_init__(self):
         b = self.benchmark
         missing = [m for m in _BENCHMARK_METHODS if not callable(getattr(b, m, None))]
-        missing += [a for a in ("name", "family", "description") if not getattr(b, a, None)]
+        missing += [a for a in ("name", "family", "description", "fields")
+                    if not getattr(b, a, None)]  # fmt: skip
         missing += [f"section.{p}" for p in ("headline", "blocks", "figures")
                     if not callable(getattr(self.section, p, None))]  # fmt: skip
         if not callable(self.tables):

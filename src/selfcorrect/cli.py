@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Literal, get_origin
@@ -11,10 +12,12 @@ from typing import Annotated, Literal, get_origin
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from selfcorrect import api
 from selfcorrect.catalog import KITS, get_kit
-from selfcorrect.errors import SelfCorrectError
+from selfcorrect.errors import SelfCorrectError, one_line
+from selfcorrect.redact import scrub
 from selfcorrect.spec import RunSpec, flag_of
 
 app = typer.Typer(
@@ -28,21 +31,38 @@ out_console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 
 
+_DEBUG = {"on": os.environ.get("SELFCORRECT_DEBUG", "") not in ("", "0")}
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+):
+    """Measure whether language models can morally self-correct (BBQ; G23/L24 protocols)."""
+    _DEBUG["on"] = _DEBUG["on"] or debug
+
+
 def _friendly(fn):
-    """User errors become one line on stderr and exit 2; Ctrl-C keeps what is stored."""
+    """Every failure becomes one line on stderr and exit 2 (no traceback unless --debug);
+    Ctrl-C keeps what is stored. Secrets are scrubbed from what is printed."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except SelfCorrectError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print(
                 "interrupted: finished answers are stored; run the same command again to resume"
             )
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            if _DEBUG["on"]:
+                raise
+            err_console.print(Text("error: ", style="bold red") + Text(scrub(one_line(exc))),
+                              highlight=False, soft_wrap=True)  # fmt: skip
+            raise typer.Exit(2) from None
 
     return wrapper
 
@@ -191,7 +211,7 @@ def score(
     tables = api.score(benchmark, file, out=out, n_boot=bootstrap, seed=seed, reference=reference)
     if fmt == "json":
         payload = {k: v.to_dict("records") for k, v in tables.items()}
-        sys.stdout.write(api.dumps(payload) + "\n")
+        sys.stdout.write(api.dumps(payload) + "\n")  # strict JSON: NaN is null
         return
     _print_df(get_kit(benchmark).section.headline(tables["summary"]),
               title="accuracy %, bias x100 [95% CI]")  # fmt: skip

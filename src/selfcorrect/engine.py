@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from selfcorrect.backends.base import Backend, Conversation, Sampling
+from selfcorrect.backends.base import Backend, Conversation, PromptTooLong, Sampling
 from selfcorrect.benchmarks.base import Item
 from selfcorrect.conditions import Condition, Library, Step, fill, protocol
+from selfcorrect.errors import SelfCorrectError
 from selfcorrect.store import Answer, Store
 
 READOUTS = ("logprob", "generate")
@@ -230,6 +231,18 @@ def _after_read(st: _State, pred: int | None, raw: str | None) -> None:
     st.reads += 1
 
 
+def _call(ctx: _Context, states: list[_State], fn, *args):
+    """A backend call; a prompt over the model's context is an error naming its item."""
+    try:
+        return fn(*args)
+    except PromptTooLong as exc:
+        st = states[exc.index]
+        raise SelfCorrectError(
+            f"item {st.item.uid} (condition {ctx.condition}, round {st.reads}): {exc}; nothing "
+            "was stored for it: use fewer --rounds or a shorter chain of thought"
+        ) from None
+
+
 def _generate_wave(ctx: _Context, states: list[_State]) -> None:
     for chunk in ctx.chunks(states):
         by_len: dict[int, list[_State]] = {}
@@ -238,7 +251,7 @@ def _generate_wave(ctx: _Context, states: list[_State]) -> None:
         turns = []
         for max_tokens, group in by_len.items():
             prompts = [ctx.backend.render(st.conversation()) for st in group]
-            texts = ctx.backend.generate(prompts, max_tokens, ctx.job.sampling)
+            texts = _call(ctx, group, ctx.backend.generate, prompts, max_tokens, ctx.job.sampling)
             turns += _take_turns(ctx, group, prompts, texts, "generate")
         ctx.store.write(ctx.run_id, turns=turns)
 
@@ -263,7 +276,7 @@ def _critique_wave(ctx: _Context, states: list[_State]) -> None:
             answer = st.messages[-1][1]
             ask = fill(spec.ask, {"question": question, "answer": answer})
             prompts.append(critic.render(Conversation((("user", ask),), spec.prefill)))
-        texts = critic.generate(prompts, spec.max_tokens, None)
+        texts = _call(ctx, chunk, critic.generate, prompts, spec.max_tokens, None)
         ctx.store.write(ctx.run_id, turns=_take_turns(ctx, chunk, prompts, texts, "critique"))
 
 
@@ -273,13 +286,16 @@ def _read_wave(ctx: _Context, states: list[_State]) -> None:
         prompts = [ctx.backend.render(st.conversation()) for st in chunk]
         answers = []
         if job.readout == "generate":
-            texts = ctx.backend.generate(prompts, ANSWER_TOKENS, None)  # answers: always greedy
+            # answers: always greedy
+            texts = _call(ctx, chunk, ctx.backend.generate, prompts, ANSWER_TOKENS, None)
             results = [
                 (None, None, *job.parser(st.item, t), t) for st, t in zip(chunk, texts, strict=True)
             ]
         else:
             results = []
-            for res in ctx.backend.score(prompts, [st.item.candidates for st in chunk]):
+            scored = _call(ctx, chunk, ctx.backend.score, prompts,
+                           [st.item.candidates for st in chunk])  # fmt: skip
+            for res in scored:
                 probs = softmax(res.logprobs)
                 pred = max(range(len(probs)), key=probs.__getitem__)
                 results.append((res.logprobs, probs, pred, "ok", None))

@@ -63,3 +63,34 @@ def peak_rss_mb() -> float:
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When the process started (clock ticks since boot; /proc only), so a reused pid is not
+    mistaken for the run's own process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_info() -> dict:
+    """What identifies this process later: pid, host, start time."""
+    return {"pid": os.getpid(), "host": platform.node(), "start": _start_ticks(os.getpid())}
+
+
+def process_gone(info: dict | None) -> bool:
+    """True when the process a run recorded has certainly ended (same host, and its pid is
+    free or belongs to a process started at another time); False when alive or unknown."""
+    if not info or info.get("host") != platform.node() or not info.get("pid"):
+        return False
+    pid = int(info["pid"])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    start = _start_ticks(pid)
+    return start is not None and info.get("start") is not None and start != info["start"]

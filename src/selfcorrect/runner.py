@@ -13,14 +13,14 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from selfcorrect import backends, distributed
+from selfcorrect import backends, distributed, faults
 from selfcorrect.backends import LoadOptions, Sampling
 from selfcorrect.benchmarks.base import Item
 from selfcorrect.catalog import BenchmarkKit, get_kit
 from selfcorrect.conditions import Condition, Library
 from selfcorrect.engine import Job, count_pending, execute
 from selfcorrect.errors import SelfCorrectError
-from selfcorrect.manifest import data_hashes, hardware, peak_rss_mb
+from selfcorrect.manifest import data_hashes, hardware, peak_rss_mb, process_info
 from selfcorrect.registry import ResolvedModel
 from selfcorrect.spec import RunSpec
 from selfcorrect.store import Store
@@ -144,6 +144,7 @@ def manifest(prep: Prepared) -> dict:
         "critic": spec.critic,
         "reasoning_sampling": None if sampling is None else vars(sampling),
         "argv": sys.argv,
+        "process": process_info(),  # a later command can tell a killed run from a running one
         "spec": spec.to_manifest(),
         "models": {m.label: {"sha256": m.resolved.sha256, **_model_info(m)} for m in prep.models},
     }
@@ -184,6 +185,7 @@ def _run_model(store, run_id, prep, m: ModelRun, job_list, man, bar, critic) -> 
         raise SelfCorrectError(
             f"condition '{needs_chat[0]}' needs a chat template; model '{m.resolved.name}' has none"
         )
+    faults.point("loaded")
     entry["backend"] = engine.info
     entry["load_s"] = round(time.perf_counter() - t0, 2)
     bar.update(task, description=m.label)
@@ -231,6 +233,7 @@ def execute_prepared(prep: Prepared, progress: bool = True) -> Outcome:
 
     t_start = time.perf_counter()
     store = Store(prep.spec.out)
+    store.mark_dead_runs()
     man = manifest(prep)
     run_id = register(store, prep, man)
     status = "interrupted"

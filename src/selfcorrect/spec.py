@@ -164,7 +164,8 @@ class RunSpec(BaseModel):
         for c in self.categories:
             if c not in known:
                 raise unknown_choice(f"{self.benchmark.upper()} category", c, known)
-        self.library_conditions()  # the library loads and has every condition for this family
+        lib, conds = self.library_conditions()  # the library has them all for this family
+        lib.check_fields(conds, kit.family, kit.benchmark.fields)
         if self.critic and self.rounds == 0:
             raise SelfCorrectError(
                 "--critic writes the feedback of each round: add --rounds R >= 1"

@@ -4,6 +4,8 @@ Plain JSON and SQL only: no pickles."""
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import sqlite3
 import time
@@ -14,10 +16,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from selfcorrect import faults
 from selfcorrect.errors import SelfCorrectError
+from selfcorrect.manifest import process_gone
+from selfcorrect.redact import scrub_data
 
 DB_NAME = "results.sqlite"
 SCHEMA_VERSION = "1"
+BUSY_TIMEOUT_S = 30  # how long a command waits for another process's write lock
+
+
+def _dumps(manifest: dict) -> str:
+    """A manifest as stored: no secret (keys, URL userinfo) survives."""
+    return json.dumps(scrub_data(manifest), sort_keys=True)
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,70 +77,176 @@ class Answer:
     raw: str | None = None
 
 
+TABLES = ("meta", "runs", "models", "conditions", "items", "turns", "answers")
+
+
+def _guarded(fn):
+    """SQLite and OS failures become one-line errors naming the store and saying what is kept
+    (integrity errors are bugs, not user problems: they stay as they are)."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.IntegrityError:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            raise self.error(exc) from None
+
+    return wrapper
+
+
 class Store:
-    def __init__(self, directory: str | Path, create: bool = True):
+    """Opened to write (a run: created if missing) or, with read_only, to read (report,
+    score: never changes the file, works on read-only files and beside a running writer)."""
+
+    def __init__(self, directory: str | Path, create: bool = True, read_only: bool = False):
         self.dir = Path(directory)
         self.path = self.dir / DB_NAME
-        if not create and not self.path.is_file():
+        self.read_only = read_only
+        if (read_only or not create) and not self.path.is_file():
             raise SelfCorrectError(f"no results database in {self.dir} (expected {DB_NAME})")
+        if read_only:
+            self.conn = self._open_read()
+        else:
+            self.conn = self._open_write()
+        self._check_schema()
+
+    def _open_write(self) -> sqlite3.Connection:
+        fresh = not self.path.is_file() or self.path.stat().st_size == 0
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(self.path, timeout=30)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            with self.conn:
-                self.conn.executescript(_SCHEMA)
-                self.conn.execute(
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
+            if not fresh:
+                self.conn = conn
+                self._check_schema()  # never turn someone else's database into a store
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            with conn:
+                conn.executescript(_SCHEMA)
+                conn.execute(
                     "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
                 )
-            found = self.conn.execute(
-                "SELECT value FROM meta WHERE key='schema_version'"
-            ).fetchone()[0]
+            return conn
         except OSError as exc:
             raise SelfCorrectError(
                 f"cannot write results directory {self.dir}: {exc.strerror}"
             ) from None
         except sqlite3.DatabaseError as exc:
-            raise SelfCorrectError(f"cannot use results database {self.path}: {exc}") from None
-        if found != SCHEMA_VERSION:
+            raise self.error(exc) from None
+
+    def _open_read(self) -> sqlite3.Connection:
+        """mode=ro never writes; a WAL store in a read-only place cannot make its shared-memory
+        file, so it is read as immutable (no writer can be running there)."""
+        uri = self.path.resolve().as_uri()
+        last = None
+        for flags in ("mode=ro", "immutable=1"):
+            try:
+                conn = sqlite3.connect(f"{uri}?{flags}", uri=True, timeout=BUSY_TIMEOUT_S)
+                conn.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+                return conn
+            except sqlite3.OperationalError as exc:
+                last = exc
+            except sqlite3.DatabaseError as exc:
+                raise self.error(exc) from None
+        raise self.error(last) from None
+
+    def _check_schema(self) -> None:
+        """A selfcorrect store: every table, and the schema version this code reads."""
+        try:
+            names = {r[0] for r in self.conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}  # fmt: skip
+            if "meta" not in names:
+                what = "an empty file" if not names else "a database of another program"
+                raise SelfCorrectError(f"{self.path} is not a selfcorrect results store ({what})")
+            missing = [t for t in TABLES if t not in names]
+            if missing:
+                raise SelfCorrectError(
+                    f"results store {self.path} is damaged: table '{missing[0]}' is missing"
+                )
+            row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self.error(exc) from None
+        if row is None or row[0] != SCHEMA_VERSION:
+            found = row[0] if row else "none"
             raise SelfCorrectError(
                 f"{self.path} has schema {found}, this version reads {SCHEMA_VERSION}"
             )
+
+    def error(self, exc: BaseException) -> SelfCorrectError:
+        msg = str(exc) or type(exc).__name__
+        low = msg.lower()
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "disk is full" in low:
+            return SelfCorrectError(
+                f"disk full while writing {self.path}: the batch in flight was not stored, all "
+                "earlier answers are kept; free space and rerun the same command to resume"
+            )
+        if "locked" in low or "busy" in low:
+            return SelfCorrectError(
+                f"results store {self.path} is locked by another process (waited "
+                f"{BUSY_TIMEOUT_S} s); stored answers are kept: rerun when it is free"
+            )
+        if "malformed" in low or "not a database" in low or "corrupt" in low:
+            return SelfCorrectError(
+                f"results store {self.path} is damaged ({msg}); it was not changed: use a new "
+                "--out directory, or restore a copy of the file"
+            )
+        if "readonly" in low or "read-only" in low:
+            return SelfCorrectError(
+                f"results store {self.path} is read-only ({msg}); stored answers are kept: "
+                "write to another --out directory"
+            )
+        return SelfCorrectError(f"cannot use results store {self.path}: {msg}")
 
     def close(self) -> None:
         self.conn.close()
 
     # runs ----------------------------------------------------------------------------------
+    @_guarded
     def start_run(self, manifest: dict) -> str:
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         with self.conn:
             self.conn.execute(
                 "INSERT INTO runs VALUES (?, ?, NULL, 'running', ?)",
-                (run_id, time.time(), json.dumps(manifest, sort_keys=True)),
+                (run_id, time.time(), _dumps(manifest)),
             )
         return run_id
 
+    @_guarded
     def update_run(self, run_id: str, manifest: dict, status: str) -> None:
         with self.conn:
             self.conn.execute(
                 "UPDATE runs SET manifest=?, status=?, finished=? WHERE run_id=?",
-                (json.dumps(manifest, sort_keys=True), status, time.time(), run_id),
+                (_dumps(manifest), status, time.time(), run_id),
             )
 
+    @_guarded
     def runs(self) -> list[dict]:
+        """Every run; one still marked running whose process is gone reads as interrupted."""
         rows = self.conn.execute(
             "SELECT run_id, started, finished, status, manifest FROM runs ORDER BY started"
         ).fetchall()
-        return [
-            {
-                "run_id": r[0],
-                "started": r[1],
-                "finished": r[2],
-                "status": r[3],
-                "manifest": json.loads(r[4]),
-            }
-            for r in rows
-        ]
+        out = []
+        for run_id, started, finished, status, manifest in rows:
+            manifest = json.loads(manifest)
+            if status == "running" and process_gone(manifest.get("process")):
+                status = "interrupted"
+            out.append({"run_id": run_id, "started": started, "finished": finished,
+                        "status": status, "manifest": manifest})  # fmt: skip
+        return out
+
+    @_guarded
+    def mark_dead_runs(self) -> int:
+        """Runs still marked running whose process is gone (killed) become interrupted."""
+        dead = [r["run_id"] for r in self.runs() if r["status"] == "interrupted"]
+        with self.conn:
+            n = 0
+            for run_id in dead:
+                n += self.conn.execute(
+                    "UPDATE runs SET status='interrupted' WHERE run_id=? AND status='running'",
+                    (run_id,),
+                ).rowcount
+        return n
 
     # identity checks: results made with other weights or other texts never mix ---------------
     def _check_model(self, model: str, sha256: str) -> None:
@@ -149,6 +267,7 @@ class Store:
                 f"(hash {row[0]} -> {digest}); use a new --out directory or rename the condition"
             )
 
+    @_guarded
     def register_model(self, model: str, sha256: str, info: dict) -> None:
         self._check_model(model, sha256)
         with self.conn:
@@ -159,6 +278,7 @@ class Store:
             "INSERT OR REPLACE INTO models VALUES (?, ?, ?)", (model, sha256, json.dumps(info))
         )
 
+    @_guarded
     def register_run(
         self,
         manifest: dict,
@@ -178,7 +298,7 @@ class Store:
         with self.conn:
             self.conn.execute(
                 "INSERT INTO runs VALUES (?, ?, NULL, 'running', ?)",
-                (run_id, time.time(), json.dumps(manifest, sort_keys=True)),
+                (run_id, time.time(), _dumps(manifest)),
             )
             self.conn.executemany(
                 "INSERT OR IGNORE INTO items VALUES (?, ?, ?, ?)",
@@ -190,9 +310,11 @@ class Store:
             )
             for model, sha256, info in models:
                 self._insert_model(model, sha256, info)
+            faults.point("register")
         return run_id
 
     # answers and generated turns -------------------------------------------------------------
+    @_guarded
     def done_answers(self, model: str, benchmark: str, condition: str, readout: str) -> dict:
         """(uid, round) -> (pred, raw generated text or None) for what is stored."""
         rows = self.conn.execute(
@@ -203,6 +325,7 @@ class Store:
         ).fetchall()
         return {(u, r): (p, raw) for u, r, p, raw in rows}
 
+    @_guarded
     def done_turns(self, model: str, benchmark: str, condition: str, readout: str) -> dict:
         rows = self.conn.execute(
             "SELECT uid, step, text FROM turns WHERE model=? AND benchmark=? AND condition=? "
@@ -211,6 +334,7 @@ class Store:
         ).fetchall()
         return {(u, s): t for u, s, t in rows}
 
+    @_guarded
     def write(
         self, run_id: str, answers: Iterable[Answer] = (), turns: Iterable[tuple] = ()
     ) -> None:
@@ -246,10 +370,12 @@ class Store:
                     for a in answers
                 ],
             )
+            faults.point("write")  # inside the transaction: a kill here loses this batch only
 
     # shards -----------------------------------------------------------------------------------
     SHARD_TABLES = ("models", "turns", "answers")
 
+    @_guarded
     def export_rows(self) -> dict[str, list[list]]:
         """This store's results as plain JSON-able rows (what a shard sends back)."""
         return {
@@ -257,6 +383,7 @@ class Store:
             for t in self.SHARD_TABLES
         }
 
+    @_guarded
     def merge_rows(self, rows: dict[str, list[list]], run_id: str) -> int:
         """Add a shard's rows in one transaction. Rows already present are kept as they are,
         so merging the same shard twice changes nothing; returns the answers added."""
@@ -276,6 +403,7 @@ class Store:
         return after - before
 
     # reading back ------------------------------------------------------------------------------
+    @_guarded
     def outcomes(self, benchmark: str | None = None) -> pd.DataFrame:
         """One row per item x model x condition x readout x round, joined with item metadata."""
         where, args = ("WHERE a.benchmark=?", (benchmark,)) if benchmark else ("", ())
@@ -294,6 +422,7 @@ class Store:
         out["pred"] = out["pred"].astype("Int64")
         return out
 
+    @_guarded
     def transcripts(self, benchmark: str | None = None) -> pd.DataFrame:
         """Every answer with its full rendered prompt and, for generation, the raw text."""
         where, args = ("WHERE benchmark=?", (benchmark,)) if benchmark else ("", ())
@@ -305,12 +434,24 @@ class Store:
             params=args,
         )
 
+    @_guarded
+    def answered(self) -> dict[str, set]:
+        """The models, and (benchmark, condition) pairs, that have at least one answer
+        (conditions with a critic are stored as NAME+critic:MODEL)."""
+        models = {m for (m,) in self.conn.execute("SELECT DISTINCT model FROM answers")}
+        conds = set()
+        for b, c in self.conn.execute("SELECT DISTINCT benchmark, condition FROM answers"):
+            conds |= {(b, c), (b, c.split("+critic:")[0])}
+        return {"models": models, "conditions": conds}
+
+    @_guarded
     def models(self) -> dict[str, dict]:
         return {
             m: {"sha256": s, **json.loads(i)}
             for m, s, i in self.conn.execute("SELECT model, sha256, info FROM models")
         }
 
+    @_guarded
     def conditions(self) -> list[dict]:
         return [
             {"benchmark": b, "condition": c, "hash": h, **json.loads(s)}

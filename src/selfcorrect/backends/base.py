@@ -35,6 +35,20 @@ class ScoreResult:
     n_tokens: tuple[int, ...] = field(default=())
 
 
+class PromptTooLong(SelfCorrectError):
+    """A request longer than the model's context; the engine names the item it belongs to."""
+
+    def __init__(self, index: int, n_tokens: int, limit: int):
+        self.index, self.n_tokens, self.limit = index, n_tokens, limit
+        super().__init__(f"a prompt of {n_tokens:,} tokens exceeds the model's context of "
+                         f"{limit:,} tokens")  # fmt: skip
+
+
+def check_length(index: int, n_tokens: int, limit: int | None) -> None:
+    if limit and n_tokens > limit:
+        raise PromptTooLong(index, n_tokens, limit)
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     """How a backend loads a model (taken from the run specification)."""

@@ -19,6 +19,7 @@ from selfcorrect.backends.base import (
     Sampling,
     ScoreResult,
     candidate_tokens,
+    check_length,
     common_prefix,
     continues_prefill,
 )
@@ -123,8 +124,6 @@ class LlamaCppBackend(ChatRendering):
     def _goto(self, tokens: Sequence[int]) -> np.ndarray:
         """Make the cache hold exactly `tokens`, evaluating only what is not there yet; return
         the log-probabilities of the next token."""
-        if len(tokens) >= self.n_ctx:
-            raise SelfCorrectError(f"prompt of {len(tokens)} tokens exceeds n_ctx={self.n_ctx}")
         have = self.llm.input_ids[: self.llm.n_tokens].tolist()
         # The last token is always evaluated on its own: llama.cpp's batched and single-token
         # kernels round differently, and the readout must not depend on what came before.
@@ -141,8 +140,9 @@ class LlamaCppBackend(ChatRendering):
         self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]
     ) -> list[ScoreResult]:
         results = []
-        for prompt, cands in zip(prompts, candidates, strict=True):
+        for r, (prompt, cands) in enumerate(zip(prompts, candidates, strict=True)):
             fulls, start = candidate_tokens(self._encode, prompt, cands)
+            check_length(r, max(len(f) for f in fulls), self.n_ctx - 1)
             lps, ns = [], []
             for ids in fulls:
                 total = 0.0
@@ -157,10 +157,9 @@ class LlamaCppBackend(ChatRendering):
         self, prompts: Sequence[str], max_tokens: int, sampling: Sampling | None = None
     ) -> list[str]:
         out = []
-        for prompt in prompts:
+        for r, prompt in enumerate(prompts):
             tokens = self._encode(prompt)
-            if len(tokens) + max_tokens >= self.n_ctx:
-                raise SelfCorrectError(f"prompt of {len(tokens)} tokens exceeds n_ctx={self.n_ctx}")
+            check_length(r, len(tokens) + max_tokens, self.n_ctx - 1)
             if sampling is None:  # greedy, explicitly
                 how = {"temperature": 0.0, "top_k": 1, "top_p": 1.0, "seed": 0}
             else:

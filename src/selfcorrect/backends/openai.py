@@ -33,10 +33,10 @@ from selfcorrect.backends.base import (
     continues_prefill,
 )
 from selfcorrect.errors import SelfCorrectError
+from selfcorrect.redact import KEY_VARS, redact_url, scrub
 from selfcorrect.registry import REGISTRY, ResolvedModel
 
 PREFIX = "openai:"
-KEY_VARS = ("SELFCORRECT_API_KEY", "OPENAI_API_KEY")
 TOP_K = 20  # top log-probabilities asked for in "top-logprobs" mode
 
 
@@ -58,13 +58,14 @@ def resolve_served(name: str, settings: ServedSettings) -> ResolvedModel:
     if not settings.base_url:
         raise SelfCorrectError(f"model '{name}' needs --base-url (e.g. http://localhost:8000/v1)")
     tokenizer = settings.tokenizer or (served if served in REGISTRY else None)
-    digest = hashlib.sha256(f"{settings.base_url.rstrip('/')}|{served}".encode()).hexdigest()
-    meta = {"served_model": served, "base_url": settings.base_url, "tokenizer": tokenizer}
+    url = redact_url(settings.base_url)  # keys in a URL are never stored
+    digest = hashlib.sha256(f"{url.rstrip('/')}|{served}".encode()).hexdigest()
+    meta = {"served_model": served, "base_url": url, "tokenizer": tokenizer}
     if served in REGISTRY:
         spec = REGISTRY[served]
         meta |= {"params": spec.params, "family": spec.family, "alignment": spec.alignment}
     kind = REGISTRY[tokenizer].kind if tokenizer in REGISTRY else None
-    return ResolvedModel(name, "openai", Path(settings.base_url), digest, kind, meta)
+    return ResolvedModel(name, "openai", Path(url), digest, kind, meta)
 
 
 def _load_tokenizer(name: str):
@@ -128,7 +129,7 @@ class OpenAIBackend(ChatRendering):
         served_ids = self._call(lambda: [m.id for m in self.client.models.list()], "models")
         if served_ids and self.served not in served_ids:
             raise SelfCorrectError(
-                f"the server at {settings.base_url} does not serve '{self.served}' "
+                f"the server at {redact_url(settings.base_url)} does not serve '{self.served}' "
                 f"(it serves: {', '.join(served_ids[:10])})"
             )
         tok_name = resolved.meta.get("tokenizer")
@@ -142,7 +143,7 @@ class OpenAIBackend(ChatRendering):
             self.logprob_mode, self.detection = "none", "no tokenizer: chat completions only"
         self.info = {
             "engine": "openai-compatible",
-            "base_url": settings.base_url,
+            "base_url": redact_url(settings.base_url),
             "served_model": self.served,
             "tokenizer": tok_name,
             "endpoint": "completions" if self.tok is not None else "chat.completions",
@@ -157,7 +158,7 @@ class OpenAIBackend(ChatRendering):
         """One request, retried by the client; failures become one-line errors that say
         which request failed."""
         oa = self.openai
-        url = self.settings.base_url
+        url = redact_url(self.settings.base_url)
         with self._lock:
             self.requests += 1
         try:
@@ -171,15 +172,17 @@ class OpenAIBackend(ChatRendering):
                 f"{what} timed out at {url} after {self.settings.max_retries} retries"
             ) from None
         except oa.APIConnectionError as exc:
-            raise SelfCorrectError(f"cannot reach the server at {url} ({what}): {exc}") from None
+            raise SelfCorrectError(
+                f"cannot reach the server at {url} ({what}): {scrub(str(exc))}"
+            ) from None
         except oa.APIStatusError as exc:
             raise SelfCorrectError(
-                f"{what} failed at {url}: HTTP {exc.status_code}: {str(exc)[:200]}"
+                f"{what} failed at {url}: HTTP {exc.status_code}: {scrub(str(exc))[:200]}"
             ) from None
         except (oa.APIResponseValidationError, ValueError, KeyError, TypeError,
                 AttributeError, IndexError) as exc:  # fmt: skip
             raise SelfCorrectError(
-                f"{what}: malformed response from {url}: {type(exc).__name__}: {exc}"
+                f"{what}: malformed response from {url}: {type(exc).__name__}: {scrub(str(exc))}"
             ) from None
 
     def _map(self, fn, jobs: list) -> list:

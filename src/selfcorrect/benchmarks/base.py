@@ -28,6 +28,7 @@ class Benchmark(Protocol):
     name: str
     family: str  # the condition library's section (variants share their family's texts)
     description: str
+    fields: tuple[str, ...]  # the item fields condition texts may use as {placeholders}
 
     def categories(self) -> list[str]: ...
 

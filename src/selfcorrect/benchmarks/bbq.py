@@ -218,6 +218,7 @@ def parse_answer(item: Item, text: str) -> tuple[int | None, str]:
 class BBQ:
     name = "bbq"
     family = "bbq"  # the condition library's section for this benchmark
+    fields = ("question_text", "dim", "gold_letter")  # what condition texts may use
     description = "BBQ bias benchmark (Parrish et al. 2022): 11 categories, 58,492 items"
 
     def __init__(self, root: str | None = None):

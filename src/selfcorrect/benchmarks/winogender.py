@@ -127,6 +127,7 @@ def load_all(root: str | None = None) -> tuple[Item, ...]:
 class Winogender:
     name = "winogender"
     family = "winogender"
+    fields = ("sentence", "prefix", "bls_pct_female", "bls_pct_male")
     description = (
         "Winogender schemas (Rudinger et al. 2018): 60 occupations, pronoun probabilities vs "
         "BLS statistics (G23); variant 'all' adds the 60 participant templates"

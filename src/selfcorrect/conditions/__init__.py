@@ -16,6 +16,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from selfcorrect.errors import SelfCorrectError, unknown_choice
 
 StepKind = Literal["ask", "prefill", "generate", "critique", "read"]
@@ -73,9 +75,10 @@ class Library:
     critic: Critic | None = None
 
     def get(self, name: str) -> Condition:
+        """By name or alias, ignoring case (the library refuses names that differ only so)."""
         key = name.strip().lower()
         for cond in self.conditions.values():
-            if key == cond.name or key in cond.aliases:
+            if key == cond.name.lower() or key in cond.aliases:
                 return cond
         raise unknown_choice("condition", name, self.conditions)
 
@@ -91,6 +94,38 @@ class Library:
             if cond not in out:
                 out.append(cond)
         return out
+
+    def check_fields(self, conditions: list[Condition], benchmark: str, fields) -> None:
+        """Every placeholder the texts of these conditions (and the feedback round) use for
+        `benchmark` is one of its item `fields`: caught before any model loads."""
+        known = set(fields)
+        texts = [(c.name, s.text) for c in conditions for s in c.steps[benchmark]
+                 if s.kind in ("ask", "prefill")]  # fmt: skip
+        texts += [("feedback", s.text) for s in self.feedback]
+        for where, text in texts:
+            for name in placeholders(text):
+                if name not in known:
+                    raise SelfCorrectError(
+                        f"condition text of '{where}' uses {{{name}}}, which {benchmark} items "
+                        f"do not have (they have: {', '.join(sorted(known))})"
+                    )
+
+
+def placeholders(template: str, where: str = "condition text") -> list[str]:
+    """The {name} placeholders of a text; unbalanced braces or anything but a plain name
+    (attribute access, format specs) is an error."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise SelfCorrectError(f"{where}: {exc} in {template[:60]!r}") from None
+    names = []
+    for _, name, spec, conv in parsed:
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conv:
+            raise SelfCorrectError(f"{where}: bad placeholder {{{name}}} in {template[:60]!r}")
+        names.append(name)
+    return names
 
 
 def _parse_step(raw, where: str) -> Step:
@@ -111,56 +146,130 @@ def _single_turn(prompt: str, prefill: str, instruction: str) -> tuple[Step, ...
     return (Step("ask", text), Step("prefill", prefill), Step("read", "answer"))
 
 
+class _Raw(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _RawBenchmark(_Raw):
+    prompt: str
+    answer_prefill: str
+
+
+class _RawFeedback(_Raw):
+    ask: str
+    prefill: str
+    provenance: str = "verbatim"
+    source: str = ""
+
+
+class _RawCritic(_Raw):
+    ask: str
+    feedback: str
+    prefill: str = ""
+    max_tokens: int = Field(96, ge=1)
+    provenance: str = "reconstruction"
+
+
+class _RawProtocol(_Raw):
+    instruction: str | None = None
+    steps: list[dict[str, str | int]] | None = None
+
+
+class _RawCondition(_Raw):
+    model_config = ConfigDict(extra="allow", strict=True)  # one table per benchmark
+    provenance: Literal["verbatim", "reconstruction"]
+    label: str | None = None
+    source: str = ""
+    description: str = ""
+    aliases: list[str] = []
+    requires_chat: bool = False
+
+
+class _RawLibrary(_Raw):
+    version: str | int
+    benchmarks: dict[str, _RawBenchmark]
+    feedback: _RawFeedback
+    conditions: dict[str, _RawCondition]
+    critic: _RawCritic | None = None
+
+
+def _protocol(name: str, bench: str, raw, bspec: _RawBenchmark, origin: str):
+    where = f"{origin}: condition {name}, {bench}"
+    try:
+        spec = _RawProtocol.model_validate(raw)
+    except ValidationError as exc:
+        raise SelfCorrectError(f"malformed condition library {_describe(exc, where)}") from None
+    if (spec.instruction is None) == (spec.steps is None):
+        raise SelfCorrectError(f"{where}: give either instruction or steps")
+    if spec.steps is not None:
+        proto = tuple(_parse_step(s, where) for s in spec.steps)
+    else:
+        proto = _single_turn(bspec.prompt, bspec.answer_prefill, spec.instruction)
+    if not proto or proto[-1].kind != "read":
+        raise SelfCorrectError(f"{where}: the last step must be a read")
+    steps = tuple(Step(s.kind, s.text.replace("{prompt}", bspec.prompt), s.max_tokens)
+                  for s in proto)  # fmt: skip
+    for s in steps:
+        if s.kind in ("ask", "prefill"):
+            placeholders(s.text, where)
+    return steps
+
+
+def _describe(exc: ValidationError, origin: str) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(x) for x in err["loc"])
+    return f"{origin}: {where}: {err['msg']}" if where else f"{origin}: {err['msg']}"
+
+
+def _names(conditions: Mapping[str, Condition], origin: str) -> None:
+    """Names and aliases are unique ignoring case: a name never hides another condition."""
+    seen: dict[str, str] = {}
+    for cond in conditions.values():
+        for key in (cond.name.lower(), *cond.aliases):
+            if key in seen and seen[key] != cond.name:
+                raise SelfCorrectError(
+                    f"malformed condition library {origin}: '{key}' names both condition "
+                    f"'{seen[key]}' and condition '{cond.name}'"
+                )
+            seen[key] = cond.name
+
+
 def parse_library(data: dict, origin: str, source_hash: str) -> Library:
     try:
-        benches = data["benchmarks"]
-        fb = data["feedback"]
-        feedback = (Step("ask", fb["ask"]), Step("prefill", fb["prefill"]), Step("read", "answer"))
-        conditions: dict[str, Condition] = {}
-        for name, spec in data["conditions"].items():
-            steps: dict[str, tuple[Step, ...]] = {}
-            for bench, bspec in benches.items():
-                if bench not in spec:
-                    continue
-                where = f"{origin}: condition {name}, {bench}"
-                if "steps" in spec[bench]:
-                    raw = spec[bench]["steps"]
-                    proto = tuple(_parse_step(s, where) for s in raw)
-                else:
-                    proto = _single_turn(
-                        bspec["prompt"], bspec["answer_prefill"], spec[bench]["instruction"]
-                    )
-                if not proto or proto[-1].kind != "read":
-                    raise SelfCorrectError(f"{where}: the last step must be a read")
-                steps[bench] = tuple(
-                    Step(s.kind, s.text.replace("{prompt}", bspec["prompt"]), s.max_tokens)
-                    for s in proto
-                )
-            conditions[name] = Condition(
-                name=name,
-                label=spec.get("label", name),
-                provenance=spec["provenance"],
-                source=spec.get("source", ""),
-                description=spec.get("description", ""),
-                steps=steps,
-                aliases=tuple(a.lower() for a in spec.get("aliases", ())),
-                requires_chat=bool(spec.get("requires_chat", False)),
+        raw = _RawLibrary.model_validate(data)
+    except ValidationError as exc:
+        raise SelfCorrectError(f"malformed condition library {_describe(exc, origin)}") from None
+    fb = raw.feedback
+    for text in (fb.ask, fb.prefill):
+        placeholders(text, f"{origin}: feedback")
+    feedback = (Step("ask", fb.ask), Step("prefill", fb.prefill), Step("read", "answer"))
+    conditions: dict[str, Condition] = {}
+    for name, spec in raw.conditions.items():
+        extra = spec.model_extra or {}
+        unknown = sorted(set(extra) - set(raw.benchmarks))
+        if unknown:
+            raise SelfCorrectError(
+                f"malformed condition library {origin}: condition {name} has a section for "
+                f"unknown benchmark '{unknown[0]}'"
             )
-        critic = None
-        if "critic" in data:
-            c = data["critic"]
-            critic = Critic(
-                c["ask"],
-                c.get("prefill", ""),
-                int(c.get("max_tokens", 96)),
-                c["feedback"],
-                c.get("provenance", "reconstruction"),
-            )
-        return Library(str(data["version"]), conditions, feedback, source_hash, critic)
-    except KeyError as exc:
-        raise SelfCorrectError(f"malformed condition library {origin}: missing {exc}") from None
-    except TypeError as exc:
-        raise SelfCorrectError(f"malformed condition library {origin}: {exc}") from None
+        steps = {b: _protocol(name, b, extra[b], bspec, origin)
+                 for b, bspec in raw.benchmarks.items() if b in extra}  # fmt: skip
+        conditions[name] = Condition(
+            name=name, label=spec.label or name, provenance=spec.provenance, source=spec.source,
+            description=spec.description, steps=steps,
+            aliases=tuple(a.strip().lower() for a in spec.aliases),
+            requires_chat=spec.requires_chat,
+        )  # fmt: skip
+    _names(conditions, origin)
+    critic = None
+    if raw.critic is not None:
+        c = raw.critic
+        if set(placeholders(c.ask, f"{origin}: critic")) - {"question", "answer"}:
+            raise SelfCorrectError(f"{origin}: critic.ask may use only {{question}}, {{answer}}")
+        if set(placeholders(c.feedback, f"{origin}: critic")) - {"critique"}:
+            raise SelfCorrectError(f"{origin}: critic.feedback may use only {{critique}}")
+        critic = Critic(c.ask, c.prefill, c.max_tokens, c.feedback, c.provenance)
+    return Library(str(raw.version), conditions, feedback, source_hash, critic)
 
 
 def default_library_path() -> Path:
@@ -187,9 +296,7 @@ class _StrictFields(dict):
 
 def fill(template: str, fields: Mapping[str, str]) -> str:
     # string.Formatter so that only {name} placeholders are read; no attribute access
-    for _, name, spec, _conv in string.Formatter().parse(template):
-        if name is not None and (not name.isidentifier() or spec):
-            raise SelfCorrectError(f"bad placeholder {{{name}}} in condition text")
+    placeholders(template)
     return template.format_map(_StrictFields(fields))
 
 

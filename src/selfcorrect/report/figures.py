@@ -9,6 +9,8 @@ def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
+    # labels carry model and condition names: "$...$" must stay text, not math to parse
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt

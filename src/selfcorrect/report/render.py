@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from html import escape
 from pathlib import Path
 
@@ -12,11 +13,16 @@ Block = tuple  # ("h1"|"h2"|"p", text) | ("table", df) | ("img", file) | ("pre",
 #               | ("list", [text])
 
 
+def md_text(text) -> str:
+    """Text outside code blocks: raw HTML from model or condition names is shown, not run."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;")  # no tag can open
+
+
 def to_markdown(df: pd.DataFrame) -> str:
     if df.empty:
         return "_(no rows)_\n"
     cols = [str(c) for c in df.columns]
-    esc = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    esc = lambda v: md_text(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
     lines = ["| " + " | ".join(esc(c) for c in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
@@ -27,19 +33,20 @@ def render_markdown(blocks: list[Block]) -> str:
     for b in blocks:
         kind = b[0]
         if kind == "h1":
-            out.append(f"# {b[1]}\n")
+            out.append(f"# {md_text(b[1])}\n")
         elif kind == "h2":
-            out.append(f"## {b[1]}\n")
+            out.append(f"## {md_text(b[1])}\n")
         elif kind == "p":
-            out.append(b[1] + "\n")
+            out.append(md_text(b[1]) + "\n")
         elif kind == "list":
-            out.append("\n".join(f"- {x}" for x in b[1]) + "\n")
+            out.append("\n".join(f"- {md_text(x)}" for x in b[1]) + "\n")
         elif kind == "table":
             out.append(to_markdown(b[1]))
         elif kind == "img":
             out.append(f"![{b[1]}]({b[1]})\n")
         elif kind == "pre":
-            out += [f"**{b[1]}**\n", "~~~~text", b[2].replace("~~~~", "~ ~ ~ ~"), "~~~~\n"]
+            out += [f"**{md_text(b[1])}**\n", "~~~~text", b[2].replace("~~~~", "~ ~ ~ ~"),
+                    "~~~~\n"]  # fmt: skip
     return "\n".join(out)
 
 
@@ -92,6 +99,8 @@ def write_pages(blocks: list[Block], folder: Path) -> list[Path]:
         ("report.md", render_markdown(blocks)),
         ("report.html", render_html(blocks, folder)),
     ):
-        (folder / name).write_text(text, encoding="utf-8")
+        tmp = folder / f".{name}.tmp"  # a page is whole or absent, never half written
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, folder / name)
         files.append(folder / name)
     return files

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import pandas as pd
 
+from selfcorrect import faults
 from selfcorrect.report import rounds
 from selfcorrect.report.render import Block, write_pages
 from selfcorrect.report.section import Section, Tables
@@ -87,14 +88,17 @@ def manifest_blocks(store: Store) -> list[Block]:
             f"seed {m.get('seed')}, rounds {m.get('rounds')}, readouts {m.get('readouts')}, "
             f"wall {m.get('wall_s', 'n/a')} s, peak RSS {m.get('peak_rss_mb', 'n/a')} MB"
         )
+    answered = store.answered()
     models = [
         f"{name}: sha256 {info['sha256'][:16]}..., {info.get('description', '')} "
         f"({info.get('kind', '?')}, {info.get('alignment', '?')})"
+        + ("" if name in answered["models"] else " - no answers")
         for name, info in store.models().items()
     ]
     conditions = [
         f"{c['condition']} ({c['benchmark']}, {c.get('provenance')}, hash {c['hash']}): "
         f"{c.get('label', '')}"
+        + ("" if (c["benchmark"], c["condition"]) in answered["conditions"] else " - no answers")
         for c in store.conditions()
     ]
     return [("h2", "Runs"), ("list", runs), ("h2", "Models"), ("list", models),
@@ -164,6 +168,7 @@ def _study_blocks(store, models, verdict, bias_variant, reference, study) -> lis
 def _write_study_files(store, out, blocks, verdict, outcomes) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = write_pages(blocks, out)
+    faults.point("report")
     verdict.to_csv(out / "verdicts.csv", index=False)
     files.append(out / "verdicts.csv")
     manifest = out / "manifest.json"
@@ -185,7 +190,7 @@ def report_dir(
     bias_variant: str = "bbq",
 ) -> Report:
     """Recompute every metric from the store and write the report files."""
-    store = Store(directory, create=False)
+    store = Store(directory, read_only=True)
     try:
         outcomes = store.outcomes()
         models = store.models()

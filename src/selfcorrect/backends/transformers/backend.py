@@ -15,6 +15,7 @@ from selfcorrect.backends.base import (
     Sampling,
     ScoreResult,
     candidate_tokens,
+    check_length,
     common_prefix,
     continues_prefill,
 )
@@ -141,6 +142,8 @@ class TransformersBackend(ChatRendering):
         self._attn = self.model.config._attn_implementation
         if self._attn not in ("sdpa", "eager"):  # they take a ready 4D mask; others may not
             self.prefix_cache = False
+        # the longest sequence the model was trained for: longer prompts are refused, not scored
+        self.max_len = getattr(text, "max_position_embeddings", None)
         self.head = self.model.get_output_embeddings()
         self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
         self.batch_tokens = batch_tokens or auto_batch_tokens(
@@ -176,6 +179,7 @@ class TransformersBackend(ChatRendering):
         encode = self._batch_encoder(prompts, candidates)
         for r, (prompt, cands) in enumerate(zip(prompts, candidates, strict=True)):
             fulls, start = candidate_tokens(encode, prompt, cands)
+            check_length(r, max(len(f) for f in fulls), self.max_len)
             seqs.extend((r, j, ids, start) for j, ids in enumerate(fulls))
         out = [[0.0] * len(c) for c in candidates]
         ntok = [[0] * len(c) for c in candidates]
@@ -193,6 +197,7 @@ class TransformersBackend(ChatRendering):
         encode = self._batch_encoder(prompts, candidates)
         for r, (prompt, cands) in enumerate(zip(prompts, candidates, strict=True)):
             fulls, start = candidate_tokens(encode, prompt, cands)
+            check_length(r, max(len(f) for f in fulls), self.max_len)
             # tokens every option starts with (' (' of ' (a)', ' (b)') join the prompt: fed
             # once, their log-probabilities added to each option
             lead = min(len(ids) - start for ids in fulls) - 1
@@ -403,6 +408,8 @@ class TransformersBackend(ChatRendering):
                 "top_p": sampling.top_p,
                 "top_k": None,
             }
+        for r, prompt in enumerate(prompts):  # the prompt and its new tokens must fit
+            check_length(r, len(self._encode(prompt)) + max_tokens, self.max_len)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         results: list[str] = [""] * len(prompts)
         self.tok.padding_side = "left"
