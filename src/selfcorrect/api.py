@@ -58,12 +58,14 @@ def run_plan(path: str | Path, out: str | Path | None = None, progress: bool = T
 
 
 def report(directory: str | Path, n_boot: int = 1000, seed: int = 0,
-           reference: str = "baseline", bias_variant: str = "bbq") -> Report:  # fmt: skip
-    """Recompute all metrics from a results directory and write report files (no model);
-    `bias_variant` names an alternative BBQ bias score ("helm")."""
+           reference: str = "baseline", bias_variant: str = "bbq",
+           out: str | Path | None = None) -> Report:  # fmt: skip
+    """Recompute all metrics from a results directory and write report files (no model; the
+    store is only read); `bias_variant` names an alternative BBQ bias score ("helm"); `out`
+    puts the report elsewhere than DIR/report (e.g. when DIR is read-only)."""
     bias_fns(bias_variant)  # an unknown name fails before any work
     return report_dir(directory, KITS, n_boot=n_boot, seed=seed, reference=reference,
-                      bias_variant=bias_variant)  # fmt: skip
+                      bias_variant=bias_variant, out=out)  # fmt: skip
 
 
 def score(benchmark: str, path: str | Path, out: str | Path | None = None, n_boot: int = 1000,

@@ -31,7 +31,7 @@ out_console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 
 
-_DEBUG = {"on": os.environ.get("SELFCORRECT_DEBUG", "") not in ("", "0")}
+_DEBUG = {"on": False}
 
 
 @app.callback()
@@ -39,7 +39,7 @@ def _options(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
 ):
     """Measure whether language models can morally self-correct (BBQ; G23/L24 protocols)."""
-    _DEBUG["on"] = _DEBUG["on"] or debug
+    _DEBUG["on"] = debug or os.environ.get("SELFCORRECT_DEBUG", "") not in ("", "0")
 
 
 def _friendly(fn):
@@ -171,11 +171,16 @@ def report(
     bias_variant: Annotated[
         str, typer.Option(help="BBQ bias score: bbq (reference analysis) or helm.")
     ] = "bbq",
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write the report (default DIR/report).")
+    ] = None,
 ):
-    """Recompute all metrics from the store (no model) and write Markdown and CSV tables."""
-    rep = api.report(
-        directory, n_boot=bootstrap, seed=seed, reference=reference, bias_variant=bias_variant
-    )
+    """Recompute all metrics from the store (no model; the store is only read) and write the
+    report: Markdown, HTML, CSV tables and figures."""
+    if bootstrap < 0:
+        raise SelfCorrectError(f"--bootstrap must be >= 0, got {bootstrap}")
+    rep = api.report(directory, n_boot=bootstrap, seed=seed, reference=reference,
+                     bias_variant=bias_variant, out=out)  # fmt: skip
     for key, df in rep.tables.items():
         bench = key[: -len("_summary")]
         if key.endswith("_summary") and bench in KITS:

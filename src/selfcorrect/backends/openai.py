@@ -30,6 +30,7 @@ from selfcorrect.backends.base import (
     Sampling,
     ScoreResult,
     candidate_tokens,
+    check_length,
     continues_prefill,
 )
 from selfcorrect.errors import SelfCorrectError
@@ -126,7 +127,11 @@ class OpenAIBackend(ChatRendering):
         self._lock = threading.Lock()
         self.requests = 0
         self.bounded = 0  # options whose token fell outside the top-k (an upper bound used)
-        served_ids = self._call(lambda: [m.id for m in self.client.models.list()], "models")
+        listed = self._call(lambda: list(self.client.models.list()), "models")
+        served_ids = [m.id for m in listed]
+        # vLLM and SGLang say how long a sequence may be; longer prompts are refused here
+        self.max_len = next((getattr(m, "max_model_len", None) for m in listed
+                             if m.id == self.served), None)  # fmt: skip
         if served_ids and self.served not in served_ids:
             raise SelfCorrectError(
                 f"the server at {redact_url(settings.base_url)} does not serve '{self.served}' "
@@ -254,6 +259,7 @@ class OpenAIBackend(ChatRendering):
         reqs = []
         for prompt, cands in zip(prompts, candidates, strict=True):
             fulls, start = candidate_tokens(encode, prompt, cands)
+            check_length(len(reqs), max(len(f) for f in fulls), self.max_len)
             reqs.append((prompt, cands, fulls, start))
         if self.logprob_mode == "echo":
             jobs = [(p, c) for p, cands, _, _ in reqs for c in cands]
@@ -318,6 +324,9 @@ class OpenAIBackend(ChatRendering):
         if sampling is not None:
             how = {"temperature": sampling.temperature, "top_p": sampling.top_p,
                    "seed": sampling.seed}  # fmt: skip
+        if self.tok is not None and self.max_len:
+            for r, prompt in enumerate(prompts):
+                check_length(r, len(self._encode(prompt)) + max_tokens, self.max_len)
         if self.tok is not None:
 
             def one(prompt):  # fmt: skip

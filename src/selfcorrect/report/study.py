@@ -188,13 +188,15 @@ def report_dir(
     seed: int = 0,
     reference: str = "baseline",
     bias_variant: str = "bbq",
+    out: str | Path | None = None,
 ) -> Report:
-    """Recompute every metric from the store and write the report files."""
+    """Recompute every metric from the store (opened read-only) and write the report files
+    into `out` (default: the results directory's report/)."""
     store = Store(directory, read_only=True)
     try:
         outcomes = store.outcomes()
         models = store.models()
-        out = Path(directory) / "report"
+        out = Path(out) if out is not None else Path(directory) / "report"
         tables: dict[str, pd.DataFrame] = {}
         files: list[Path] = []
         study: list[Block] = []
