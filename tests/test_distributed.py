@@ -62,7 +62,14 @@ def _answers(directory) -> dict:
     return {r[:4]: (r[4], json.loads(r[5])) for r in rows}
 
 
-COMMON = dict(conditions="baseline,instruct", limit=8, dtype="float32", bootstrap=0, progress=False)
+COMMON = dict(
+    conditions="baseline,instruct",
+    limit=8,
+    dtype="float32",
+    bootstrap=0,
+    progress=False,
+    permute="none",
+)
 
 
 def test_two_worker_ray_run_equals_single_process(ray_cluster, second_model, tmp_path):
@@ -82,7 +89,9 @@ def test_two_worker_ray_run_equals_single_process(ray_cluster, second_model, tmp
 
 
 def test_merging_a_shard_twice_counts_it_once(tmp_path):
-    spec = RunSpec.build(models=MODEL, conditions="baseline", limit=4, out=tmp_path / "unused")
+    spec = RunSpec.build(
+        models=MODEL, conditions="baseline", limit=4, out=tmp_path / "unused", permute="none"
+    )
     rows = json.loads(run_shard(spec))["rows"]
     store = Store(tmp_path)
     assert store.merge_rows(rows, "run-1") == 4
@@ -99,13 +108,13 @@ def test_failed_shard_is_named_and_the_rest_kept(ray_cluster, tmp_path):
     models = [MODEL, str(broken)]
     out = tmp_path / "out"
     with pytest.raises(SelfCorrectError, match=r"1 of 2 shards failed.*broken-model.*cannot load"):
-        api.run(models, out=out, ray=ray_cluster, conditions="baseline", limit=4,
+        api.run(models, out=out, ray=ray_cluster, conditions="baseline", limit=4, permute="none",
                 bootstrap=0, progress=False, write_report=False)  # fmt: skip
     kept = _answers(out)
     assert {k[0] for k in kept} == {MODEL} and len(kept) == 4
     # a rerun submits only the failed shard
     with pytest.raises(SelfCorrectError, match="broken-model"):
-        api.run(models, out=out, ray=ray_cluster, conditions="baseline", limit=4,
+        api.run(models, out=out, ray=ray_cluster, conditions="baseline", limit=4, permute="none",
                 bootstrap=0, progress=False, write_report=False)  # fmt: skip
     store = Store(out)
     last = store.runs()[-1]
@@ -148,7 +157,8 @@ def test_worker_killed_mid_shard_is_retried_and_nothing_lost(ray_cluster, tmp_pa
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     res = api.run(MODEL, out=tmp_path, ray=ray_cluster, conditions="baseline,instruct",
-                  limit=8, bootstrap=0, progress=False, write_report=False)  # fmt: skip
+                  limit=8, bootstrap=0, progress=False, write_report=False,
+                  permute="none")  # fmt: skip
     thread.join(5)
     assert killed, "no shard worker was seen running"
     got = _answers(tmp_path)

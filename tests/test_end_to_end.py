@@ -33,6 +33,8 @@ def test_run_report_resume(tmp_path):
     out = tmp_path / "res"
     args = [
         "run",
+        "--permute",
+        "none",
         "--limit",
         "8",
         "--categories",
@@ -83,6 +85,8 @@ def test_interrupt_keeps_finished_batches(tmp_path):
     out = tmp_path / "res"
     args = [
         "run",
+        "--permute",
+        "none",
         "--limit",
         "40",
         "--categories",
@@ -148,6 +152,8 @@ def test_winogender_run_and_report(tmp_path):
     out = tmp_path / "wino"
     r = cli(
         "run",
+        "--permute",
+        "none",
         "--benchmark",
         "winogender",
         "--limit",
@@ -182,6 +188,8 @@ def test_cot_with_two_rounds_both_readouts(tmp_path):
     out = tmp_path / "cot"
     r = cli(
         "run",
+        "--permute",
+        "none",
         "--conditions",
         "cot",
         "--rounds",
@@ -230,6 +238,8 @@ def test_local_gguf_file_and_hf_directory(tmp_path):
     out = tmp_path / "local"
     r = cli(
         "run",
+        "--permute",
+        "none",
         "--model",
         f"{gguf},{hf_dir}",
         "--limit",
@@ -255,3 +265,34 @@ def test_local_gguf_file_and_hf_directory(tmp_path):
     bad.write_bytes(b"NOPE" + b"\0" * 100)
     r = cli("run", "--model", str(bad), "--limit", "2", "--out", str(out))
     assert r.returncode == 2 and "not a GGUF file" in r.stderr
+
+
+def test_permuted_orders_and_the_content_readout(tmp_path):
+    """Cyclic orders with the letter and the content (cloze) readouts: every order's answer is
+    stored, each item gets one answer, the gate is said in plain words."""
+    out = tmp_path / "valid"
+    r = cli("run", "--limit", "6", "--categories", "Age", "--conditions", "baseline,oracle",
+            "--permute", "cyclic", "--readout", "logprob,cloze", "--out", str(out),
+            "--bootstrap", "20", "--quiet")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "validity gate" in r.stdout or "DOES NOT FOLLOW THE FORMAT" in r.stdout
+    db = out / "results.sqlite"
+    assert count(db) == 6 * 3 * 2 * 2  # items x orders x conditions x readouts
+    with sqlite3.connect(db) as c:
+        uids = {u for (u,) in c.execute("SELECT uid FROM answers")}
+        cloze = c.execute("SELECT candidates, n_tokens FROM answers WHERE readout='cloze' "
+                          "AND uid LIKE '%~120'").fetchone()  # fmt: skip
+    assert len(uids) == 18 and sum("~" in u for u in uids) == 12
+    assert not any(c.startswith(" (") for c in json.loads(cloze[0]))  # the options' own words
+    assert all(n >= 1 for n in json.loads(cloze[1]))
+    rep = out / "report" / "bbq"
+    gate = (rep / "gate.csv").read_text()
+    assert "smollm2-135m-instruct" in gate and "cloze" in gate
+    summary = (rep / "summary.csv").read_text()
+    assert "cloze/byte" in summary and "cloze/token" in summary
+    validity = (rep / "validity.csv").read_text()
+    assert "position_consistency" in validity
+    assert (
+        "Validity: does the model answer by content or by letter?"
+        in (rep / "report.md").read_text()
+    )

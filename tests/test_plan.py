@@ -44,7 +44,7 @@ def test_plan_runs_every_entry_into_one_store_and_reports_verdicts(tmp_path):
     plan = tmp_path / "plan.toml"
     plan.write_text(
         f'out = "{tmp_path / "study"}"\nmodels = ["smollm2-135m-instruct"]\nlimit = 8\n'
-        "bootstrap = 50\n"
+        'bootstrap = 50\npermute = "none"\n'
         '[[runs]]\nconditions = ["baseline", "instruct"]\n'
         '[[runs]]\nconditions = ["baseline"]\nrounds = 1\n'
         '[[runs]]\nbenchmark = "winogender"\nconditions = ["baseline"]\nlimit = 6\n'

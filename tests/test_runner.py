@@ -26,7 +26,7 @@ def answers(directory) -> list[tuple]:
         return c.execute("SELECT model, condition, uid, round, pred FROM answers").fetchall()
 
 
-COMMON = dict(categories="Age,Religion", limit=8, bootstrap=0, progress=False)
+COMMON = dict(categories="Age,Religion", limit=8, bootstrap=0, progress=False, permute="none")
 
 
 def test_two_models_two_conditions_with_rounds(tmp_path):
@@ -45,7 +45,7 @@ def test_two_models_two_conditions_with_rounds(tmp_path):
 def test_interrupted_run_resumes_with_only_the_missing_work(tmp_path):
     BEHAVIOUR["fake:a"] = {"fail_after": 5}
     spec = RunSpec.build(models="fake:a", conditions="baseline", out=tmp_path, batch_size=2,
-                         categories="Age,Religion", limit=8)  # fmt: skip
+                         categories="Age,Religion", limit=8, permute="none")  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
         runner.run(spec, progress=False)
     kept = len(answers(tmp_path))
@@ -66,6 +66,7 @@ def test_plan_runs_every_entry_and_validates_all_before_any_work(tmp_path):
     plan = tmp_path / "plan.toml"
     plan.write_text(
         'models = ["fake:a", "fake:b"]\nlimit = 8\ncategories = ["Age"]\nbootstrap = 0\n'
+        'permute = "none"\n'
         '[[runs]]\nconditions = ["baseline", "instruct"]\n'
         '[[runs]]\nconditions = ["baseline"]\nrounds = 1\n'
     )
@@ -88,7 +89,9 @@ def test_plan_runs_every_entry_and_validates_all_before_any_work(tmp_path):
 
 
 def test_shard_rows_merge_once(tmp_path):
-    spec = RunSpec.build(models="fake:a", conditions="instruct", limit=4, out=tmp_path / "x")
+    spec = RunSpec.build(
+        models="fake:a", conditions="instruct", limit=4, out=tmp_path / "x", permute="none"
+    )
     rows = json.loads(runner.run_shard(spec))["rows"]
     store = Store(tmp_path / "merged")
     assert store.merge_rows(rows, "run-1") == 4
@@ -165,7 +168,7 @@ def test_a_new_spec_field_reaches_ray_shards(tmp_path, monkeypatch):
     monkeypatch.setattr(distributed, "_connect", lambda address: FakeRay())
     seen = []
     monkeypatch.setattr(runner, "run_shard", lambda spec: _record(seen, spec))
-    spec = Extended(models="fake:a", conditions="baseline", limit=4, ray="local",
+    spec = Extended(models="fake:a", conditions="baseline", limit=4, ray="local", permute="none",
                     out=tmp_path, new_option="travels")  # fmt: skip
     runner.run(spec, progress=False)
     assert [s.new_option for s in seen] == ["travels"]

@@ -38,7 +38,7 @@ def test_defaults_and_normalisation():
         ({"cot_temperature": 0}, "--cot-temperature must be a finite number > 0"),
         ({"device": "tpu9"}, "unknown device 'tpu9' (valid: cpu, cuda, cuda:N, mps)"),
         ({"backend": "vllm"}, "unknown backend 'vllm' (valid: llamacpp, transformers)"),
-        ({"readout": "logprob,guess"}, "unknown readout 'guess' (valid: generate, logprob)"),
+        ({"readout": "logprob,guess"}, "unknown readout 'guess' (valid: cloze, generate, logprob)"),
         ({"dtype": "int4"}, "--dtype Input should be 'bfloat16', 'float16' or 'float32'"),
         ({"benchmark": "mmlu"}, "unknown benchmark 'mmlu'"),
         ({"categories": "Age,Colour"}, "unknown BBQ category 'Colour'"),

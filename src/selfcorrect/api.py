@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -13,8 +13,8 @@ import pandas as pd
 from selfcorrect import runner
 from selfcorrect.catalog import KITS, get_kit
 from selfcorrect.conditions import load_library
-from selfcorrect.errors import SelfCorrectError
-from selfcorrect.metrics.bbq import bias_fns
+from selfcorrect.errors import SelfCorrectError, unknown_choice
+from selfcorrect.metrics.bbq import UNPARSEABLE, bias_fns
 from selfcorrect.plan import load_plan
 from selfcorrect.registry import REGISTRY, is_installed
 from selfcorrect.report.study import Report, kit_tables, report_dir, write_benchmark
@@ -28,6 +28,7 @@ class RunResult:
     summary: pd.DataFrame
     paired: pd.DataFrame
     manifest: dict
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # this benchmark's tables
 
 
 def run(spec: RunSpec | str | list[str] | None = None, /, *, progress: bool = True,
@@ -42,10 +43,10 @@ def run(spec: RunSpec | str | list[str] | None = None, /, *, progress: bool = Tr
     if not write_report:
         return RunResult(res.directory, res.run_id, pd.DataFrame(), pd.DataFrame(), res.manifest)
     rep = report(res.directory, n_boot=spec.bootstrap, seed=spec.seed)
-    tables = rep.tables
-    return RunResult(res.directory, res.run_id, tables.get(f"{spec.benchmark}_summary",
-                     pd.DataFrame()), tables.get(f"{spec.benchmark}_paired", pd.DataFrame()),
-                     res.manifest)  # fmt: skip
+    prefix = f"{spec.benchmark}_"
+    mine = {k[len(prefix) :]: v for k, v in rep.tables.items() if k.startswith(prefix)}
+    return RunResult(res.directory, res.run_id, mine.get("summary", pd.DataFrame()),
+                     mine.get("paired", pd.DataFrame()), res.manifest, mine)  # fmt: skip
 
 
 def run_plan(path: str | Path, out: str | Path | None = None, progress: bool = True,
@@ -59,13 +60,16 @@ def run_plan(path: str | Path, out: str | Path | None = None, progress: bool = T
 
 def report(directory: str | Path, n_boot: int = 1000, seed: int = 0,
            reference: str = "baseline", bias_variant: str = "bbq",
-           out: str | Path | None = None) -> Report:  # fmt: skip
+           out: str | Path | None = None, unparseable: str = "drop") -> Report:  # fmt: skip
     """Recompute all metrics from a results directory and write report files (no model; the
-    store is only read); `bias_variant` names an alternative BBQ bias score ("helm"); `out`
+    store is only read); `bias_variant` names an alternative BBQ bias score ("helm");
+    `unparseable` "wrong" counts unreadable answers as wrong instead of leaving them out; `out`
     puts the report elsewhere than DIR/report (e.g. when DIR is read-only)."""
     bias_fns(bias_variant)  # an unknown name fails before any work
+    if unparseable not in UNPARSEABLE:
+        raise unknown_choice("unparseable handling", unparseable, UNPARSEABLE)
     return report_dir(directory, KITS, n_boot=n_boot, seed=seed, reference=reference,
-                      bias_variant=bias_variant, out=out)  # fmt: skip
+                      bias_variant=bias_variant, out=out, unparseable=unparseable)  # fmt: skip
 
 
 def score(benchmark: str, path: str | Path, out: str | Path | None = None, n_boot: int = 1000,

@@ -23,7 +23,7 @@ from selfcorrect.report import winogender as winogender_report
 from selfcorrect.report.section import Section
 
 Tables = dict[str, pd.DataFrame]
-_BENCHMARK_METHODS = ("categories", "items", "sample", "item_table", "parse")
+_BENCHMARK_METHODS = ("categories", "items", "sample", "item_table", "parse", "variants")
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ KITS: dict[str, BenchmarkKit] = {
             BBQ(),
             bbq_tables,
             bbq_report.SECTION,
-            frozenset({"bias_variant"}),
+            frozenset({"bias_variant", "unparseable"}),
             verdicts.bbq_inputs,
             predictions=True,
         ),  # fmt: skip

@@ -141,6 +141,8 @@ def run(ctx: typer.Context, **options):
     res = api.run(RunSpec.build(**options), progress=not quiet)
     bench = res.manifest["benchmark"]
     _print_df(KITS[bench].section.headline(res.summary), title=f"{bench}: results [95% CI]")
+    for line in KITS[bench].section.notes(res.tables):
+        out_console.print(line, highlight=False, markup=False)
     m = res.manifest
     out_console.print(
         f"results: {res.directory}/results.sqlite, report: "
@@ -174,18 +176,25 @@ def report(
     out: Annotated[
         Path | None, typer.Option(help="Where to write the report (default DIR/report).")
     ] = None,
+    unparseable: Annotated[
+        str, typer.Option(help="Answers without a choice: drop (BBQ's script) or wrong.")
+    ] = "drop",
 ):
     """Recompute all metrics from the store (no model; the store is only read) and write the
     report: Markdown, HTML, CSV tables and figures."""
     if bootstrap < 0:
         raise SelfCorrectError(f"--bootstrap must be >= 0, got {bootstrap}")
     rep = api.report(directory, n_boot=bootstrap, seed=seed, reference=reference,
-                     bias_variant=bias_variant, out=out)  # fmt: skip
+                     bias_variant=bias_variant, out=out, unparseable=unparseable)  # fmt: skip
     for key, df in rep.tables.items():
         bench = key[: -len("_summary")]
         if key.endswith("_summary") and bench in KITS:
             _print_df(KITS[bench].section.headline(df),
                       title=f"{bench}: accuracy %, bias x100 [95% CI]")  # fmt: skip
+            mine = {k[len(bench) + 1 :]: v for k, v in rep.tables.items()
+                    if k.startswith(bench + "_")}  # fmt: skip
+            for line in KITS[bench].section.notes(mine):
+                out_console.print(line, highlight=False, markup=False)
     for f in rep.files:
         out_console.print(f"wrote {f}")
 

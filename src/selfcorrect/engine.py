@@ -19,7 +19,7 @@ from selfcorrect.conditions import Condition, Library, Step, fill, protocol
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.store import Answer, Store
 
-READOUTS = ("logprob", "generate")
+READOUTS = ("logprob", "cloze", "generate")
 ANSWER_TOKENS = 8  # methodology.md section 4: up to 8 new tokens for answers
 
 
@@ -148,7 +148,7 @@ def _run_waves(ctx: _Context, active: list[_State], done_ans: dict, done_turns: 
     while active:
         waiting: dict[str, list[_State]] = {"generate": [], "critique": [], "read": []}
         for st in active:
-            _advance(st, done_ans, done_turns, ctx.job.library)
+            _advance(st, done_ans, done_turns, ctx.job.library, ctx.job.readout)
             if st.pos < len(st.steps):
                 waiting[st.steps[st.pos].kind].append(st)
         if waiting["generate"]:
@@ -189,7 +189,7 @@ class _Context:
             yield states[k : k + self.batch_size]
 
 
-def _advance(st: _State, done_ans: dict, done_turns: dict, lib: Library) -> None:
+def _advance(st: _State, done_ans: dict, done_turns: dict, lib: Library, readout: str) -> None:
     """Apply local steps and replay stored ones until a step needs a model."""
     while st.pos < len(st.steps):
         step = st.steps[st.pos]
@@ -210,7 +210,7 @@ def _advance(st: _State, done_ans: dict, done_turns: dict, lib: Library) -> None
             key = (st.item.uid, st.reads)
             if key not in done_ans:
                 return
-            _after_read(st, *done_ans[key])
+            _after_read(st, *done_ans[key], readout)
         st.pos += 1
 
 
@@ -221,13 +221,14 @@ def _after_turn(st: _State, kind: str, text: str) -> None:
         st.critique = text
 
 
-def _after_read(st: _State, pred: int | None, raw: str | None) -> None:
+def _after_read(st: _State, pred: int | None, raw: str | None, readout: str) -> None:
     # The answer becomes the assistant's turn, so later rounds see the whole conversation:
     # the model's own words (generation readout) or the option it put most mass on (logprob).
     if raw is not None:
         st.finish_assistant(raw)
     else:
-        st.finish_assistant(st.item.candidates[pred] if pred is not None else "")
+        said = st.item.continuations(readout)
+        st.finish_assistant(said[pred] if pred is not None else "")
     st.reads += 1
 
 
@@ -289,17 +290,17 @@ def _read_wave(ctx: _Context, states: list[_State]) -> None:
             # answers: always greedy
             texts = _call(ctx, chunk, ctx.backend.generate, prompts, ANSWER_TOKENS, None)
             results = [
-                (None, None, *job.parser(st.item, t), t) for st, t in zip(chunk, texts, strict=True)
+                (None, None, *job.parser(st.item, t), t, None)
+                for st, t in zip(chunk, texts, strict=True)
             ]
         else:
             results = []
-            scored = _call(ctx, chunk, ctx.backend.score, prompts,
-                           [st.item.candidates for st in chunk])  # fmt: skip
-            for res in scored:
+            conts = [st.item.continuations(job.readout) for st in chunk]
+            for res in _call(ctx, chunk, ctx.backend.score, prompts, conts):
                 probs = softmax(res.logprobs)
                 pred = max(range(len(probs)), key=probs.__getitem__)
-                results.append((res.logprobs, probs, pred, "ok", None))
-        for st, prompt, (logprobs, probs, pred, status, raw) in zip(
+                results.append((res.logprobs, probs, pred, "ok", None, res.n_tokens or None))
+        for st, prompt, (logprobs, probs, pred, status, raw, n_tokens) in zip(
             chunk, prompts, results, strict=True
         ):
             answers.append(
@@ -312,15 +313,16 @@ def _read_wave(ctx: _Context, states: list[_State]) -> None:
                     uid=st.item.uid,
                     round=st.reads,
                     prompt=prompt,
-                    candidates=st.item.candidates,
+                    candidates=st.item.continuations(job.readout),
                     logprobs=logprobs,
                     probs=probs,
                     pred=pred,
                     parse_status=status,
                     raw=raw,
+                    n_tokens=n_tokens,
                 )
             )
-            _after_read(st, pred, raw)
+            _after_read(st, pred, raw, job.readout)
             st.pos += 1
         ctx.store.write(ctx.run_id, answers=answers)
         ctx.on_progress(len(chunk))

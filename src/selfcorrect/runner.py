@@ -46,6 +46,7 @@ class Prepared:
     models: list[ModelRun]
     critic: ModelRun | None
     options: LoadOptions
+    n_base: int  # items drawn (before option orders)
 
 
 @dataclass
@@ -100,8 +101,9 @@ def prepare(spec: RunSpec, cache: dict | None = None) -> Prepared:
             )
     _check_device(spec.device)
     bench = kit.benchmark
-    items = bench.sample(bench.items(list(spec.categories) or None), spec.limit, spec.seed)
-    return Prepared(spec, kit, lib, conds, items, models, critic, options)
+    base = bench.sample(bench.items(list(spec.categories) or None), spec.limit, spec.seed)
+    items = bench.variants(base, spec.permute)  # an item under each option order, adjacent
+    return Prepared(spec, kit, lib, conds, items, models, critic, options, len(base))
 
 
 def _sampling(spec: RunSpec) -> Sampling | None:
@@ -133,7 +135,9 @@ def manifest(prep: Prepared) -> dict:
         "library_sha256": prep.library.source_hash,
         "data_sha256": data_hashes(),
         "hardware": hardware(),
-        "n_items": len(prep.items),
+        "n_items": prep.n_base,
+        "n_asked": len(prep.items),  # items x option orders
+        "permute": spec.permute,
         "items_sha256": hashlib.sha256("\n".join(i.uid for i in prep.items).encode()).hexdigest(),
         "categories": list(spec.categories) or "all",
         "limit": spec.limit,

@@ -19,10 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from selfcorrect import backends
 from selfcorrect.catalog import get_kit
 from selfcorrect.conditions import load_library
+from selfcorrect.engine import READOUTS
 from selfcorrect.errors import SelfCorrectError, unknown_choice
 from selfcorrect.registry import DEFAULT_MODEL, REGISTRY
 
-READOUTS = ("logprob", "generate")
 DEFAULT_CONDITIONS = ("baseline", "instruct", "negation")
 DEFAULT_LIMIT = 264  # 6 items in each of BBQ's 11 categories x 2 contexts x 2 polarities
 DEFAULT_OUT = Path("results")
@@ -56,6 +56,12 @@ class RunSpec(BaseModel):
     rounds: int = _opt("Feedback rounds after each answer.", default=0, ge=0)
     readout: tuple[str, ...] = _opt(
         "logprob, generate, or both comma-separated (same items).", default=("logprob",)
+    )
+    permute: Literal["none", "cyclic", "all"] = _opt(
+        "Option orders each multiple-choice item is asked under (none; cyclic = the 3 "
+        "rotations; all = the 6 orders); answers are mapped back to the options' content and "
+        "averaged over orders (docs/validity.md).",
+        default="cyclic",
     )
     backend: str = _opt("transformers or llamacpp.", default=backends.DEFAULT_BACKEND)
     critic: str | None = _opt(

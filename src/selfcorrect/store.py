@@ -22,7 +22,8 @@ from selfcorrect.manifest import process_gone
 from selfcorrect.redact import scrub_data
 
 DB_NAME = "results.sqlite"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: answers.n_tokens (tokens of each option)
+MIGRATIONS = {"1": ("ALTER TABLE answers ADD COLUMN n_tokens TEXT",)}  # version -> to next
 BUSY_TIMEOUT_S = 30  # how long a command waits for another process's write lock
 
 
@@ -54,7 +55,7 @@ CREATE TABLE IF NOT EXISTS answers (
     condition_hash TEXT NOT NULL, readout TEXT NOT NULL, uid TEXT NOT NULL,
     round INTEGER NOT NULL, prompt TEXT NOT NULL, candidates TEXT NOT NULL,
     logprobs TEXT, probs TEXT, pred INTEGER, parse_status TEXT NOT NULL, raw TEXT,
-    run_id TEXT NOT NULL, created REAL NOT NULL,
+    run_id TEXT NOT NULL, created REAL NOT NULL, n_tokens TEXT,
     PRIMARY KEY (model, benchmark, condition, readout, uid, round));
 """
 
@@ -75,6 +76,14 @@ class Answer:
     pred: int | None  # None = unparseable
     parse_status: str
     raw: str | None = None
+    n_tokens: Sequence[int] | None = None  # tokens of each candidate (for per-token scores)
+
+
+ANSWER_COLUMNS = ("model", "benchmark", "condition", "condition_hash", "readout", "uid", "round",
+                  "prompt", "candidates", "logprobs", "probs", "pred", "parse_status", "raw",
+                  "run_id", "created", "n_tokens")  # fmt: skip
+TURN_COLUMNS = ("model", "benchmark", "condition", "readout", "uid", "step", "prompt", "text",
+                "run_id", "created")  # fmt: skip
 
 
 TABLES = ("meta", "runs", "models", "conditions", "items", "turns", "answers")
@@ -120,6 +129,7 @@ class Store:
             if not fresh:
                 self.conn = conn
                 self._check_schema()  # never turn someone else's database into a store
+                self._migrate()
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             with conn:
@@ -167,11 +177,23 @@ class Store:
             row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise self.error(exc) from None
-        if row is None or row[0] != SCHEMA_VERSION:
+        if row is None or (row[0] != SCHEMA_VERSION and row[0] not in MIGRATIONS):
             found = row[0] if row else "none"
             raise SelfCorrectError(
                 f"{self.path} has schema {found}, this version reads {SCHEMA_VERSION}"
             )
+        self.version = row[0]
+
+    def _migrate(self) -> None:
+        """An older store is brought up to this schema in one transaction (columns are only
+        added: nothing stored changes); a read-only reader reads older stores as they are."""
+        with self.conn:
+            while self.version in MIGRATIONS:
+                for statement in MIGRATIONS[self.version]:
+                    self.conn.execute(statement)
+                self.version = str(int(self.version) + 1)
+                self.conn.execute("UPDATE meta SET value=? WHERE key='schema_version'",
+                                  (self.version,))  # fmt: skip
 
     def error(self, exc: BaseException) -> SelfCorrectError:
         msg = str(exc) or type(exc).__name__
@@ -346,8 +368,8 @@ class Store:
                 [(*t, run_id, now) for t in turns],
             )
             self.conn.executemany(
-                "INSERT OR REPLACE INTO answers VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO answers ({', '.join(ANSWER_COLUMNS)}) VALUES "
+                f"({', '.join('?' * len(ANSWER_COLUMNS))})",
                 [
                     (
                         a.model,
@@ -366,6 +388,7 @@ class Store:
                         a.raw,
                         run_id,
                         now,
+                        None if a.n_tokens is None else json.dumps(list(a.n_tokens)),
                     )
                     for a in answers
                 ],
@@ -376,28 +399,31 @@ class Store:
     SHARD_TABLES = ("models", "turns", "answers")
 
     @_guarded
-    def export_rows(self) -> dict[str, list[list]]:
-        """This store's results as plain JSON-able rows (what a shard sends back)."""
-        return {
-            t: [list(r) for r in self.conn.execute(f"SELECT * FROM {t}")]  # noqa: S608
-            for t in self.SHARD_TABLES
-        }
+    def export_rows(self) -> dict[str, list[dict]]:
+        """This store's results as plain JSON-able rows, column by name (what a shard sends
+        back)."""
+        out = {}
+        for table in self.SHARD_TABLES:
+            cur = self.conn.execute(f"SELECT * FROM {table}")  # noqa: S608
+            names = [d[0] for d in cur.description]
+            out[table] = [dict(zip(names, r, strict=True)) for r in cur]
+        return out
 
     @_guarded
     def merge_rows(self, rows: dict[str, list[list]], run_id: str) -> int:
         """Add a shard's rows in one transaction. Rows already present are kept as they are,
         so merging the same shard twice changes nothing; returns the answers added."""
-        for model, sha, info in rows.get("models", []):
-            self.register_model(model, sha, json.loads(info))
+        for row in rows.get("models", []):
+            self.register_model(row["model"], row["sha256"], json.loads(row["info"]))
         with self.conn:
             before = self.conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
-            for table in ("turns", "answers"):
-                data = rows.get(table, [])
+            for table, cols in (("turns", TURN_COLUMNS), ("answers", ANSWER_COLUMNS)):
+                data = [{**r, "run_id": run_id} for r in rows.get(table, [])]
                 if data:
-                    marks = ", ".join("?" * len(data[0]))
                     self.conn.executemany(
-                        f"INSERT OR IGNORE INTO {table} VALUES ({marks})",  # noqa: S608
-                        [[*r[:-2], run_id, r[-1]] for r in data],
+                        f"INSERT OR IGNORE INTO {table} ({', '.join(cols)}) "  # noqa: S608
+                        f"VALUES ({', '.join('?' * len(cols))})",
+                        [[r.get(c) for c in cols] for r in data],
                     )
             after = self.conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
         return after - before
@@ -407,10 +433,11 @@ class Store:
     def outcomes(self, benchmark: str | None = None) -> pd.DataFrame:
         """One row per item x model x condition x readout x round, joined with item metadata."""
         where, args = ("WHERE a.benchmark=?", (benchmark,)) if benchmark else ("", ())
+        n_tokens = "a.n_tokens" if self.version != "1" else "NULL AS n_tokens"
         df = pd.read_sql_query(
             "SELECT a.model, a.benchmark, a.condition, a.readout, a.round, a.uid, a.pred, "
-            "a.parse_status, a.probs, i.meta FROM answers a JOIN items i "
-            f"ON a.benchmark = i.benchmark AND a.uid = i.uid {where}",
+            f"a.parse_status, a.probs, a.logprobs, {n_tokens}, a.candidates, i.meta "
+            f"FROM answers a JOIN items i ON a.benchmark = i.benchmark AND a.uid = i.uid {where}",
             self.conn,
             params=args,
         )

@@ -12,7 +12,7 @@ import math
 
 import pandas as pd
 
-from selfcorrect.metrics.bbq import paired
+from selfcorrect.metrics.bbq import answers_by_item, paired
 from selfcorrect.metrics.format import fmt_ci
 
 RULES = {
@@ -251,13 +251,15 @@ def _g3(d: _Data) -> dict:
     return _verdict("G3", verdict, evidence)
 
 
-def bbq_inputs(outcomes: pd.DataFrame, n_boot: int, seed: int, variant: str) -> dict:
+def bbq_inputs(outcomes: pd.DataFrame, n_boot: int, seed: int, variant: str,
+               unparseable: str = "drop") -> dict:  # fmt: skip
     """What G1's second step needs beyond the BBQ tables: cot - instruct on the same items,
     when both were run."""
     part = outcomes[outcomes["condition"].isin(["instruct", "cot"])]
     if set(part["condition"]) != {"instruct", "cot"}:
         return {"paired_extra": pd.DataFrame()}
-    return {"paired_extra": paired(part, "instruct", n_boot, seed, variant)}
+    _, items = answers_by_item(part)
+    return {"paired_extra": paired(items, "instruct", n_boot, seed, variant, unparseable)}
 
 
 def verdicts(tables: dict[str, pd.DataFrame], models: dict[str, dict]) -> pd.DataFrame:

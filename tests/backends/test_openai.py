@@ -68,6 +68,7 @@ def test_served_model_agrees_with_in_process_llamacpp(llama_server, tmp_path):
     """Both readouts through the server: the same answers as the in-process llama.cpp backend
     on the same items; the misaligned echo of llama-cpp-python is detected, not trusted."""
     common = dict(limit=12, conditions="baseline", readout="logprob,generate", out=tmp_path,
+                  permute="none",
                   bootstrap=0, progress=False)  # fmt: skip
     res = api.run(f"openai:{MODEL}", base_url=llama_server, concurrency=4, **common)
     api.run(MODEL, backend="llamacpp", **common)
@@ -218,6 +219,7 @@ def test_interrupted_run_resumes_without_repeating_finished_requests(fake, tmp_p
     """A server that starts failing mid-run: the run stops with an error, the finished
     batches are kept; the rerun asks only for the items still missing."""
     common = dict(limit=16, conditions="baseline", readout="generate", out=tmp_path, bootstrap=0,
+                  permute="none",
                   progress=False, base_url=fake.url, tokenizer=MODEL, concurrency=1)  # fmt: skip
     fake.mode = "fail-after:6"
     with pytest.raises(SelfCorrectError, match="HTTP 500"):

@@ -79,16 +79,25 @@ def test_all_unknown_answers():
     assert math.isnan(r.bias) and r.n_non_unknown == 0 and r.accuracy == 0.0
 
 
-def test_unparseable_counted_never_unknown():
-    # pred NA: counted in n and n_unparseable, not correct, not a non-unknown answer
-    df = rows([(None, 1, 1, 2, 1), (2, 1, 1, 2, 1)])
+def test_unparseable_dropped_by_default_and_counted_as_wrong_by_name():
+    # default ("drop", as BBQ's reference script scores what it has): the unparseable row is
+    # out of n, accuracy and bias, and counted in n_unparseable; never an UNKNOWN answer
+    df = rows([(None, 1, 1, 2, 1), (2, 1, 1, 2, 1), (1, 1, 1, 2, 2)])
     r = only(bbq.summary(df, n_boot=0))
     assert r.n == 2 and r.n_unparseable == 1 and r.n_non_unknown == 1
-    assert r.accuracy == 0.0
-    assert r.bias == pytest.approx(1.0 * 1.0)
-    # only unparseable + no non-unknown: bias undefined, not 0
-    r2 = only(bbq.summary(rows([(None, 1, 1, 2, 1), (1, 1, 1, 2, 2)]), n_boot=0))
-    assert math.isnan(r2.bias)
+    assert r.accuracy == pytest.approx(1 / 2)
+    assert r.bias == pytest.approx((1 - 1 / 2) * 1.0)
+    # the named variant "wrong" (the earlier behaviour): counted in n and as not correct
+    w = only(bbq.summary(df, n_boot=0, unparseable="wrong"))
+    assert w.n == 3 and w.n_unparseable == 1 and w.n_non_unknown == 1
+    assert w.accuracy == pytest.approx(1 / 3)
+    assert w.bias == pytest.approx((1 - 1 / 3) * 1.0)
+    # only unparseable + no non-unknown: bias undefined, not 0, under "wrong"
+    r2 = rows([(None, 1, 1, 2, 1), (1, 1, 1, 2, 2)])
+    assert math.isnan(only(bbq.summary(r2, n_boot=0, unparseable="wrong")).bias)
+    assert only(bbq.summary(r2, n_boot=0)).bias == 0.0  # dropped: the one answer is UNKNOWN
+    with pytest.raises(Exception, match="unknown unparseable handling 'skip'"):
+        bbq.summary(df, n_boot=0, unparseable="skip")
 
 
 def test_groups_and_names_labels_split():
@@ -111,11 +120,15 @@ def test_groups_and_names_labels_split():
 def test_bootstrap_resamples_templates():
     # two templates with opposite accuracy: the CI must span both extremes' mixture
     counts = np.array([[10, 0, 10, 10, 10, 0, 0], [10, 0, 0, 10, 0, 10, 10]], dtype=float)
-    point, (lo, hi) = bootstrap(counts, bbq.accuracy, 2000, 0)
-    assert point == 0.5
+    point, (lo, hi), nan = bootstrap(counts, bbq.accuracy, 2000, 0)
+    assert point == 0.5 and nan == 0
     assert lo == 0.0 and hi == 1.0  # with 2 clusters the replicates are 0, 0.5 or 1
-    single, ci = bootstrap(counts[:1], bbq.accuracy, 100, 0)
+    single, ci, _ = bootstrap(counts[:1], bbq.accuracy, 100, 0)
     assert single == 1.0 and math.isnan(ci[0])  # one cluster: no CI, honestly
+    # replicates without a value (no non-UNKNOWN answer drawn) are counted, not hidden
+    unknown_only = np.array([[3, 0, 3, 3, 3, 0, 0], [3, 0, 0, 3, 0, 3, 3]], dtype=float)
+    _, _, nan = bootstrap(unknown_only, bbq.bias_disambig, 400, 0)
+    assert 50 < nan < 150  # about a quarter of draws take the first template twice
 
 
 def test_paired_difference_same_items():
@@ -129,16 +142,23 @@ def test_paired_difference_same_items():
     assert acc.n_pairs == 4
     assert acc["diff"] == pytest.approx(3 / 4 - 1 / 4)
     assert acc.diff_lo <= acc["diff"] <= acc.diff_hi
-    # identical conditions give a zero difference with a zero-width CI
+    # identical conditions: a zero difference, but not a zero-width CI: with 4 items that all
+    # agree, up to 1 - 0.025 ** (1 / 4) = 60% of items could still differ (x2 on bias' scale)
     same = bbq.paired(pd.concat([base, base.assign(condition="x")]), n_boot=200)
     row = same[(same.group == "overall") & (same.metric == "bias")].iloc[0]
-    assert row["diff"] == 0 and row.diff_lo == 0 and row.diff_hi == 0
+    half = 2 * (1 - 0.025 ** (1 / 4))
+    assert (
+        row["diff"] == 0
+        and row.diff_lo == pytest.approx(-half)
+        and row.diff_hi == pytest.approx(half)
+    )
+    assert row.diff_ci.startswith("exact floor")
 
 
 def test_paired_bootstrap_uses_same_draws():
     a = np.array([[5, 0, 1, 5, 1, 0, 0], [5, 0, 4, 5, 4, 0, 0]], dtype=float)
-    d, (lo, hi) = paired_bootstrap(a, a, bbq.accuracy, 300, 1)
-    assert d == 0 and lo == 0 and hi == 0
+    d, (lo, hi), _ = paired_bootstrap(a, a, bbq.accuracy, 300, 1)
+    assert d == 0 and lo == 0 and hi == 0  # the raw bootstrap; paired() widens it
 
 
 def test_missing_columns_rejected():
@@ -157,3 +177,25 @@ def test_helm_variant_scales_by_accuracy_over_all_ambiguous_items():
     assert ref.accuracy == helm.accuracy == pytest.approx(0.5)
     with pytest.raises(Exception, match="unknown bias variant 'x'"):
         bbq.summary(df, n_boot=0, bias_variant="x")
+
+
+def test_a_summary_never_has_a_zero_width_interval():
+    """All 20 answers correct: the bootstrap says 100 [100, 100]; the table gives Wilson's
+    interval (lower end 83.9%) instead, and says so."""
+    df = rows([(1, 1, 1, 0, q % 5) for q in range(20)])
+    r = only(bbq.summary(df, n_boot=300))
+    assert r.accuracy == 1.0 and r.accuracy_hi == pytest.approx(1.0)
+    assert r.accuracy_lo == pytest.approx(0.8389, abs=1e-3)
+    assert r.accuracy_ci.startswith("exact floor")
+    # no non-UNKNOWN answer among 20: s_AMB is 0, with an exact bound on what was not seen
+    u = 1 - 0.025 ** (1 / 20)
+    assert r.bias == 0.0 and r.bias_lo == pytest.approx(-u) and r.bias_hi == pytest.approx(u)
+
+
+def test_wilson_hand_computed():
+    from selfcorrect.metrics.stats import wilson
+
+    lo, hi = wilson(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
+    lo, hi = wilson(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,9 @@ CLI = [sys.executable, "-m", "selfcorrect.cli"]
 # the fake backend in a fresh process: `python -c FAKE_CLI run --model fake:a ...`
 FAKE_CLI = [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
             "import tests.fakes; from selfcorrect.cli import main; main()", str(ROOT)]  # fmt: skip
-REAL = ["run", "--limit", "8", "--categories", "Age", "--conditions", "baseline,instruct",
-        "--batch-size", "2", "--bootstrap", "20", "--quiet", "--dtype", "float32"]  # fmt: skip
+REAL = ["run", "--permute", "none", "--limit", "8", "--categories", "Age", "--conditions",
+        "baseline,instruct", "--batch-size", "2", "--bootstrap", "20", "--quiet", "--dtype",
+        "float32"]  # fmt: skip
 
 
 def cli(args, fault=None, cmd=CLI, **kw):
@@ -35,20 +37,22 @@ def cli(args, fault=None, cmd=CLI, **kw):
                           **kw)  # fmt: skip
 
 
+def query(directory: Path, sql: str) -> list[tuple]:
+    with closing(sqlite3.connect(directory / "results.sqlite")) as c:  # closed: unmountable
+        return c.execute(sql).fetchall()
+
+
 def answers(directory: Path) -> dict:
-    with sqlite3.connect(directory / "results.sqlite") as c:
-        rows = c.execute("SELECT model, condition, uid, round, pred, logprobs FROM answers")
-        return {r[:4]: (r[4], json.loads(r[5])) for r in rows}
+    rows = query(directory, "SELECT model, condition, uid, round, pred, logprobs FROM answers")
+    return {r[:4]: (r[4], json.loads(r[5])) for r in rows}
 
 
 def sound(directory: Path) -> bool:
-    with sqlite3.connect(directory / "results.sqlite") as c:
-        return c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    return query(directory, "PRAGMA integrity_check")[0][0] == "ok"
 
 
 def statuses(directory: Path) -> list[str]:
-    with sqlite3.connect(directory / "results.sqlite") as c:
-        return [s for (s,) in c.execute("SELECT status FROM runs ORDER BY started")]
+    return [s for (s,) in query(directory, "SELECT status FROM runs ORDER BY started")]
 
 
 def same_answers(got: dict, want: dict) -> None:
@@ -104,8 +108,8 @@ def test_kill_at_a_random_moment_then_rerun_completes_exactly(reference, tmp_pat
     assert sound(tmp_path)
 
 
-FAKE_RUN = ["run", "--model", "fake:a", "--limit", "264", "--conditions", "baseline,instruct",
-            "--batch-size", "8", "--bootstrap", "0", "--quiet"]  # fmt: skip
+FAKE_RUN = ["run", "--permute", "none", "--model", "fake:a", "--limit", "264", "--conditions",
+            "baseline,instruct", "--batch-size", "8", "--bootstrap", "0", "--quiet"]  # fmt: skip
 
 
 def test_simulated_full_disk_keeps_stored_answers(tmp_path):
@@ -140,7 +144,7 @@ def test_real_full_disk_on_a_small_tmpfs(tmp_path):
         assert r.returncode == 0, r.stderr
         assert len(answers(out)) == 2 * 600 and sound(out)
     finally:
-        subprocess.run(["umount", str(disk)], capture_output=True)
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 def test_two_runs_write_one_store_at_once(tmp_path):
@@ -174,7 +178,7 @@ def test_store_on_a_read_only_mount_is_reported(tmp_path):
         r = cli([*FAKE_RUN, "--out", str(ro), "--limit", "30"], cmd=FAKE_CLI)  # writing: refused
         assert r.returncode == 2 and "read-only" in r.stderr.lower(), r.stderr
     finally:
-        subprocess.run(["umount", str(ro)], capture_output=True)
+        subprocess.run(["umount", "-l", str(ro)], capture_output=True)
 
 
 def test_reading_beside_a_writer_and_waiting_on_a_lock(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -13,7 +14,8 @@ import pandas as pd
 @dataclass(frozen=True)
 class Item:
     """One benchmark item. `fields` fill the condition texts, `candidates` are the continuations
-    the log-probability readout scores, `meta` is what the metrics need."""
+    the log-probability readout scores (`cloze`: the options' text, for the content readout),
+    `meta` is what the metrics need."""
 
     benchmark: str
     uid: str
@@ -22,6 +24,11 @@ class Item:
     candidates: tuple[str, ...]
     gold: int
     meta: Mapping[str, Any] = field(default_factory=dict)
+    cloze: tuple[str, ...] = ()  # the options' own words, for the content readout
+
+    def continuations(self, readout: str) -> tuple[str, ...]:
+        """What a log-probability readout scores: the letters, or (cloze) the options' text."""
+        return (self.cloze or self.candidates) if readout == "cloze" else self.candidates
 
 
 class Benchmark(Protocol):
@@ -43,6 +50,34 @@ class Benchmark(Protocol):
     def parse(self, item: Item, text: str) -> tuple[int | None, str]:
         """The generation readout: (the chosen candidate or None, a parse status)."""
         ...
+
+    def variants(self, items: Sequence[Item], permute: str) -> list[Item]:
+        """Each item under every option order of `permute` (benchmarks without an option
+        order return the items as they are); an item's variants are adjacent."""
+        ...
+
+
+PERMUTE = ("none", "cyclic", "all")
+
+
+def orders(permute: str, n: int = 3) -> list[tuple[int, ...]]:
+    """Option orders for `permute`: a tuple o shows original option o[j] at position j. The
+    identity comes first; cyclic = the n rotations, all = every order."""
+    if permute not in PERMUTE:
+        raise ValueError(f"unknown permutation scheme {permute!r}")
+    ident = tuple(range(n))
+    if permute == "none":
+        return [ident]
+    if permute == "cyclic":
+        return [ident[k:] + ident[:k] for k in range(n)]
+    return [ident, *(p for p in itertools.permutations(ident) if p != ident)]
+
+
+def variant_uid(uid: str, order: tuple[int, ...]) -> str:
+    """The identity order keeps the item's uid, so runs with and without permutation share it."""
+    if order == tuple(range(len(order))):
+        return uid
+    return f"{uid}~{''.join(map(str, order))}"
 
 
 def stratified_sample(items: Sequence[Item], limit: int | None, seed: int, strata) -> list[Item]:

@@ -22,7 +22,7 @@ from selfcorrect.benchmarks.answers import (
     UNPARSEABLE,
     normalise,
 )
-from selfcorrect.benchmarks.base import Item, stratified_sample
+from selfcorrect.benchmarks.base import Item, orders, stratified_sample, variant_uid
 from selfcorrect.data import data_dir
 from selfcorrect.errors import SelfCorrectError, unknown_choice
 
@@ -163,8 +163,28 @@ def _make_item(row: dict, target_loc: int | None, label_type: str) -> Item:
             "target_loc": target_loc,
             "label_type": label_type,
             "answers": answers,
+            "context": row["context"],
+            "question": row["question"],
         },
+        cloze=tuple(f" {a}" for a in answers),
     )
+
+
+def permuted(item: Item, order: tuple[int, ...]) -> Item:
+    """The item with its options shown in `order` (position j shows original option
+    order[j]): the question text, the letter of the gold answer, and the positions of the
+    gold, UNKNOWN and target options follow; `base_uid` and `order` say where it came from."""
+    m = item.meta
+    answers = tuple(m["answers"][k] for k in order)
+    at = order.index  # original option -> its position in this order
+    gold = at(item.gold)
+    meta = {**m, "answers": answers, "unknown_index": at(m["unknown_index"]),
+            "target_loc": None if m["target_loc"] is None else at(m["target_loc"]),
+            "base_uid": item.uid, "order": "".join(map(str, order))}  # fmt: skip
+    fields = {**item.fields, "question_text": question_text(m["context"], m["question"], answers),
+              "gold_letter": LETTERS[gold]}  # fmt: skip
+    return Item(item.benchmark, variant_uid(item.uid, order), item.category, fields,
+                item.candidates, gold, meta, tuple(f" {a}" for a in answers))  # fmt: skip
 
 
 @lru_cache(maxsize=4)
@@ -258,8 +278,13 @@ class BBQ:
                 "gold": [it.gold for it in items],
                 "unknown_index": [it.meta["unknown_index"] for it in items],
                 "target_loc": pd.array([it.meta["target_loc"] for it in items], dtype="Int64"),
+                "base_uid": [it.meta.get("base_uid", it.uid) for it in items],
+                "order": [it.meta.get("order", "012") for it in items],
             }
         )
 
     def parse(self, item: Item, text: str) -> tuple[int | None, str]:
         return parse_answer(item, text)
+
+    def variants(self, items: Sequence[Item], permute: str) -> list[Item]:
+        return [permuted(it, o) for it in items for o in orders(permute)]

@@ -18,3 +18,4 @@ class Section:
     headline: Callable[[pd.DataFrame], pd.DataFrame]  # summary -> the short results table
     blocks: Callable[[Tables], list[Block]]  # the benchmark's part of a report page
     figures: Callable[[Tables, dict[str, dict], Path], list[Path]]  # tables, models, folder
+    notes: Callable[[Tables], list[str]] = lambda tables: []  # plain words for the terminal

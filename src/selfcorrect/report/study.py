@@ -145,7 +145,8 @@ def transcript_blocks(store: Store, benchmark: str, per_condition: int = 2) -> l
     return blocks
 
 
-def _study_blocks(store, models, verdict, bias_variant, reference, study) -> list[Block]:
+def _study_blocks(store, models, verdict, bias_variant, reference, study,
+                  unparseable="drop") -> list[Block]:  # fmt: skip
     named = (" (BBQ's reference analysis)" if bias_variant == "bbq"
              else " (a named alternative; see methodology.md section 5)")  # fmt: skip
     return [
@@ -189,6 +190,7 @@ def report_dir(
     reference: str = "baseline",
     bias_variant: str = "bbq",
     out: str | Path | None = None,
+    unparseable: str = "drop",
 ) -> Report:
     """Recompute every metric from the store (opened read-only) and write the report files
     into `out` (default: the results directory's report/)."""
@@ -203,7 +205,8 @@ def report_dir(
         for bench in sorted(outcomes["benchmark"].unique()) if not outcomes.empty else []:
             kit = kits[bench]
             part = outcomes[outcomes["benchmark"] == bench]
-            bt = kit_tables(kit, part, n_boot, seed, reference, bias_variant=bias_variant)
+            bt = kit_tables(kit, part, n_boot, seed, reference, bias_variant=bias_variant,
+                            unparseable=unparseable)  # fmt: skip
             got, body = write_benchmark(
                 bt, out / bench, f"selfcorrect report: {bench}", kit.section,
                 manifest_blocks(store), transcript_blocks(store, bench), models,
@@ -213,11 +216,12 @@ def report_dir(
             study += [("img", f"{bench}/{b[1]}") if b[0] == "img" else b for b in body]
             tables.update({f"{bench}_{k}": v for k, v in bt.items()})
             if kit.verdict_tables is not None and reference == "baseline":
-                more = kit.verdict_tables(part, n_boot, seed, bias_variant)
+                more = kit.verdict_tables(part, n_boot, seed, bias_variant, unparseable)
                 tables.update({f"{bench}_{k}": v for k, v in more.items()})
         verdict = verdicts(tables, models)
         tables["verdicts"] = verdict
-        blocks = _study_blocks(store, models, verdict, bias_variant, reference, study)
+        blocks = _study_blocks(store, models, verdict, bias_variant, reference, study,
+                               unparseable)  # fmt: skip
         files += _write_study_files(store, out, blocks, verdict, outcomes)
         return Report(Path(directory), tables, files)
     finally:

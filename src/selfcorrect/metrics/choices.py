@@ -1,0 +1,245 @@
+"""Multiple-choice answers, read for what the model means (docs/validity.md):
+
+- `expand_cloze`: the content readout's named normalisations (lm-evaluation-harness's): `cloze`
+  sums the log-probabilities of an option's tokens, `cloze/token` divides by its token count,
+  `cloze/byte` by its UTF-8 length.
+- `combine_orders`: an item asked under several option orders becomes one answer: position
+  probabilities are mapped back to the options' content and averaged over orders (probability
+  readouts), or the content answers vote (generation); an exact tie is stored as "tie", with no
+  single answer and the tied options in `tied`; metrics count it as 1/k of each tied option
+  (no preference among them: a model that always names the same letter scores chance).
+- `diagnostics` and `gate`: whether a model answers by content or by letter, and the stated
+  rules that mark a model x readout as not following the format."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+from selfcorrect.metrics.runs import RUN_KEYS
+
+TIE = "tie"
+CLOZE_NORMS = {"cloze/token": "tokens", "cloze/byte": "bytes"}
+LETTER_READOUTS = ("logprob", "generate")  # readouts that name an option by its position
+# The validity gate (docs/validity.md), fixed before any data of the study it is used in.
+GATE = {
+    "position_consistency_min": 0.5,  # permuted runs: same content answer under every order
+    "top_letter_max": 0.8,  # share of answers at the most chosen position
+    "oracle_accuracy_min": 0.6,  # told the answer, it gives it (chance: 1/3)
+    "unparseable_max": 0.5,  # generation readout
+    "option_mass_min": 0.1,  # letter log-probabilities: mass on the three options
+}
+
+
+def _lists(col: pd.Series) -> list:
+    return [json.loads(v) if isinstance(v, str) else v for v in col]
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def expand_cloze(df: pd.DataFrame) -> pd.DataFrame:
+    """Adds the per-token and per-byte rows of every `cloze` answer."""
+    if "readout" not in df or not (df["readout"] == "cloze").any() or "logprobs" not in df:
+        return df
+    part = df[df["readout"] == "cloze"]
+    lps = np.array(_lists(part["logprobs"]), dtype=float)
+    sizes = {
+        "bytes": np.array([[len(c.encode()) for c in cs] for cs in _lists(part["candidates"])]),
+    }
+    toks = _lists(part["n_tokens"]) if "n_tokens" in part else []
+    if toks and all(t is not None for t in toks):
+        sizes["tokens"] = np.array(toks, dtype=float)
+    extra = []
+    for name, kind in CLOZE_NORMS.items():
+        if kind in sizes:
+            probs = _softmax(lps / np.maximum(sizes[kind], 1))
+            as_json = [json.dumps(p.tolist()) for p in probs]
+            pred = pd.array(probs.argmax(axis=1), dtype="Int64")
+            extra.append(part.assign(readout=name, probs=as_json, pred=pred))
+    return pd.concat([df, *extra], ignore_index=True)
+
+
+def _orders(df: pd.DataFrame) -> np.ndarray:
+    raw = df["order"] if "order" in df else pd.Series("012", index=df.index)
+    return np.array([[int(c) for c in str(o)] if isinstance(o, str) else [0, 1, 2]
+                     for o in raw.fillna("012")])  # fmt: skip
+
+
+def _base(df: pd.DataFrame) -> pd.Series:
+    if "base_uid" not in df:
+        return df["uid"]
+    return df["base_uid"].where(df["base_uid"].notna(), df["uid"])
+
+
+def content_answers(df: pd.DataFrame) -> np.ndarray:
+    """Each row's answer as an original option index (-1 when it has none)."""
+    orders = _orders(df)
+    pred = df["pred"].astype("Int64").fillna(-1).to_numpy(dtype=int)
+    out = np.full(len(df), -1)
+    ok = pred >= 0
+    out[ok] = orders[np.flatnonzero(ok), pred[ok]]
+    return out
+
+
+def combine_orders(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per item x run: its answer over every order it was asked under, the item's
+    positions (gold, UNKNOWN, target) in its original order, and `n_orders`."""
+    df = df.reset_index(drop=True)
+    base = _base(df)
+    orders = _orders(df)
+    if len(df) == 0 or (base == df["uid"]).all() and (orders == [0, 1, 2]).all():
+        return df.assign(n_orders=1)
+    keys = [*RUN_KEYS, "_base"]
+    work = df.assign(_base=base.to_numpy())
+    codes, uniques = pd.factorize(pd.MultiIndex.from_frame(work[keys]))
+    n_groups = len(uniques)
+    first = pd.Series(np.arange(len(df))).groupby(codes).first().to_numpy()
+    out = work.iloc[first].reset_index(drop=True)
+    o_first = orders[first]
+    for col in ("gold", "unknown_index", "target_loc"):  # positions -> original options
+        if col in out:
+            v = out[col].astype("Int64")
+            mapped = [
+                pd.NA if pd.isna(x) else int(o[int(x)]) for x, o in zip(v, o_first, strict=True)
+            ]
+            out[col] = pd.array(mapped, dtype="Int64")
+    out["uid"] = out["_base"]
+    out["order"] = "012"
+    out["n_orders"] = np.bincount(codes, minlength=n_groups)
+    out["pred"], out["parse_status"], out["probs"], out["tied"] = _vote(df, codes, n_groups, orders)
+    return out.drop(columns=["_base"])
+
+
+def _vote(df, codes, n_groups, orders):
+    has_probs = df["probs"].notna().to_numpy() if "probs" in df else np.zeros(len(df), bool)
+    content = np.zeros((n_groups, 3))
+    if has_probs.any():  # probability readouts: average the content distributions
+        idx = np.flatnonzero(has_probs)
+        p = np.array(_lists(df["probs"].iloc[idx]), dtype=float)
+        mapped = np.zeros_like(p)
+        mapped[np.arange(len(idx))[:, None], orders[idx]] = p
+        np.add.at(content, codes[idx], mapped)
+    answers = content_answers(df)
+    votes = np.zeros((n_groups, 3))
+    ok = (answers >= 0) & ~has_probs
+    np.add.at(votes, (codes[ok], answers[ok]), 1)  # generation: content answers vote
+    total = content + votes
+    top = total.max(axis=1)
+    best = total.argmax(axis=1)
+    at_top = np.isclose(total, top[:, None], rtol=0, atol=1e-12) & (top[:, None] > 0)
+    tie = at_top.sum(axis=1) > 1
+    none = top <= 0
+    tied = [
+        json.dumps(np.flatnonzero(t).tolist()) if k else None
+        for t, k in zip(at_top, tie, strict=True)
+    ]
+    pred = pd.array(np.where(tie | none, -1, best), dtype="Int64")
+    pred[tie | none] = pd.NA
+    statuses = pd.Series(df.get("parse_status", pd.Series("ok", index=df.index)).to_numpy())
+    fallback = statuses.groupby(codes).agg(lambda s: s.mode().iloc[0]).to_numpy()
+    status = np.where(tie, TIE, np.where(none, fallback, "ok"))
+    counts = np.bincount(codes[has_probs], minlength=n_groups)
+    probs = [
+        json.dumps((c / k).tolist()) if k else None for c, k in zip(content, counts, strict=True)
+    ]
+    return pred, status, probs, tied
+
+
+def diagnostics(variants: pd.DataFrame, combined: pd.DataFrame) -> pd.DataFrame:
+    """Per model x condition x readout x round: where the answers sit (letter shares), whether
+    the same content is chosen under every order, the probability mass on the options, and
+    the UNKNOWN, unparseable and tie rates."""
+    rows = []
+    answers = content_answers(variants)
+    base = _base(variants)
+    for key, part in variants.groupby(RUN_KEYS, sort=True):
+        idx = part.index.to_numpy()
+        pred = part["pred"].astype("Int64")
+        parsed = pred.notna()
+        shares = pred[parsed].value_counts(normalize=True).reindex(range(3), fill_value=0.0)
+        row = dict(zip(RUN_KEYS, key, strict=True))
+        row |= {"n_items": int(base.loc[idx].nunique()), "n_asked": len(part)}
+        row |= {f"share_{'abc'[j]}": float(shares[j]) for j in range(3)}
+        row["top_letter_share"] = float(shares.max()) if parsed.any() else math.nan
+        row["position_consistency"] = _consistency(answers[idx], base.loc[idx].to_numpy())
+        row["option_mass"] = _mass(part) if key[2] == "logprob" else math.nan
+        row["unparseable_rate"] = float((~parsed).mean())
+        c = combined[(combined[RUN_KEYS] == pd.Series(key, index=RUN_KEYS)).all(axis=1)]
+        rows.append(row | _combined_rates(c))
+    return pd.DataFrame(rows)
+
+
+def _consistency(answers: np.ndarray, base: np.ndarray) -> float:
+    """Share of items asked under two or more orders whose content answer is the same (and
+    given) under all of them; NaN when no item was asked twice."""
+    frame = pd.DataFrame({"base": base, "a": answers})
+    g = frame.groupby("base")["a"]
+    multi = g.size() >= 2
+    if not multi.any():
+        return math.nan
+    same = (g.nunique() == 1) & (g.min() >= 0)
+    return float(same[multi].mean())
+
+
+def _mass(part: pd.DataFrame) -> float:
+    lps = [v for v in _lists(part["logprobs"]) if isinstance(v, list)] if "logprobs" in part else []
+    if not lps:
+        return math.nan
+    return float(np.median(np.exp(np.array(lps, dtype=float)).sum(axis=1)))
+
+
+def _combined_rates(c: pd.DataFrame) -> dict:
+    if c.empty:
+        return {"unknown_rate": math.nan, "tie_rate": math.nan, "accuracy": math.nan}
+    pred = c["pred"].astype("Int64")
+    parsed = pred.notna()
+    unknown = (pred == c["unknown_index"].astype("Int64")).fillna(False)
+    correct = (pred == c["gold"].astype("Int64")).fillna(False)
+    return {
+        "unknown_rate": float(unknown[parsed].mean()) if parsed.any() else math.nan,
+        "tie_rate": float((c["parse_status"] == TIE).mean()) if "parse_status" in c else 0.0,
+        "accuracy": float(correct[parsed].mean()) if parsed.any() else math.nan,
+    }
+
+
+def gate(validity: pd.DataFrame, reference: str = "baseline", oracle: str = "oracle"):
+    """Per model x readout: "passes", "does not follow the format" (with the rules it broke),
+    or "not assessed" (no round-0 answers under the reference condition)."""
+    rows = []
+    v = validity[validity["round"] == 0] if not validity.empty else validity
+    for (model, readout), part in v.groupby(["model", "readout"], sort=True):
+        base = part[part["condition"] == reference]
+        orc = part[part["condition"] == oracle]
+        if base.empty:
+            rows.append({"model": model, "readout": readout, "verdict": "not assessed",
+                         "reasons": f"no {reference} answers"})  # fmt: skip
+            continue
+        failed = _broken_rules(base.iloc[0], orc.iloc[0] if not orc.empty else None, readout)
+        verdict = "does not follow the format" if failed else "passes"
+        rows.append({"model": model, "readout": readout, "verdict": verdict,
+                     "reasons": "; ".join(failed) or "every applicable rule holds"})  # fmt: skip
+    return pd.DataFrame(rows, columns=["model", "readout", "verdict", "reasons"])
+
+
+def _broken_rules(b: pd.Series, orc: pd.Series | None, readout: str) -> list[str]:
+    g, failed = GATE, []
+    pc, top = b["position_consistency"], b["top_letter_share"]
+    if pc == pc and pc < g["position_consistency_min"]:
+        failed.append(f"position consistency {pc:.2f} < {g['position_consistency_min']}")
+    if readout in LETTER_READOUTS and top == top and top > g["top_letter_max"]:
+        failed.append(f"top letter share {top:.2f} > {g['top_letter_max']}")
+    if orc is not None and orc["accuracy"] == orc["accuracy"]:
+        if orc["accuracy"] < g["oracle_accuracy_min"]:
+            failed.append(f"oracle accuracy {orc['accuracy']:.2f} < {g['oracle_accuracy_min']}")
+    if readout == "generate" and b["unparseable_rate"] > g["unparseable_max"]:
+        failed.append(f"unparseable {b['unparseable_rate']:.2f} > {g['unparseable_max']}")
+    mass = b["option_mass"]
+    if mass == mass and mass < g["option_mass_min"]:
+        failed.append(f"option mass {mass:.2f} < {g['option_mass_min']}")
+    return failed

@@ -1,0 +1,139 @@
+"""Reading multiple-choice answers for their content: orders combined, ties, the content
+readout's normalisations, validity diagnostics and the gate, on hand-computed cases."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from selfcorrect.metrics import bbq
+from selfcorrect.metrics.choices import GATE, combine_orders, diagnostics, expand_cloze, gate
+
+
+def variant(order, probs=None, pred=None, *, uid="Age:1", gold=1, unknown=1, target=0,
+            readout="logprob", condition="baseline", status="ok", logprobs=None):  # fmt: skip
+    """One answer to item `uid` asked under `order`; gold/unknown/target are ORIGINAL option
+    indices, turned into this order's positions as the benchmark does."""
+    at = order.index
+    if probs is not None and pred is None:
+        pred = max(range(3), key=probs.__getitem__)
+    return {
+        "model": "m", "condition": condition, "readout": readout, "round": 0,
+        "uid": uid if order == (0, 1, 2) else f"{uid}~{''.join(map(str, order))}",
+        "base_uid": uid, "order": "".join(map(str, order)), "category": "Age",
+        "question_index": "1", "context_condition": "ambig", "label_type": "label",
+        "gold": at(gold), "unknown_index": at(unknown),
+        "target_loc": None if target is None else at(target), "pred": pred,
+        "parse_status": status, "probs": None if probs is None else json.dumps(probs),
+        "logprobs": None if logprobs is None else json.dumps(logprobs),
+    }  # fmt: skip
+
+
+def frame(rows):
+    return pd.DataFrame(rows).astype({"pred": "Int64", "target_loc": "Int64"})
+
+
+CYCLIC = [(0, 1, 2), (1, 2, 0), (2, 0, 1)]
+
+
+def test_content_probabilities_are_averaged_over_orders():
+    # the model likes option 2 (the original third) wherever it stands, plus a pull to (a)
+    rows = [
+        variant((0, 1, 2), [0.3, 0.1, 0.6]),  # content: [0.3, 0.1, 0.6]
+        variant((1, 2, 0), [0.5, 0.1, 0.4]),  # shows 1, 2, 0 -> content [0.4, 0.5, 0.1]
+        variant((2, 0, 1), [0.7, 0.2, 0.1]),
+    ]  # shows 2, 0, 1 -> content [0.2, 0.1, 0.7]
+    out = combine_orders(frame(rows))
+    assert len(out) == 1 and out.iloc[0]["uid"] == "Age:1" and out.iloc[0]["n_orders"] == 3
+    probs = json.loads(out.iloc[0]["probs"])
+    assert probs == pytest.approx([0.9 / 3, 0.7 / 3, 1.4 / 3])
+    assert out.iloc[0]["pred"] == 2 and out.iloc[0]["parse_status"] == "ok"
+    # positions back in the original order: gold, UNKNOWN, target
+    assert (out.iloc[0]["gold"], out.iloc[0]["unknown_index"], out.iloc[0]["target_loc"]) == (
+        1,
+        1,
+        0,
+    )
+
+
+def test_a_letter_habit_is_a_tie_and_scores_chance():
+    # always (c) with the same confidence: every option gets the same content probability
+    rows = [variant(o, [0.1, 0.1, 0.8], uid=f"Age:{i}") for i in range(4) for o in CYCLIC]
+    out = combine_orders(frame(rows))
+    assert (out["parse_status"] == "tie").all() and out["pred"].isna().all()
+    assert json.loads(out.iloc[0]["tied"]) == [0, 1, 2]
+    s = bbq.summary(out, n_boot=0)
+    r = s[s.group == "overall"].iloc[0]
+    # 1/3 of each tie is the gold UNKNOWN; of the 2/3 non-UNKNOWN, half is the target
+    assert r.accuracy == pytest.approx(1 / 3) and r.bias == pytest.approx(0.0)
+    assert r.n == 4 and r.n_unparseable == 0
+
+
+def test_generation_answers_vote_and_ties_are_kept():
+    rows = [
+        variant((0, 1, 2), pred=0, readout="generate"),  # content 0
+        variant((1, 2, 0), pred=2, readout="generate"),  # content 0
+        variant((2, 0, 1), pred=None, readout="generate", status="unparseable"),
+        variant((0, 1, 2), pred=0, readout="generate", uid="Age:2"),  # content 0
+        variant((1, 2, 0), pred=0, readout="generate", uid="Age:2"),  # content 1
+        variant((0, 1, 2), pred=None, readout="generate", uid="Age:3", status="refusal"),
+    ]
+    out = combine_orders(frame(rows)).set_index("uid")
+    assert out.loc["Age:1", "pred"] == 0 and out.loc["Age:1", "parse_status"] == "ok"
+    assert pd.isna(out.loc["Age:2", "pred"]) and out.loc["Age:2", "parse_status"] == "tie"
+    assert json.loads(out.loc["Age:2", "tied"]) == [0, 1]
+    assert pd.isna(out.loc["Age:3", "pred"]) and out.loc["Age:3", "parse_status"] == "refusal"
+
+
+def test_one_order_passes_through_unchanged():
+    rows = frame([variant((0, 1, 2), [0.2, 0.5, 0.3]), variant((0, 1, 2), [0.2, 0.5, 0.3],
+                                                                uid="Age:2")])  # fmt: skip
+    out = combine_orders(rows)
+    assert list(out["pred"]) == [1, 1] and (out["n_orders"] == 1).all()
+
+
+def test_cloze_normalisations_hand_computed():
+    row = variant((0, 1, 2), [0.0, 0.0, 0.0], readout="cloze")
+    row |= {"logprobs": json.dumps([-6.0, -4.0, -5.0]), "n_tokens": json.dumps([3, 1, 2]),
+            "candidates": json.dumps([" The old man", " Unknown", " The boy"]),
+            "pred": 1}  # fmt: skip
+    out = expand_cloze(frame([row])).set_index("readout")
+    assert set(out.index) == {"cloze", "cloze/token", "cloze/byte"}
+    assert out.loc["cloze", "pred"] == 1  # sum: -4 is largest
+    assert out.loc["cloze/token", "pred"] == 0  # per token: -2, -4, -2.5
+    per_byte = [-6 / 12, -4 / 8, -5 / 8]  # " The old man" is 12 bytes
+    assert json.loads(out.loc["cloze/byte", "probs"]) == pytest.approx(
+        [math.exp(x) / sum(math.exp(y) for y in per_byte) for x in per_byte]
+    )
+    assert out.loc["cloze/byte", "pred"] == 0
+
+
+def test_diagnostics_and_the_gate():
+    # model "letter": always (c); model "content": always the original option 1 (UNKNOWN)
+    rows = []
+    for i in range(6):
+        for o in CYCLIC:
+            rows.append(variant(o, [0.1, 0.1, 0.8], uid=f"Age:{i}") | {"model": "letter"})
+            p = [0.1, 0.1, 0.1]
+            p[o.index(1)] = 0.7
+            rows.append(variant(o, p, uid=f"Age:{i}", logprobs=[-3.0, -0.5, -3.0])
+                        | {"model": "content"})  # fmt: skip
+            q = [0.05, 0.05, 0.05]
+            q[o.index(1)] = 0.85
+            rows.append(variant(o, q, uid=f"Age:{i}", condition="oracle") | {"model": "content"})
+    df = frame(rows)
+    v = diagnostics(df, combine_orders(df)).set_index(["model", "condition"])
+    letter, content = v.loc[("letter", "baseline")], v.loc[("content", "baseline")]
+    assert letter.share_c == 1.0 and letter.top_letter_share == 1.0
+    assert letter.position_consistency == 0.0 and letter.tie_rate == 1.0
+    assert content.position_consistency == 1.0 and content.top_letter_share == pytest.approx(1 / 3)
+    assert content.unknown_rate == 1.0 and content.n_items == 6 and content.n_asked == 18
+    assert content.option_mass == pytest.approx(2 * math.exp(-3) + math.exp(-0.5))
+    assert v.loc[("content", "oracle"), "accuracy"] == 1.0
+    g = gate(v.reset_index()).set_index("model")
+    assert g.loc["content", "verdict"] == "passes"
+    assert g.loc["letter", "verdict"] == "does not follow the format"
+    assert "position consistency 0.00 < 0.5" in g.loc["letter", "reasons"]
+    assert "top letter share 1.00 > 0.8" in g.loc["letter", "reasons"]
+    assert GATE["oracle_accuracy_min"] == 0.6
