@@ -109,7 +109,8 @@ def conditions(library: str | Path | None = None, benchmark: str | None = None) 
             steps = [{"kind": s.kind, "text": s.text, "max_tokens": s.max_tokens}
                      for s in c.steps[bench]]  # fmt: skip
             out.append({"name": c.name, "label": c.label, "benchmark": bench,
-                        "provenance": c.provenance, "source": c.source,
+                        "provenance": c.provenance_for(bench)[0],
+                        "source": c.provenance_for(bench)[1],
                         "aliases": list(c.aliases), "hash": c.version_hash(bench),
                         "description": c.description, "steps": steps})  # fmt: skip
     return out

@@ -273,6 +273,16 @@ def conditions(
             out_console.print(
                 f"    {s['kind']:>8}: {body}", highlight=False, markup=False, soft_wrap=True
             )
+    from selfcorrect.conditions import load_library
+
+    lib = load_library(library)
+    prov, source = lib.feedback_provenance
+    out_console.print(f"feedback round (--rounds R, after any condition) - {prov}; {source}",
+                      highlight=False, markup=False, soft_wrap=True)  # fmt: skip
+    for s in lib.feedback:
+        if s.kind != "read":
+            out_console.print(f"    {s.kind:>8}: {s.text}", highlight=False, markup=False,
+                              soft_wrap=True)  # fmt: skip
 
 
 @app.command()

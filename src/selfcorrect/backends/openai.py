@@ -216,7 +216,7 @@ class OpenAIBackend(ChatRendering):
         if self.tok is not None:
             return super().render(conv)
         # no tokenizer: the messages themselves are the prompt, sent to chat completions
-        msgs = [{"role": r, "content": c} for r, c in conv.messages]
+        msgs = conv.chat_messages()
         if conv.prefill:
             msgs.append({"role": "assistant", "content": conv.prefill})
         return json.dumps(msgs, ensure_ascii=False)

@@ -11,7 +11,7 @@ import json
 import string
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Literal
@@ -40,6 +40,12 @@ class Condition:
     steps: Mapping[str, tuple[Step, ...]]  # benchmark -> protocol template
     aliases: tuple[str, ...] = ()
     requires_chat: bool = False  # refuse base models (no chat template) for this condition
+    # benchmark -> (provenance, source) where a benchmark's text has its own
+    per_benchmark: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+    def provenance_for(self, benchmark: str) -> tuple[str, str]:
+        """(verbatim or reconstruction, source) of this condition's text for `benchmark`."""
+        return self.per_benchmark.get(benchmark, (self.provenance, self.source))
 
     @property
     def benchmarks(self) -> list[str]:
@@ -73,6 +79,7 @@ class Library:
     feedback: tuple[Step, ...]
     source_hash: str
     critic: Critic | None = None
+    feedback_provenance: tuple[str, str] = ("verbatim", "")  # (provenance, source)
 
     def get(self, name: str) -> Condition:
         """By name or alias, ignoring case (the library refuses names that differ only so)."""
@@ -173,6 +180,8 @@ class _RawCritic(_Raw):
 class _RawProtocol(_Raw):
     instruction: str | None = None
     steps: list[dict[str, str | int]] | None = None
+    provenance: Literal["verbatim", "reconstruction"] | None = None  # this benchmark's text
+    source: str | None = None
 
 
 class _RawCondition(_Raw):
@@ -254,11 +263,15 @@ def parse_library(data: dict, origin: str, source_hash: str) -> Library:
             )
         steps = {b: _protocol(name, b, extra[b], bspec, origin)
                  for b, bspec in raw.benchmarks.items() if b in extra}  # fmt: skip
+        own = {b: (extra[b].get("provenance") or spec.provenance,
+                   extra[b].get("source") or spec.source)
+               for b in steps if isinstance(extra[b], dict)
+               and ("provenance" in extra[b] or "source" in extra[b])}  # fmt: skip
         conditions[name] = Condition(
             name=name, label=spec.label or name, provenance=spec.provenance, source=spec.source,
             description=spec.description, steps=steps,
             aliases=tuple(a.strip().lower() for a in spec.aliases),
-            requires_chat=spec.requires_chat,
+            requires_chat=spec.requires_chat, per_benchmark=own,
         )  # fmt: skip
     _names(conditions, origin)
     critic = None
@@ -269,7 +282,8 @@ def parse_library(data: dict, origin: str, source_hash: str) -> Library:
         if set(placeholders(c.feedback, f"{origin}: critic")) - {"critique"}:
             raise SelfCorrectError(f"{origin}: critic.feedback may use only {{critique}}")
         critic = Critic(c.ask, c.prefill, c.max_tokens, c.feedback, c.provenance)
-    return Library(str(raw.version), conditions, feedback, source_hash, critic)
+    return Library(str(raw.version), conditions, feedback, source_hash, critic,
+                   (fb.provenance, fb.source))  # fmt: skip
 
 
 def default_library_path() -> Path:

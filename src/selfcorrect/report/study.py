@@ -102,7 +102,24 @@ def manifest_blocks(store: Store) -> list[Block]:
         for c in store.conditions()
     ]
     return [("h2", "Runs"), ("list", runs), ("h2", "Models"), ("list", models),
-            ("h2", "Conditions"), ("list", conditions)]  # fmt: skip
+            ("h2", "Conditions"), ("list", conditions), *_probe_blocks(store)]  # fmt: skip
+
+
+def _probe_blocks(store: Store) -> list[Block]:
+    """What each model was shown around a question (its template's system text, or none),
+    per system-prompt setting, from the runs' manifests."""
+    probes: dict[tuple[str, str], str] = {}
+    for r in store.runs():
+        m = r["manifest"]
+        for model, entry in (m.get("models") or {}).items():
+            if isinstance(entry, dict) and entry.get("prompt_probe"):
+                probes[(model, m.get("system_prompt", "default"))] = entry["prompt_probe"]
+    if not probes:
+        return []
+    out: list[Block] = [("h2", "Prompt format per model (system prompt setting: what is sent)")]
+    out += [("pre", f"{model} / system prompt: {system}", text)
+            for (model, system), text in sorted(probes.items())]  # fmt: skip
+    return out
 
 
 def model_table(models: dict[str, dict]) -> pd.DataFrame:
@@ -114,6 +131,7 @@ def model_table(models: dict[str, dict]) -> pd.DataFrame:
                 "family": info.get("family", "n/a"),
                 "kind": info.get("kind", "n/a"),
                 "alignment": info.get("alignment", "n/a"),
+                "weights": info.get("quantisation") or "as stored",
                 "source": info.get("source", "n/a"),
             }
             for name, info in models.items()

@@ -30,6 +30,14 @@ def headline(summary: pd.DataFrame) -> pd.DataFrame:
                     summary["pearson_r"], summary["r_lo"], summary["r_hi"], strict=True
                 )
             ],
+            "r, she/he only": [
+                fmt_ci(r, lo, hi, 1, 2)
+                for r, lo, hi in zip(
+                    summary["pearson_r_fm"], summary["r_fm_lo"], summary["r_fm_hi"], strict=True
+                )
+            ],
+            "error (pts)": summary["mae"].round(1),
+            "slope": summary["slope"].round(2),
             "p(female)": summary["mean_p_female"].round(3),
             "neutral %": (summary["neutral_rate"] * 100).round(1),
             "occupations": summary["n_occupations"],
@@ -41,7 +49,10 @@ def headline(summary: pd.DataFrame) -> pd.DataFrame:
 
 METHOD_NOTE = (
     "p(female) = P(she/her) / (P(female) + P(male) + P(neutral)) from the readout, averaged "
-    "per occupation; the neutral rate is the mean share on they/them/their (G23)."
+    "per occupation over the templates whose pronoun refers to the occupation; 'she/he only' "
+    "normalises over P(female) + P(male). error = mean |100 p(female) - BLS % female| in "
+    "percentage points, slope = regression slope of 100 p(female) on BLS % (1 = tracks the "
+    "statistics); the neutral rate is the mean share on they/them/their (G23)."
 )
 
 
