@@ -49,9 +49,9 @@ def test_verdict_inputs_come_from_registered_kits():
         kit = get_kit(bench)
         df = outcomes_for(kit)
         tables = kit.tables(df, n_boot=0, seed=0, reference="baseline")
-        if kit.verdict_tables:
-            tables |= kit.verdict_tables(df, 0, 0, "bbq")
         assert set(names) <= set(tables), bench
+    items = get_kit("bbq").verdict_items(outcomes_for(get_kit("bbq")))
+    assert {"uid", "pred", "gold", "template"} - {"template"} <= set(items.columns)
 
 
 def test_a_kit_missing_a_part_is_refused():

@@ -15,7 +15,7 @@ LAYERS = [
     ["selfcorrect.catalog"],
     ["selfcorrect.report", "selfcorrect.predictions"],
     ["selfcorrect.verdicts"],
-    ["selfcorrect.metrics"],
+    ["selfcorrect.metrics", "selfcorrect.rules_file"],
     ["selfcorrect.engine"],
     ["selfcorrect.store"],
     ["selfcorrect.backends"],

@@ -17,7 +17,14 @@ from selfcorrect.errors import SelfCorrectError, unknown_choice
 from selfcorrect.metrics.bbq import UNPARSEABLE, bias_fns
 from selfcorrect.plan import load_plan
 from selfcorrect.registry import REGISTRY, is_installed
-from selfcorrect.report.study import Report, kit_tables, report_dir, write_benchmark
+from selfcorrect.report.study import (
+    Report,
+    ReportOptions,
+    kit_tables,
+    report_dir,
+    write_benchmark,
+)
+from selfcorrect.rules_file import load_rules
 from selfcorrect.spec import RunSpec
 
 
@@ -60,16 +67,19 @@ def run_plan(path: str | Path, out: str | Path | None = None, progress: bool = T
 
 def report(directory: str | Path, n_boot: int = 1000, seed: int = 0,
            reference: str = "baseline", bias_variant: str = "bbq",
-           out: str | Path | None = None, unparseable: str = "drop") -> Report:  # fmt: skip
+           out: str | Path | None = None, unparseable: str = "drop",
+           rules: str | Path | None = None) -> Report:  # fmt: skip
     """Recompute all metrics from a results directory and write report files (no model; the
     store is only read); `bias_variant` names an alternative BBQ bias score ("helm");
     `unparseable` "wrong" counts unreadable answers as wrong instead of leaving them out; `out`
-    puts the report elsewhere than DIR/report (e.g. when DIR is read-only)."""
+    puts the report elsewhere than DIR/report (e.g. when DIR is read-only); `rules` is a verdict
+    rules file (default: the shipped rules/default.toml)."""
     bias_fns(bias_variant)  # an unknown name fails before any work
     if unparseable not in UNPARSEABLE:
         raise unknown_choice("unparseable handling", unparseable, UNPARSEABLE)
-    return report_dir(directory, KITS, n_boot=n_boot, seed=seed, reference=reference,
-                      bias_variant=bias_variant, out=out, unparseable=unparseable)  # fmt: skip
+    load_rules(rules)
+    options = ReportOptions(n_boot, seed, reference, bias_variant, unparseable, rules)
+    return report_dir(directory, KITS, out, options)
 
 
 def score(benchmark: str, path: str | Path, out: str | Path | None = None, n_boot: int = 1000,
@@ -93,7 +103,8 @@ def models() -> pd.DataFrame:
         [
             {"name": s.name, "params_m": round(s.params / 1e6), "kind": s.kind,
              "family": s.family, "alignment": s.alignment, "size_mb": s.size_mb,
-             "installed": is_installed(s), "install": s.install, "description": s.description}
+             "quantisation": s.quantisation, "installed": is_installed(s),
+             "install": s.install, "description": s.description}
             for s in REGISTRY.values()
         ]
     )  # fmt: skip

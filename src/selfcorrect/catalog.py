@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from selfcorrect import predictions, verdicts
+from selfcorrect import predictions
 from selfcorrect.benchmarks.base import Benchmark
 from selfcorrect.benchmarks.bbq import BBQ
 from selfcorrect.benchmarks.winogender import Winogender
 from selfcorrect.errors import SelfCorrectError, unknown_choice
-from selfcorrect.metrics.bbq import bbq_tables
+from selfcorrect.metrics.bbq import answers_by_item, bbq_tables
 from selfcorrect.metrics.winogender import winogender_tables
 from selfcorrect.report import bbq as bbq_report
 from selfcorrect.report import winogender as winogender_report
@@ -32,7 +32,7 @@ class BenchmarkKit:
     tables: Callable[..., Tables]  # outcomes -> metric tables (n_boot, seed, reference, ...)
     section: Section  # its part of a report
     table_options: frozenset[str] = frozenset()  # options `tables` takes beyond the common ones
-    verdict_tables: Callable[..., Tables] | None = None  # extra tables the verdicts read
+    verdict_items: Callable[[pd.DataFrame], pd.DataFrame] | None = None  # answers per item
     predictions: bool = False  # `selfcorrect score NAME FILE` reads predictions made elsewhere
 
     def __post_init__(self):
@@ -62,6 +62,11 @@ class BenchmarkKit:
         return predictions.join_items(predictions.read_predictions(path), self.benchmark, path)
 
 
+def items_only(outcomes: pd.DataFrame) -> pd.DataFrame:
+    """One answer per item (combined over option orders): what the verdicts' tests read."""
+    return answers_by_item(outcomes)[1]
+
+
 KITS: dict[str, BenchmarkKit] = {
     kit.name: kit
     for kit in (
@@ -70,7 +75,7 @@ KITS: dict[str, BenchmarkKit] = {
             bbq_tables,
             bbq_report.SECTION,
             frozenset({"bias_variant", "unparseable"}),
-            verdicts.bbq_inputs,
+            items_only,
             predictions=True,
         ),  # fmt: skip
         BenchmarkKit(Winogender(), winogender_tables, winogender_report.SECTION),

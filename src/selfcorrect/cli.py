@@ -179,13 +179,17 @@ def report(
     unparseable: Annotated[
         str, typer.Option(help="Answers without a choice: drop (BBQ's script) or wrong.")
     ] = "drop",
+    rules: Annotated[
+        Path | None, typer.Option(help="Verdict rules TOML (default: the shipped rules).")
+    ] = None,
 ):
     """Recompute all metrics from the store (no model; the store is only read) and write the
     report: Markdown, HTML, CSV tables and figures."""
     if bootstrap < 0:
         raise SelfCorrectError(f"--bootstrap must be >= 0, got {bootstrap}")
     rep = api.report(directory, n_boot=bootstrap, seed=seed, reference=reference,
-                     bias_variant=bias_variant, out=out, unparseable=unparseable)  # fmt: skip
+                     bias_variant=bias_variant, out=out, unparseable=unparseable,
+                     rules=rules)  # fmt: skip
     for key, df in rep.tables.items():
         bench = key[: -len("_summary")]
         if key.endswith("_summary") and bench in KITS:
@@ -237,13 +241,14 @@ def models():
     """List packaged models, their size and whether they are installed."""
     df = api.models()
     table = Table(title="Models (also: any local .gguf file or HF model directory)")
-    for col in ("name", "params (M)", "kind", "size (MB)", "installed", "install"):
+    for col in ("name", "params (M)", "kind", "weights", "size (MB)", "installed", "install"):
         table.add_column(col, overflow="fold")
     for r in df.itertuples():
         table.add_row(
             r.name,
             str(r.params_m),
             r.kind,
+            r.quantisation,
             str(r.size_mb),
             "yes" if r.installed else "no",
             "" if r.installed else r.install,

@@ -22,6 +22,7 @@ from selfcorrect.engine import Job, count_pending, execute
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.manifest import data_hashes, hardware, peak_rss_mb, process_info
 from selfcorrect.registry import ResolvedModel
+from selfcorrect.rules_file import RULES_LOGIC, default_rules_path, load_rules
 from selfcorrect.spec import RunSpec
 from selfcorrect.store import Store
 from selfcorrect.version import __version__
@@ -157,8 +158,15 @@ def manifest(prep: Prepared) -> dict:
         "argv": sys.argv,
         "process": process_info(),  # a later command can tell a killed run from a running one
         "spec": spec.to_manifest(),
+        "rules": rules_record(spec.rules),  # fixed before this run's first answer
         "models": {m.label: {"sha256": m.resolved.sha256, **_model_info(m)} for m in prep.models},
     }
+
+
+def rules_record(path) -> dict:
+    rules, digest = load_rules(path)
+    return {"path": str(path or default_rules_path()), "sha256": digest,
+            "version": rules.version, "logic": RULES_LOGIC}  # fmt: skip
 
 
 def _model_info(m: ModelRun) -> dict:

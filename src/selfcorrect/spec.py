@@ -22,6 +22,7 @@ from selfcorrect.conditions import load_library
 from selfcorrect.engine import READOUTS
 from selfcorrect.errors import SelfCorrectError, unknown_choice
 from selfcorrect.registry import DEFAULT_MODEL, REGISTRY
+from selfcorrect.rules_file import load_rules
 
 DEFAULT_CONDITIONS = ("baseline", "instruct", "negation")
 DEFAULT_LIMIT = 264  # 6 items in each of BBQ's 11 categories x 2 contexts x 2 polarities
@@ -76,6 +77,11 @@ class RunSpec(BaseModel):
         "Sample reasoning at this temperature (seeded by --seed).", default=None
     )
     library: Path | None = _opt("A condition library TOML file.", default=None)
+    rules: Path | None = _opt(
+        "A verdict rules TOML file (default: the shipped rules); its hash is recorded when the "
+        "run starts.",
+        default=None,
+    )
     dtype: Literal["bfloat16", "float16", "float32"] = _opt(
         "bfloat16, float16 or float32.", default="bfloat16"
     )
@@ -175,6 +181,7 @@ class RunSpec(BaseModel):
         for c in self.categories:
             if c not in known:
                 raise unknown_choice(f"{self.benchmark.upper()} category", c, known)
+        load_rules(self.rules)  # readable and valid before any work
         lib, conds = self.library_conditions()  # the library has them all for this family
         lib.check_fields(conds, kit.family, kit.benchmark.fields)
         if self.critic and self.rounds == 0:

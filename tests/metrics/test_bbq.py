@@ -111,10 +111,26 @@ def test_groups_and_names_labels_split():
         "Race_ethnicity",
         "Race_ethnicity (names)",
         "Race_ethnicity (labels)",
+        "overall (BBQ weights)",
+        "overall (equal weights)",
     }
     assert only(s, "Race_ethnicity (names)").bias == 1.0
     assert only(s, "Race_ethnicity (labels)").bias == -1.0
     assert only(s, "overall").n == 3
+
+
+def test_overall_pooled_with_bbq_weights_and_with_equal_weights_hand_computed():
+    # Age: 2 items, both correct; Race_x_SES: 2 items, none correct. The sample pools them
+    # 50/50; BBQ's own sizes (Age 3,680, Race_x_SES 11,160) weight Race_x_SES 75.2%.
+    age = rows([(1, 1, 1, 0, 1), (1, 1, 1, 0, 2)], "ambig", "Age")
+    ses = rows([(0, 1, 1, 0, 1), (2, 1, 1, 0, 2)], "ambig", "Race_x_SES")
+    ses["uid"] = ["Race_x_SES:0", "Race_x_SES:1"]
+    s = bbq.summary(pd.concat([age, ses], ignore_index=True), n_boot=0)
+    assert only(s, "overall").accuracy == pytest.approx(0.5)
+    assert only(s, "overall (equal weights)").accuracy == pytest.approx(0.5)
+    bbq_share = 3680 / (3680 + 11160)
+    assert only(s, "overall (BBQ weights)").accuracy == pytest.approx(bbq_share)
+    assert only(s, "overall (BBQ weights)").n == 4
 
 
 def test_bootstrap_resamples_templates():

@@ -143,6 +143,15 @@ def _cluster_counts(df: pd.DataFrame, counts: np.ndarray) -> tuple[np.ndarray, l
     return out, list(uniques)
 
 
+def template_counts(df: pd.DataFrame, unparseable: str = "drop") -> pd.DataFrame:
+    """Summed counts per template (index: category, question_index), for tests that align
+    templates across conditions and models."""
+    counts = counted(df.reset_index(drop=True), unparseable)
+    frame = pd.DataFrame(counts, index=pd.MultiIndex.from_arrays(
+        [df["category"].to_numpy(), df["question_index"].to_numpy()]))  # fmt: skip
+    return frame.groupby(level=[0, 1]).sum()
+
+
 def _check(df: pd.DataFrame) -> None:
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
@@ -207,21 +216,69 @@ def summary(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, bias_variant: s
     for run, part in df.groupby(RUN_KEYS, sort=True, dropna=False):
         part = part.reset_index(drop=True)
         counts = counted(part, unparseable)
+        head = dict(zip(RUN_KEYS, run, strict=True))
         for gname, gmask in groups(part):
             for ctx in CONTEXTS:
                 mask = (gmask & (part["context_condition"] == ctx)).to_numpy()
-                if not mask.any():
-                    continue
-                cl, _ = _cluster_counts(part[mask], counts[mask])
-                tot = cl.sum(axis=0)
-                rows.append({
-                    **dict(zip(RUN_KEYS, run, strict=True)), "group": gname, "context": ctx,
-                    "n": int(tot[N]), "n_unparseable": int(tot[UNP]),
-                    "n_excluded_na_target": int(tot[N] - tot[HAS_T]),
-                    "n_non_unknown": int(tot[NU_T]), "n_templates": cl.shape[0],
-                    **_estimates(cl, ctx, fns, n_boot, seed),
-                })  # fmt: skip
+                if mask.any():
+                    rows.append(_summary_row(head, gname, ctx, part[mask], counts[mask], fns,
+                                             n_boot, seed))  # fmt: skip
+        for gname, weigh in OVERALL_WEIGHTS.items():
+            for ctx in CONTEXTS:
+                mask = (part["context_condition"] == ctx).to_numpy()
+                if mask.any():
+                    w = weigh(part[mask]["category"])
+                    rows.append(
+                        _summary_row(
+                            head,
+                            gname,
+                            ctx,
+                            part[mask],
+                            counts[mask] * w[:, None],
+                            fns,
+                            n_boot,
+                            seed,
+                        )
+                    )
     return pd.DataFrame(rows)
+
+
+def _summary_row(head, gname, ctx, part, counts, fns, n_boot, seed) -> dict:
+    cl, _ = _cluster_counts(part, counts)
+    tot = cl.sum(axis=0)
+    return {
+        **head, "group": gname, "context": ctx, "n": int(round(tot[N])),
+        "n_unparseable": int(round(tot[UNP])),
+        "n_excluded_na_target": int(round(tot[N] - tot[HAS_T])),
+        "n_non_unknown": int(round(tot[NU_T])), "n_templates": cl.shape[0],
+        **_estimates(cl, ctx, fns, n_boot, seed),
+    }  # fmt: skip
+
+
+def _reweight(categories: pd.Series, share: dict[str, float]) -> np.ndarray:
+    """Row weights giving each category `share` of the total (renormalised over the
+    categories present), whatever its share of the sample; the total stays the item count."""
+    n = categories.value_counts()
+    target = pd.Series({c: share[c] for c in n.index})
+    target = target / target.sum()
+    w = target / (n / n.sum())
+    return categories.map(w).to_numpy(dtype=float)
+
+
+def _bbq_weights(categories: pd.Series) -> np.ndarray:
+    from selfcorrect.benchmarks.bbq import EXPECTED_COUNTS
+
+    return _reweight(categories, {c: float(EXPECTED_COUNTS.get(c, 0)) for c in set(categories)})
+
+
+def _equal_weights(categories: pd.Series) -> np.ndarray:
+    return _reweight(categories, dict.fromkeys(set(categories), 1.0))
+
+
+# "overall" pools the items drawn (a stratified sample weights categories equally); these name
+# the two other readings of "overall": BBQ's own pooling (its category sizes; Race_x_gender and
+# Race_x_SES are 46% of BBQ) and equal weight per category whatever was drawn.
+OVERALL_WEIGHTS = {"overall (BBQ weights)": _bbq_weights, "overall (equal weights)": _equal_weights}
 
 
 def _paired_rows(a_df, ca, cb, fns, n_boot, seed, head) -> list[dict]:

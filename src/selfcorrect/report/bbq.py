@@ -71,7 +71,11 @@ METHOD_NOTE = (
     "content answers (generation); an exact tie counts 1/k for each of the k tied options. "
     "Unparseable answers are never UNKNOWN: by default they are left out of accuracy and bias "
     "as BBQ's reference script does, and counted beside every number ('unparseable'); "
-    "`selfcorrect report --unparseable wrong` counts them as wrong answers instead."
+    "`selfcorrect report --unparseable wrong` counts them as wrong answers instead. 'overall' "
+    "pools the items drawn (a stratified sample gives each category equal weight; the headline "
+    "uses it); the summary table also gives 'overall (BBQ weights)', each category weighted by "
+    "its size in BBQ (Race_x_gender and Race_x_SES are 46% of it), and 'overall (equal "
+    "weights)'."
 )
 
 

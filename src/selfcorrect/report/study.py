@@ -16,11 +16,13 @@ from typing import Protocol
 import pandas as pd
 
 from selfcorrect import faults
+from selfcorrect.metrics.format import fmt_ci
 from selfcorrect.report import rounds
 from selfcorrect.report.render import Block, write_pages
 from selfcorrect.report.section import Section, Tables
+from selfcorrect.rules_file import default_rules_path, load_rules
 from selfcorrect.store import Store
-from selfcorrect.verdicts import RULES, verdicts
+from selfcorrect.verdicts import judge
 
 
 class Kit(Protocol):
@@ -30,7 +32,7 @@ class Kit(Protocol):
     section: Section
     table_options: frozenset[str]
     tables: Callable[..., Tables]
-    verdict_tables: Callable[..., Tables] | None
+    verdict_items: Callable[[pd.DataFrame], pd.DataFrame] | None
 
 
 @dataclass
@@ -163,33 +165,78 @@ def transcript_blocks(store: Store, benchmark: str, per_condition: int = 2) -> l
     return blocks
 
 
-def _study_blocks(store, models, verdict, bias_variant, reference, study,
-                  unparseable="drop") -> list[Block]:  # fmt: skip
+def rules_status(store: Store, digest: str) -> str:
+    """ "pre-registered" when the rules applied are those recorded by the first run, before
+    its first answer was stored; else "exploratory: ..." with both hashes."""
+    recorded = [r["manifest"].get("rules", {}).get("sha256") for r in store.runs()]
+    first = recorded[0] if recorded else None
+    if first == digest and all(h in (None, digest) for h in recorded):
+        return "pre-registered"
+    was = first[:12] if first else "none recorded"
+    return (f"exploratory: these rules ({digest[:12]}) differ from those recorded before the "
+            f"first answer was stored ({was})")  # fmt: skip
+
+
+def _verdict_blocks(verdict, tests, rules_text, digest, status) -> list[Block]:
+    return [
+        ("h2", "Verdicts on the hypotheses (methodology.md section 1), by the rules below"),
+        ("p", f"Rules sha256 {digest}: {status}."),
+        ("table", verdict),
+        ("h2", "Every test behind the verdicts (paired differences and interactions)"),
+        ("table", _tests_view(tests)),
+        (
+            "p",
+            "estimate and 95% cluster-bootstrap CI x100; p from a paired permutation test "
+            "over templates, adjusted over every test of this report; MDE = minimum "
+            "detectable effect (2.8 SE, alpha 0.05, power 0.8), underpowered when it exceeds "
+            "the region of practical equivalence.",
+        ),  # fmt: skip
+        ("pre", "the rules", rules_text),
+    ]
+
+
+def _tests_view(tests: pd.DataFrame) -> pd.DataFrame:
+    if tests.empty:
+        return tests
+    return pd.DataFrame({
+        "hypothesis": tests["hypothesis"], "test": tests["test"], "range": tests["range"],
+        "estimate x100 [95% CI]": [fmt_ci(v, lo, hi, 100) for v, lo, hi in
+                                   zip(tests["estimate"], tests["ci_lo"], tests["ci_hi"],
+                                       strict=True)],
+        "p": tests["p"].map(lambda x: f"{x:.3g}"),
+        "p adj": tests["p_adj"].map(lambda x: f"{x:.3g}"),
+        "MDE x100": (tests["mde"] * 100).round(1),
+        "underpowered": tests["underpowered"], "n items": tests["n_items"],
+        "outcome": tests["outcome"],
+    })  # fmt: skip
+
+
+def _study_blocks(store, models, verdict_blocks, bias_variant, reference, study,
+                  unparseable) -> list[Block]:  # fmt: skip
     named = (" (BBQ's reference analysis)" if bias_variant == "bbq"
              else " (a named alternative; see methodology.md section 5)")  # fmt: skip
     return [
         ("h1", "selfcorrect study report"),
         *manifest_blocks(store),
-        ("h2", "Model metadata (parameters, family, chat or base, alignment)"),
+        ("h2", "Model metadata (parameters, family, chat or base, alignment, weights)"),
         ("table", model_table(models)),
-        ("h2", "Verdicts on the hypotheses (methodology.md section 1), computed from the results"),
-        ("table", verdict.drop(columns=["rule"])),
+        *verdict_blocks,
         (
             "p",
-            f"BBQ bias score definition: '{bias_variant}'{named}; paired differences "
-            f"against '{reference}'.",
+            f"BBQ bias score definition: '{bias_variant}'{named}; unparseable answers: "
+            f"'{unparseable}'; paired differences against '{reference}'.",
         ),  # fmt: skip
-        ("list", [f"{k}: {v}" for k, v in RULES.items()]),
         *study,
     ]
 
 
-def _write_study_files(store, out, blocks, verdict, outcomes) -> list[Path]:
+def _write_study_files(store, out, blocks, verdict, tests, outcomes) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = write_pages(blocks, out)
     faults.point("report")
-    verdict.to_csv(out / "verdicts.csv", index=False)
-    files.append(out / "verdicts.csv")
+    for name, df in (("verdicts.csv", verdict), ("verdict_tests.csv", tests)):
+        df.to_csv(out / name, index=False)
+        files.append(out / name)
     manifest = out / "manifest.json"
     manifest.write_text(json.dumps(store.runs(), indent=2), encoding="utf-8")
     files.append(manifest)
@@ -200,47 +247,61 @@ def _write_study_files(store, out, blocks, verdict, outcomes) -> list[Path]:
     return files
 
 
-def report_dir(
-    directory: str | Path,
-    kits: Mapping[str, Kit],
-    n_boot: int = 1000,
-    seed: int = 0,
-    reference: str = "baseline",
-    bias_variant: str = "bbq",
-    out: str | Path | None = None,
-    unparseable: str = "drop",
-) -> Report:
+@dataclass
+class ReportOptions:
+    n_boot: int = 1000
+    seed: int = 0
+    reference: str = "baseline"
+    bias_variant: str = "bbq"
+    unparseable: str = "drop"
+    rules: str | Path | None = None
+
+
+def _benchmarks(store, outcomes, kits, models, out, opt) -> tuple[dict, list, list, dict]:
+    """Each benchmark's tables, folder and part of the study page, and its answers per item
+    for the verdicts."""
+    tables, files, study, items = {}, [], [], {}
+    for bench in sorted(outcomes["benchmark"].unique()) if not outcomes.empty else []:
+        kit = kits[bench]
+        part = outcomes[outcomes["benchmark"] == bench]
+        bt = kit_tables(kit, part, opt.n_boot, opt.seed, opt.reference,
+                        bias_variant=opt.bias_variant, unparseable=opt.unparseable)  # fmt: skip
+        got, body = write_benchmark(
+            bt, out / bench, f"selfcorrect report: {bench}", kit.section,
+            manifest_blocks(store), transcript_blocks(store, bench), models,
+        )  # fmt: skip
+        files += got
+        study += [("h1", f"Benchmark: {bench}")]
+        study += [("img", f"{bench}/{b[1]}") if b[0] == "img" else b for b in body]
+        tables.update({f"{bench}_{k}": v for k, v in bt.items()})
+        if kit.verdict_items is not None:
+            items[bench] = kit.verdict_items(part)
+    return tables, files, study, items
+
+
+def report_dir(directory: str | Path, kits: Mapping[str, Kit], out: str | Path | None = None,
+               options: ReportOptions | None = None) -> Report:  # fmt: skip
     """Recompute every metric from the store (opened read-only) and write the report files
-    into `out` (default: the results directory's report/)."""
+    into `out` (default: the results directory's report/), with the verdicts by the rules."""
+    opt = options or ReportOptions()
+    rules, digest = load_rules(opt.rules)
     store = Store(directory, read_only=True)
     try:
         outcomes = store.outcomes()
         models = store.models()
         out = Path(out) if out is not None else Path(directory) / "report"
-        tables: dict[str, pd.DataFrame] = {}
-        files: list[Path] = []
-        study: list[Block] = []
-        for bench in sorted(outcomes["benchmark"].unique()) if not outcomes.empty else []:
-            kit = kits[bench]
-            part = outcomes[outcomes["benchmark"] == bench]
-            bt = kit_tables(kit, part, n_boot, seed, reference, bias_variant=bias_variant,
-                            unparseable=unparseable)  # fmt: skip
-            got, body = write_benchmark(
-                bt, out / bench, f"selfcorrect report: {bench}", kit.section,
-                manifest_blocks(store), transcript_blocks(store, bench), models,
-            )  # fmt: skip
-            files += got
-            study += [("h1", f"Benchmark: {bench}")]
-            study += [("img", f"{bench}/{b[1]}") if b[0] == "img" else b for b in body]
-            tables.update({f"{bench}_{k}": v for k, v in bt.items()})
-            if kit.verdict_tables is not None and reference == "baseline":
-                more = kit.verdict_tables(part, n_boot, seed, bias_variant, unparseable)
-                tables.update({f"{bench}_{k}": v for k, v in more.items()})
-        verdict = verdicts(tables, models)
-        tables["verdicts"] = verdict
-        blocks = _study_blocks(store, models, verdict, bias_variant, reference, study,
-                               unparseable)  # fmt: skip
-        files += _write_study_files(store, out, blocks, verdict, outcomes)
+        tables, files, study, items = _benchmarks(store, outcomes, kits, models, out, opt)
+        verdict, tests = judge(items.get("bbq", pd.DataFrame()), models,
+                               tables.get("bbq_gate", pd.DataFrame()), rules, opt.seed)  # fmt: skip
+        status = rules_status(store, digest)
+        verdict.insert(4, "status", "pre-registered" if status == "pre-registered"
+                       else "exploratory")  # fmt: skip
+        tables["verdicts"], tables["verdict_tests"] = verdict, tests
+        text = Path(opt.rules or default_rules_path()).read_text(encoding="utf-8")
+        blocks = _study_blocks(store, models, _verdict_blocks(verdict, tests, text, digest,
+                                                              status),
+                               opt.bias_variant, opt.reference, study, opt.unparseable)  # fmt: skip
+        files += _write_study_files(store, out, blocks, verdict, tests, outcomes)
         return Report(Path(directory), tables, files)
     finally:
         store.close()

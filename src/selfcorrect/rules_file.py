@@ -1,0 +1,126 @@
+"""The verdict rules as data (rules/default.toml, or a user's file): validated, hashed.
+
+The hash covers the file's bytes and the version of the code that applies them (RULES_LOGIC),
+so a change to either is a change of rules. Runs record it when they start (the manifest's
+`rules`), and a report compares the rules it applies with those recorded before the first
+answer was stored."""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from importlib.resources import files
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from selfcorrect.errors import SelfCorrectError
+
+RULES_LOGIC = "2"  # bump when verdicts.py judges the same rules differently
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Scope(_M):
+    kind: Literal["chat", "base"] | None = None
+    aligned: bool | None = None
+    min_params: float | None = None
+    max_params: float | None = None
+
+    def holds(self, info: dict) -> bool:
+        params = info.get("params")
+        chat = info.get("kind") == "chat"
+        aligned = chat and not str(info.get("alignment", "none")).startswith("none")
+        if self.kind is not None and (info.get("kind") != self.kind):
+            return False
+        if self.aligned is not None and aligned != self.aligned:
+            return False
+        if (self.min_params is not None or self.max_params is not None) and not params:
+            return False
+        if self.min_params is not None and params < self.min_params:
+            return False
+        return not (self.max_params is not None and params > self.max_params)
+
+    def describe(self) -> str:
+        parts = [self.kind or "", "aligned" if self.aligned else ""]
+        if self.min_params:
+            parts.append(f">= {self.min_params / 1e9:g}B parameters")
+        if self.max_params:
+            parts.append(f"<= {self.max_params / 1e6:g}M parameters")
+        return " ".join(p for p in parts if p) or "any model"
+
+
+class Contrast(_M):
+    condition: str = ""
+    reference: str = ""
+    metric: Literal["bias", "accuracy"] = "bias"
+    context: Literal["ambig", "disambig"] = "ambig"
+    direction: Literal["up", "down"] = "down"
+
+
+class Also(_M):
+    metric: Literal["bias", "accuracy"]
+    context: Literal["ambig", "disambig"] = "ambig"
+
+
+class Hypothesis(_M):
+    claim: str
+    source: str
+    kind: Literal["effect", "interaction", "gap_shrinks", "threshold", "ordered", "winogender"]
+    scope: str
+    contrast: Contrast = Contrast()
+    control: str | None = None
+    versus: str | None = None
+    also: Also | None = None
+    specific: str | None = None
+    condition: str | None = None
+    threshold: float | None = None
+    steps: list[list[str]] | None = None
+    baseline_range: list[float] | None = None
+
+
+class Rules(_M):
+    version: str
+    alpha: float = Field(0.05, gt=0, lt=1)
+    multiplicity: Literal["holm", "bh"] = "holm"
+    rope: float = Field(0.05, ge=0)
+    readout: str = "logprob"
+    permutations: int = Field(2000, ge=100)
+    bootstrap: int = Field(1000, ge=100)
+    scopes: dict[str, Scope]
+    hypotheses: dict[str, Hypothesis]
+
+    def scope(self, name: str) -> Scope:
+        return self.scopes[name]
+
+
+def default_rules_path() -> Path:
+    return Path(str(files("selfcorrect") / "rules" / "default.toml"))
+
+
+def load_rules(path: str | Path | None = None) -> tuple[Rules, str]:
+    """(rules, hash): the shipped default or a user's file, validated; scope names checked."""
+    p = Path(path) if path else default_rules_path()
+    try:
+        raw = p.read_bytes()
+        data = tomllib.loads(raw.decode("utf-8"))
+    except OSError as exc:
+        raise SelfCorrectError(f"cannot read rules {p}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SelfCorrectError(f"rules {p} is not valid TOML: {exc}") from None
+    meta = {k: data.pop(k) for k in list(data) if k in Rules.model_fields}
+    try:
+        rules = Rules(**meta, hypotheses=data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise SelfCorrectError(f"rules {p}: {where}: {err['msg']}") from None
+    for hid, h in rules.hypotheses.items():
+        for name in (h.scope, h.control, h.versus):
+            if name is not None and name not in rules.scopes:
+                raise SelfCorrectError(f"rules {p}: {hid} names an unknown scope '{name}'")
+    digest = hashlib.sha256(raw + f"\nlogic {RULES_LOGIC}".encode()).hexdigest()
+    return rules, digest
