@@ -164,3 +164,28 @@ def test_changed_rules_make_every_verdict_exploratory(tmp_path):
     assert "exploratory: these rules" in page and "differ from those recorded" in page
     manifest = json.loads((tmp_path / "o" / "report" / "manifest.json").read_text())
     assert manifest[0]["manifest"]["rules"]["sha256"] == load_rules()[1]
+
+
+def test_power_from_a_pilot_run(tmp_path):
+    import zlib
+
+    from typer.testing import CliRunner
+
+    from selfcorrect import api
+    from selfcorrect.cli import app
+    from tests.fakes import BEHAVIOUR
+
+    BEHAVIOUR["fake:noisy"] = {"prefer": lambda p: zlib.crc32(p.encode()) % 3}
+    try:
+        api.run("fake:noisy", conditions="baseline,instruct", limit=88, out=tmp_path,
+                bootstrap=0, progress=False, write_report=False, permute="none")  # fmt: skip
+    finally:
+        BEHAVIOUR.clear()
+    df = api.power(tmp_path, effect=5, tests=4)
+    row = df.iloc[0]
+    assert row.pilot_items == 44 and row.templates > 10  # the ambiguous half of 88
+    z = 2.4977 + 0.8416  # z(1 - 0.05 / (2 * 4)) + z(0.8)
+    assert row.items_needed == pytest.approx(44 * (z * row.se / 0.05) ** 2, rel=0.01)
+    assert row.design_effect > 0 and row.gate == "passes"  # content-random, no letter habit
+    r = CliRunner().invoke(app, ["power", str(tmp_path), "--effect", "5"])
+    assert r.exit_code == 0 and "items_needed" in r.output

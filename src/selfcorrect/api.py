@@ -97,6 +97,33 @@ def score(benchmark: str, path: str | Path, out: str | Path | None = None, n_boo
     return tables
 
 
+def power(directory: str | Path, effect: float = 5.0, condition: str = "instruct",
+          reference: str = "baseline", metric: str = "bias", context: str = "ambig",
+          tests: int | None = None, rules: str | Path | None = None,
+          seed: int = 0) -> pd.DataFrame:  # fmt: skip
+    """From a pilot run's BBQ answers: per model, the items per condition a change of `effect`
+    points (x100 scale) needs, given its template-clustered standard error, corrected for
+    `tests` tests (default: the number of tests the rules make on this store)."""
+    from selfcorrect.store import Store
+    from selfcorrect.verdicts import judge, power_table
+
+    rule_set, _ = load_rules(rules)
+    store = Store(directory, read_only=True)
+    try:
+        outcomes, models = store.outcomes("bbq"), store.models()
+    finally:
+        store.close()
+    if outcomes.empty:
+        raise SelfCorrectError(f"no BBQ answers in {directory}")
+    kit = get_kit("bbq")
+    items = kit.verdict_items(outcomes)
+    gate = kit_tables(kit, outcomes, 0, seed, reference)["gate"]
+    if tests is None:
+        tests = max(1, len(judge(items, models, gate, rule_set, seed)[1]))
+    return power_table(items, models, gate, rule_set, effect / 100, condition, reference,
+                       metric, context, tests, seed)  # fmt: skip
+
+
 def models() -> pd.DataFrame:
     """The registry with size and whether each model is installed."""
     return pd.DataFrame(

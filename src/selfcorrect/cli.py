@@ -237,6 +237,35 @@ def score(
 
 @app.command()
 @_friendly
+def power(
+    directory: Annotated[Path, typer.Argument(help="A pilot run's results directory.")],
+    effect: Annotated[float, typer.Option(help="The change to detect, in points (x100).")] = 5.0,
+    condition: Annotated[str, typer.Option(help="The condition compared.")] = "instruct",
+    reference: Annotated[str, typer.Option(help="The reference condition.")] = "baseline",
+    metric: Annotated[str, typer.Option(help="bias or accuracy.")] = "bias",
+    context: Annotated[str, typer.Option(help="ambig or disambig.")] = "ambig",
+    tests: Annotated[
+        int | None, typer.Option(help="Tests to correct for (default: the rules' family).")
+    ] = None,
+    rules: Annotated[Path | None, typer.Option(help="Verdict rules TOML.")] = None,
+):
+    """Items per condition a given change needs, from a pilot run (template clustering and
+    multiplicity included)."""
+    if metric not in ("bias", "accuracy") or context not in ("ambig", "disambig"):
+        raise SelfCorrectError("--metric is bias or accuracy; --context is ambig or disambig")
+    if not effect > 0:
+        raise SelfCorrectError(f"--effect must be > 0, got {effect}")
+    df = api.power(directory, effect, condition, reference, metric, context, tests, rules)
+    if df.empty:
+        raise SelfCorrectError(f"no model in {directory} answered both {condition} and {reference}")
+    show = df.assign(**{c: df[c].map(lambda x: f"{100 * x:.1f}") for c in
+                        ("estimate", "se", "se_items_alone", "mde_at_pilot", "effect")},
+                     design_effect=df["design_effect"].round(2))  # fmt: skip
+    _print_df(show, title="power: SEs, MDE and effect in points (x100)")
+
+
+@app.command()
+@_friendly
 def models():
     """List packaged models, their size and whether they are installed."""
     df = api.models()

@@ -329,3 +329,53 @@ def judge(items: pd.DataFrame, models: dict[str, dict], gate: pd.DataFrame, rule
                      "scope": rules.scope(h.scope).describe(), "verdict": verdict,
                      "evidence": "; ".join(evidence) or "no data"})  # fmt: skip
     return pd.DataFrame(rows), tests_table(ev)
+
+
+def power_table(items: pd.DataFrame, models: dict[str, dict], gate: pd.DataFrame, rules: Rules,
+                effect: float, condition: str = "instruct", reference: str = "baseline",
+                metric: str = "bias", context: str = "ambig", n_tests: int = 1,
+                seed: int = 0) -> pd.DataFrame:  # fmt: skip
+    """From a pilot run: per model, the standard error of `condition - reference` with template
+    clustering and without it (items resampled alone), the design effect, the minimum
+    detectable effect at the pilot's size, and the items per condition `effect` needs (two-
+    sided alpha corrected for `n_tests` tests, 80% power)."""
+    from selfcorrect.metrics.inference import items_needed
+
+    part = items[(items["readout"] == rules.readout) & (items["round"] == 0)]
+    eligible, excluded = _eligible(part, gate, rules.readout)
+    ev = _Evidence(part, models, eligible, excluded, rules, seed)
+    rows = []
+    for m in sorted(set(part["model"]), key=ev.params):
+        t = _paired_test(ev, "power", m, condition, reference, metric, context, False)
+        if t is None:
+            continue
+        item_se = _item_level_se(ev, m, condition, reference, metric, context)
+        se = t.est.se
+        rows.append({
+            "model": m, "gate": "passes" if m in eligible else f"excluded: {excluded[m]}",
+            "contrast": f"{condition} - {reference}, {context} {metric}",
+            "pilot_items": t.est.n_items, "templates": t.est.n_clusters,
+            "estimate": t.est.value, "se": se, "se_items_alone": item_se,
+            "design_effect": (se / item_se) ** 2 if item_se else math.nan,
+            "mde_at_pilot": t.est.mde, "effect": effect, "tests_corrected_for": n_tests,
+            "items_needed": items_needed(se, t.est.n_items, effect, n_tests, rules.alpha),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _item_level_se(ev: _Evidence, model, condition, reference, metric, context) -> float:
+    """The same contrast's bootstrap SE when every item is its own cluster."""
+    from selfcorrect.metrics.bbq import counted
+
+    d = ev.items
+    uids = ev.uids(model, condition) & ev.uids(model, reference)
+    frames = []
+    for cond in (reference, condition):
+        part = d[(d["model"] == model) & (d["condition"] == cond)
+                 & (d["context_condition"] == context) & d["uid"].isin(uids)]  # fmt: skip
+        frames.append(pd.DataFrame(counted(part.reset_index(drop=True)),
+                                   index=part["uid"].to_numpy()).sort_index())  # fmt: skip
+    a, b = _aligned(frames)
+    est = paired_difference(a, b, _metric(metric, context), a.shape[0], ev.rules.bootstrap,
+                            100, ev.seed)  # fmt: skip
+    return est.se
