@@ -60,7 +60,7 @@ class FakeBackend:
             )
         return out
 
-    def generate(self, prompts, max_tokens, sampling=None):
+    def generate(self, prompts, max_tokens, sampling=None, keys=None):
         self.calls["generate"] += len(prompts)
         if max_tokens == 8:  # the generation readout's answer
             return [self.answer for _ in prompts]

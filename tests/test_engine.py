@@ -159,3 +159,43 @@ def test_sequential_backend_walks_items_depth_first(tmp_path, items):
     execute(store, run, "fake", seq, make_plan(items[:3], ["baseline"], rounds=2))
     # each item's rounds 0, 1, 2 come before the next item's
     assert seq.order == [1, 2, 3] * 3
+
+
+def test_sampled_turns_get_seeds_of_their_own(tmp_path, items):
+    """The seed of a sampled turn depends on the run seed and the turn, not on its batch."""
+    from selfcorrect.backends.base import Sampling
+
+    class Recorder(FakeBackend):
+        seen: dict = {}
+
+        def generate(self, prompts, max_tokens, sampling=None, keys=None):
+            if keys is not None:
+                for p, k in zip(prompts, keys, strict=True):
+                    Recorder.seen.setdefault(p, set()).add(k)
+            return super().generate(prompts, max_tokens, sampling, keys)
+
+    lib = load_library()
+    for batch in (1, 3):
+        store, run = setup_store(tmp_path / str(batch), items[:4])
+        job = Job("bbq", lib.resolve(["cot"], "bbq"), items[:4], 0, lib,
+                  sampling=Sampling(1.0, 7))  # fmt: skip
+        execute(store, run, "fake", Recorder(), job, batch_size=batch)
+    assert len(Recorder.seen) == 4 and all(len(k) == 1 for k in Recorder.seen.values())
+
+
+def test_interrupt_during_generation_keeps_finished_turns(tmp_path, items):
+    class Dies(FakeBackend):
+        def generate(self, prompts, max_tokens, sampling=None, keys=None):
+            if self.calls["generate"] >= 4:
+                raise KeyboardInterrupt
+            return super().generate(prompts, max_tokens, sampling, keys)
+
+    store, run = setup_store(tmp_path, items)
+    lib = load_library()
+    job = Job("bbq", lib.resolve(["cot"], "bbq"), items, 0, lib)
+    with pytest.raises(KeyboardInterrupt):
+        execute(store, run, "fake", Dies(), job, batch_size=2)
+    assert len(store.done_turns("fake", "bbq", "cot", "logprob")) == 4
+    fresh = FakeBackend()
+    execute(store, run, "fake", fresh, job, batch_size=2)
+    assert fresh.calls["generate"] == len(items) - 4

@@ -90,6 +90,13 @@ class Job:
                              self.system)  # fmt: skip
 
 
+def sample_key(seed: int, uid: str, condition: str, step: int) -> int:
+    """The seed of one sampled turn: a function of the run seed and the turn's identity only,
+    so the same seed gives the same text whatever the batch, order, resume point or shard."""
+    digest = hashlib.sha256(f"{seed}|{uid}|{condition}|{step}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
 def system_tag(system: str) -> str:
     if system in ("default", "none"):
         return system
@@ -267,7 +274,12 @@ def _generate_wave(ctx: _Context, states: list[_State]) -> None:
         turns = []
         for max_tokens, group in by_len.items():
             prompts = [ctx.backend.render(st.conversation(ctx.job.system)) for st in group]
-            texts = _call(ctx, group, ctx.backend.generate, prompts, max_tokens, ctx.job.sampling)
+            keys = None
+            if ctx.job.sampling is not None:  # each row its own seed: batch-independent text
+                keys = [sample_key(ctx.job.sampling.seed, st.item.uid, ctx.condition, st.pos)
+                        for st in group]  # fmt: skip
+            texts = _call(ctx, group, ctx.backend.generate, prompts, max_tokens,
+                          ctx.job.sampling, keys)  # fmt: skip
             turns += _take_turns(ctx, group, prompts, texts, "generate")
         ctx.store.write(ctx.run_id, turns=turns)
 

@@ -95,9 +95,12 @@ class Backend(Protocol):
         ...
 
     def generate(
-        self, prompts: Sequence[str], max_tokens: int, sampling: Sampling | None = None
-    ) -> list[str]:
-        """Continuation of each rendered prompt: greedy unless `sampling` is given."""
+        self, prompts: Sequence[str], max_tokens: int, sampling: Sampling | None = None,
+        keys: Sequence[int] | None = None,
+    ) -> list[str]:  # fmt: skip
+        """Continuation of each rendered prompt: greedy unless `sampling` is given; then row i
+        draws with seed keys[i] (its own, whatever shares the batch) or, without keys, the
+        sampling seed."""
         ...
 
 

@@ -154,8 +154,9 @@ class LlamaCppBackend(ChatRendering):
         return results
 
     def generate(
-        self, prompts: Sequence[str], max_tokens: int, sampling: Sampling | None = None
-    ) -> list[str]:
+        self, prompts: Sequence[str], max_tokens: int, sampling: Sampling | None = None,
+        keys: Sequence[int] | None = None,
+    ) -> list[str]:  # fmt: skip
         out = []
         for r, prompt in enumerate(prompts):
             tokens = self._encode(prompt)
@@ -167,7 +168,7 @@ class LlamaCppBackend(ChatRendering):
                     "temperature": sampling.temperature,
                     "top_p": sampling.top_p,
                     "top_k": 0,
-                    "seed": sampling.seed,
+                    "seed": (int(keys[r]) if keys is not None else sampling.seed) % (2**32),
                 }
             res = self.llm.create_completion(
                 prompt=tokens, max_tokens=max_tokens, min_p=0.0, repeat_penalty=1.0, **how

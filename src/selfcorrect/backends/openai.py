@@ -318,22 +318,26 @@ class OpenAIBackend(ChatRendering):
 
     # generation ----------------------------------------------------------------------------
     def generate(
-        self, prompts: Sequence[str], max_tokens: int, sampling: Sampling | None = None
-    ) -> list[str]:
-        how = {"temperature": 0.0}
-        if sampling is not None:
-            how = {"temperature": sampling.temperature, "top_p": sampling.top_p,
-                   "seed": sampling.seed}  # fmt: skip
+        self, prompts: Sequence[str], max_tokens: int, sampling: Sampling | None = None,
+        keys: Sequence[int] | None = None,
+    ) -> list[str]:  # fmt: skip
+        hows = [{"temperature": 0.0}] * len(prompts)
+        if sampling is not None:  # each row its own seed (servers that honour seeds repeat it)
+            hows = [{"temperature": sampling.temperature, "top_p": sampling.top_p,
+                     "seed": (int(keys[i]) if keys is not None else sampling.seed) % (2**31)}
+                    for i in range(len(prompts))]  # fmt: skip
         if self.tok is not None and self.max_len:
             for r, prompt in enumerate(prompts):
                 check_length(r, len(self._encode(prompt)) + max_tokens, self.max_len)
         if self.tok is not None:
 
-            def one(prompt):  # fmt: skip
+            def one(job):  # fmt: skip
+                prompt, how = job
                 return self._complete(prompt, _describe(prompt), max_tokens=max_tokens, **how)
         else:
 
-            def one(prompt):  # fmt: skip
+            def one(job):  # fmt: skip
+                prompt, how = job
                 msgs = json.loads(prompt)
                 extra = {}
                 if msgs and msgs[-1]["role"] == "assistant":  # a prefill: vLLM continues it
@@ -351,7 +355,7 @@ class OpenAIBackend(ChatRendering):
 
                 return self._call(go, _describe(prompt))
 
-        return self._map(one, list(prompts))
+        return self._map(one, list(zip(prompts, hows, strict=True)))
 
 
 def _first_top(choice) -> dict[str, float]:

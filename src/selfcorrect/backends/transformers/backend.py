@@ -394,59 +394,110 @@ class TransformersBackend(ChatRendering):
             return self._summed_logprobs(picked, range(len(targets)), targets, owner, len(batch))
 
     # generation --------------------------------------------------------------------------
+    def last_logits(self, hidden):
+        """Logits in fp32 (soft-capped where the model does) from last-position states."""
+        logits = self.head(hidden).float()
+        if self.softcap:
+            logits = self.torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+    def prefill(self, prompts: list[list[int]]):
+        """Each prompt's KV ([layers, heads, len, dim] keys and values) and its last-position
+        logits, computing only what the prompt KV cache does not already hold."""
+        torch = self.torch
+        reused = [self._kv.lookup(p) for p in prompts]
+        c_len = [0 if kv is None else kv[0].shape[2] for kv in reused]
+        n_new = [len(p) - c for p, c in zip(prompts, c_len, strict=True)]
+        wc, wn = max(c_len), max(n_new)
+        ids = torch.full((len(prompts), wn), self.tok.pad_token_id, dtype=torch.long)
+        pos = torch.zeros((len(prompts), wn), dtype=torch.long)
+        allowed = torch.zeros((len(prompts), wn, wc + wn), dtype=torch.bool)
+        causal = torch.ones((wn, wn), dtype=torch.bool).tril()
+        for b, (p, c, n) in enumerate(zip(prompts, c_len, n_new, strict=True)):
+            ids[b, wn - n :] = torch.tensor(p[c:])
+            pos[b, wn - n :] = torch.arange(c, len(p))
+            allowed[b, :, wc - c : wc] = True
+            allowed[b, :, wc:] = causal
+            allowed[b, :, wc : wc + wn - n] = False
+            allowed[b, : wn - n, : wc + wn] = False
+            allowed[b, torch.arange(wn - n), wc + torch.arange(wn - n)] = True  # pads: themselves
+        self.forward_tokens += sum(n_new)
+        with torch.inference_mode():
+            past = self._kv.assemble(reused, c_len, wc) if wc else None
+            out = self.decoder(input_ids=ids.to(self.device), position_ids=pos.to(self.device),
+                               attention_mask=self._mask4d(allowed), use_cache=True,
+                               **({self._cache_kw: past} if past is not None else {}))  # fmt: skip
+            keys = torch.stack([layer.keys for layer in out.past_key_values.layers])
+            values = torch.stack([layer.values for layer in out.past_key_values.layers])
+            last = self.last_logits(out.last_hidden_state[:, -1])
+        kvs = []
+        for b, (c, n) in enumerate(zip(c_len, n_new, strict=True)):
+            cols = torch.cat([torch.arange(wc - c, wc), torch.arange(wc + wn - n, wc + wn)])
+            cols = cols.to(keys.device)
+            kvs.append((keys[:, b].index_select(2, cols), values[:, b].index_select(2, cols)))
+        return kvs, last
+
+    def stop_ids(self) -> set[int]:
+        ids = {self.tok.eos_token_id}
+        cfg = getattr(self.model, "generation_config", None)
+        eos = getattr(cfg, "eos_token_id", None) if cfg is not None else None
+        ids |= set(eos) if isinstance(eos, (list, tuple)) else {eos}
+        return {i for i in ids if i is not None}
+
+    def decode_slots(self, longest: int) -> int:
+        """Rows decoded together: as many as the KV memory budget allows, at most 64 on a CPU
+        (beyond that a step gains little there), 512 on a GPU."""
+        from selfcorrect.backends.transformers.batching import kv_bytes_per_token
+
+        per_row = kv_bytes_per_token(self.model.config) * longest
+        cap = 512 if self.device.startswith("cuda") else 64
+        budget = self.batch_tokens * kv_bytes_per_token(self.model.config) * 4
+        return int(max(1, min(cap, budget // max(per_row, 1))))
+
     def generate(
-        self, prompts: Sequence[str], max_tokens: int, sampling: Sampling | None = None
-    ) -> list[str]:
+        self, prompts: Sequence[str], max_tokens: int, sampling: Sampling | None = None,
+        keys: Sequence[int] | None = None,
+    ) -> list[str]:  # fmt: skip
+        """Greedy unless `sampling`; sampled rows draw from their own generator seeded with
+        keys[i] (else the sampling seed), whatever the batch."""
+        from selfcorrect.backends.transformers.decode import Decoder
+
+        encoded = [self._encode(p) for p in prompts]
+        for r, ids in enumerate(encoded):  # the prompt and its new tokens must fit
+            check_length(r, len(ids) + max_tokens, self.max_len)
+        if not self.prefix_cache or self._window is not None:
+            return self.generate_hf(prompts, max_tokens, sampling, keys)
+        longest = max(len(e) for e in encoded) + max_tokens
+        decoder = Decoder(self, self.decode_slots(longest), self.stop_ids())
+        outs = decoder.run(encoded, max_tokens, sampling, keys)
+        self.decode_steps = getattr(self, "decode_steps", 0) + decoder.steps
+        self.generated_tokens = getattr(self, "generated_tokens", 0) + decoder.tokens
+        return [self.tok.decode(o, skip_special_tokens=True) for o in outs]
+
+    def generate_hf(self, prompts, max_tokens, sampling=None, keys=None) -> list[str]:
+        """`model.generate`, a few rows at a time: the reference the decode loop is tested
+        against, and the path for models with sliding-window layers. Sampled rows with keys
+        run one at a time, each seeded with its key."""
         torch = self.torch
         if sampling is None:  # explicit: some chat models' configs sample by default
             how = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         else:
-            torch.manual_seed(sampling.seed)
-            how = {
-                "do_sample": True,
-                "temperature": sampling.temperature,
-                "top_p": sampling.top_p,
-                "top_k": None,
-            }
-        for r, prompt in enumerate(prompts):  # the prompt and its new tokens must fit
-            check_length(r, len(self._encode(prompt)) + max_tokens, self.max_len)
+            how = {"do_sample": True, "temperature": sampling.temperature,
+                   "top_p": sampling.top_p, "top_k": None}  # fmt: skip
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         results: list[str] = [""] * len(prompts)
         self.tok.padding_side = "left"
-        step = max(1, self.batch_tokens // 512)
+        step = 1 if sampling is not None else max(1, self.batch_tokens // 512)
         for k in range(0, len(order), step):
             idx = order[k : k + step]
-            enc = self.tok(
-                [prompts[i] for i in idx],
-                return_tensors="pt",
-                padding=True,
-                add_special_tokens=not self.chat,
-            ).to(self.device)
+            if sampling is not None:
+                torch.manual_seed(int(keys[idx[0]]) if keys is not None else sampling.seed)
+            enc = self.tok([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                           add_special_tokens=not self.chat).to(self.device)  # fmt: skip
             with torch.inference_mode():
-                out = self.model.generate(
-                    **enc,
-                    max_new_tokens=max_tokens,
-                    pad_token_id=self.tok.pad_token_id,
-                    return_dict_in_generate=True,
-                    **how,
-                )
-            width = enc["input_ids"].shape[1]
-            new = out.sequences[:, width:]
+                out = self.model.generate(**enc, max_new_tokens=max_tokens,
+                                          pad_token_id=self.tok.pad_token_id, **how)  # fmt: skip
+            new = out[:, enc["input_ids"].shape[1] :]
             for i, ids in zip(idx, new, strict=True):
                 results[i] = self.tok.decode(ids, skip_special_tokens=True)
-            cache = getattr(out, "past_key_values", None)
-            if cache is not None and new.shape[1] > 1:
-                # keep the conversation so far (prompt + reasoning) for the next turn's prompt
-                mask = torch.cat(
-                    [
-                        enc["attention_mask"].cpu(),
-                        torch.ones((len(idx), new.shape[1] - 1), dtype=torch.long),
-                    ],
-                    1,
-                )
-                seqs = [
-                    [t for t, m in zip(row.tolist(), mrow.tolist(), strict=False) if m]
-                    for row, mrow in zip(out.sequences.cpu(), mask, strict=True)
-                ]
-                self._kv.store(seqs, cache, mask)
         return results

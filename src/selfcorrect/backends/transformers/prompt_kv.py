@@ -131,12 +131,28 @@ class PromptKV:
             k, v = keys[:, b].index_select(2, idx), values[:, b].index_select(2, idx)
             if old is not None:
                 k, v = torch.cat([old[0], k], 2), torch.cat([old[1], v], 2)
-            self.entries[key] = (k, v)
-            self.arrays[key] = np.asarray(key, dtype=np.int64)
-            self.chains[key] = list(self._chain(key, len(key) // self.BLOCK))
-            for h in self.chains[key]:
-                self.index.setdefault(h, {})[key] = None
-            self.used += len(key)
+            self._add(key, k, v)
+        self._evict()
+
+    def put(self, tokens, keys, values) -> None:
+        """Keep one sequence's KV ([layers, heads, len(tokens), dim]) under its tokens."""
+        if not self.budget or len(tokens) < self.BLOCK:
+            return
+        key = tuple(tokens)
+        if key in self.entries:
+            return
+        self._add(key, keys.clone(), values.clone())
+        self._evict()
+
+    def _add(self, key, k, v) -> None:
+        self.entries[key] = (k, v)
+        self.arrays[key] = np.asarray(key, dtype=np.int64)
+        self.chains[key] = list(self._chain(key, len(key) // self.BLOCK))
+        for h in self.chains[key]:
+            self.index.setdefault(h, {})[key] = None
+        self.used += len(key)
+
+    def _evict(self) -> None:
         while self.used > self.budget and self.entries:
             oldest = next(iter(self.entries))
             self.used -= len(oldest)
