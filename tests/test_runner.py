@@ -177,3 +177,20 @@ def test_a_new_spec_field_reaches_ray_shards(tmp_path, monkeypatch):
 def _record(seen, spec):
     seen.append(spec)
     return json.dumps({"rows": {}, "manifest": {"models": {}}})
+
+
+def test_sampled_reasoning_with_several_samples_per_item(tmp_path):
+    res = api.run("fake:a", conditions="baseline,cot", cot_temperature=1.0, cot_samples=3,
+                  out=tmp_path, **COMMON)  # fmt: skip
+    got = answers(tmp_path)
+    cot = [r for r in got if r[1].startswith("cot")]
+    assert {r[1] for r in cot} == {"cot+sample:T1"}  # never mixed with greedy reasoning
+    assert len(cot) == 8 * 3 and sum("#s" in r[2] for r in cot) == 16
+    assert len([r for r in got if r[1] == "baseline"]) == 8  # nothing sampled: asked once
+    s = res.summary
+    row = s[(s.condition == "cot+sample:T1") & (s.group == "overall")]
+    assert row["n"].sum() == 8  # the samples of an item are one answer
+    v = res.tables["validity"].set_index("condition")
+    assert v.loc["cot+sample:T1", "sample_agreement"] == 1.0  # the fake answers alike
+    assert v.loc["baseline", "sample_agreement"] != v.loc["baseline", "sample_agreement"]
+    assert res.manifest["reasoning_samples"] == 3

@@ -84,10 +84,19 @@ class Job:
         )
 
     def condition_key(self, cond: Condition) -> str:
-        """Results with a critic, or another system prompt, are another condition: they never
-        mix with those of the template's default, intrinsic self-correction."""
+        """Results with a critic, another system prompt, or sampled reasoning are another
+        condition: they never mix with those of the template's default, intrinsic, greedy
+        self-correction."""
+        sampled = self.sampling if cond.is_multi_turn(self.family) else None
         return condition_key(cond.name, self.critic_name if self.critic is not None else "",
-                             self.system)  # fmt: skip
+                             self.system, sampled)  # fmt: skip
+
+    def items_for(self, cond: Condition) -> list[Item]:
+        """The items a condition is asked: every sample of an item only where the condition
+        samples something (its reasoning); elsewhere the samples would repeat one answer."""
+        if cond.is_multi_turn(self.family):
+            return self.items
+        return [it for it in self.items if not it.meta.get("sample")]
 
 
 def sample_key(seed: int, uid: str, condition: str, step: int) -> int:
@@ -103,8 +112,12 @@ def system_tag(system: str) -> str:
     return "sha256-" + hashlib.sha256(system.encode()).hexdigest()[:10]
 
 
-def condition_key(name: str, critic: str = "", system: str = "default") -> str:
+def condition_key(name: str, critic: str = "", system: str = "default",
+                  sampling: Sampling | None = None) -> str:  # fmt: skip
     key = f"{name}+critic:{critic}" if critic else name
+    if sampling is not None:
+        top_p = "" if sampling.top_p == 1.0 else f",p{sampling.top_p:g}"
+        key += f"+sample:T{sampling.temperature:g}{top_p}"
     return key if system == "default" else f"{key}+system:{system_tag(system)}"
 
 
@@ -113,7 +126,7 @@ def count_pending(store: Store, model: str, job: Job) -> int:
     missing = 0
     for cond in job.conditions:
         done = store.done_answers(model, job.benchmark, job.condition_key(cond), job.readout)
-        for item in job.items:
+        for item in job.items_for(cond):
             missing += sum((item.uid, r) not in done for r in range(job.rounds + 1))
     return missing
 
@@ -147,7 +160,7 @@ def execute(
                 ctx,
                 store.done_answers(model, job.benchmark, key, job.readout),
                 store.done_turns(model, job.benchmark, key, job.readout),
-                [_State(it, cond, job.steps_for(cond, it)) for it in job.items],
+                _states(job, cond),
             )
         )
     # A batching backend takes a batch of items through all their steps and rounds, under
@@ -160,9 +173,18 @@ def execute(
     for k in range(0, len(job.items), width):
         for ctx, done_ans, done_turns, states in runs:
             t0 = time.perf_counter()
-            _run_waves(ctx, states[k : k + width], done_ans, done_turns)
+            chunk = [st for st in states[k : k + width] if st is not None]
+            _run_waves(ctx, chunk, done_ans, done_turns)
             timings[ctx.condition] += time.perf_counter() - t0
     return {key: round(sec, 3) for key, sec in timings.items()}
+
+
+def _states(job: Job, cond: Condition) -> list[_State | None]:
+    """One state per item the condition is asked, aligned with job.items (None where the
+    condition skips an item), so every condition walks the same items batch by batch."""
+    asked = {it.uid for it in job.items_for(cond)}
+    return [_State(it, cond, job.steps_for(cond, it)) if it.uid in asked else None
+            for it in job.items]  # fmt: skip
 
 
 def _run_waves(ctx: _Context, active: list[_State], done_ans: dict, done_turns: dict) -> None:

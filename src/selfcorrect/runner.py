@@ -104,7 +104,17 @@ def prepare(spec: RunSpec, cache: dict | None = None) -> Prepared:
     bench = kit.benchmark
     base = bench.sample(bench.items(list(spec.categories) or None), spec.limit, spec.seed)
     items = bench.variants(base, spec.permute)  # an item under each option order, adjacent
+    items = [sampled(it, k) for it in items for k in range(spec.cot_samples)]
     return Prepared(spec, kit, lib, conds, items, models, critic, options, len(base))
+
+
+def sampled(item: Item, k: int) -> Item:
+    """Sample k of an item's reasoning (k = 0 is the item itself): its own uid, so its own
+    seed and stored answers; combined with the other samples by the metrics."""
+    if k == 0:
+        return item
+    meta = {**item.meta, "sample": k, "base_uid": item.meta.get("base_uid", item.uid)}
+    return replace(item, uid=f"{item.uid}#s{k}", meta=meta)
 
 
 def _sampling(spec: RunSpec) -> Sampling | None:
@@ -155,6 +165,7 @@ def manifest(prep: Prepared) -> dict:
         "backend": spec.backend,
         "critic": spec.critic,
         "reasoning_sampling": None if sampling is None else vars(sampling),
+        "reasoning_samples": spec.cot_samples,
         "argv": sys.argv,
         "process": process_info(),  # a later command can tell a killed run from a running one
         "spec": spec.to_manifest(),

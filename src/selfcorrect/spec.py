@@ -76,6 +76,12 @@ class RunSpec(BaseModel):
     cot_temperature: float | None = _opt(
         "Sample reasoning at this temperature (seeded by --seed).", default=None
     )
+    cot_samples: int = _opt(
+        "Reasoning samples per item (with --cot-temperature; G23 sampled at T = 1): answers "
+        "are averaged over them.",
+        default=1,
+        ge=1,
+    )
     library: Path | None = _opt("A condition library TOML file.", default=None)
     rules: Path | None = _opt(
         "A verdict rules TOML file (default: the shipped rules); its hash is recorded when the "
@@ -184,6 +190,10 @@ class RunSpec(BaseModel):
         load_rules(self.rules)  # readable and valid before any work
         lib, conds = self.library_conditions()  # the library has them all for this family
         lib.check_fields(conds, kit.family, kit.benchmark.fields)
+        if self.cot_samples > 1 and self.cot_temperature is None:
+            raise SelfCorrectError(
+                "--cot-samples K > 1 samples the reasoning: add --cot-temperature T"
+            )
         if self.critic and self.rounds == 0:
             raise SelfCorrectError(
                 "--critic writes the feedback of each round: add --rounds R >= 1"

@@ -280,6 +280,7 @@ class BBQ:
                 "target_loc": pd.array([it.meta["target_loc"] for it in items], dtype="Int64"),
                 "base_uid": [it.meta.get("base_uid", it.uid) for it in items],
                 "order": [it.meta.get("order", "012") for it in items],
+                "sample": [it.meta.get("sample", 0) for it in items],
             }
         )
 

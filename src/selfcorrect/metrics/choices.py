@@ -168,6 +168,7 @@ def diagnostics(variants: pd.DataFrame, combined: pd.DataFrame) -> pd.DataFrame:
         row |= {f"share_{'abc'[j]}": float(shares[j]) for j in range(3)}
         row["top_letter_share"] = float(shares.max()) if parsed.any() else math.nan
         row["position_consistency"] = _consistency(answers[idx], base.loc[idx].to_numpy())
+        row["sample_agreement"] = _sample_agreement(part, answers[idx], base.loc[idx])
         row["option_mass"] = _mass(part) if key[2] == "logprob" else math.nan
         row["unparseable_rate"] = float((~parsed).mean())
         c = combined[(combined[RUN_KEYS] == pd.Series(key, index=RUN_KEYS)).all(axis=1)]
@@ -185,6 +186,19 @@ def _consistency(answers: np.ndarray, base: np.ndarray) -> float:
         return math.nan
     same = (g.nunique() == 1) & (g.min() >= 0)
     return float(same[multi].mean())
+
+
+def _sample_agreement(part: pd.DataFrame, answers: np.ndarray, base: pd.Series) -> float:
+    """Share of (item, order) asked with 2+ sampled reasonings whose answers agree: the
+    spread between samples; NaN without samples."""
+    if "sample" not in part or not (part["sample"].fillna(0) > 0).any():
+        return math.nan
+    order = part["order"] if "order" in part else pd.Series("012", index=part.index)
+    frame = pd.DataFrame({"key": list(zip(base, order, strict=True)), "a": answers})
+    g = frame.groupby("key")["a"]
+    multi = g.size() >= 2
+    same = (g.nunique() == 1) & (g.min() >= 0)
+    return float(same[multi].mean()) if multi.any() else math.nan
 
 
 def _mass(part: pd.DataFrame) -> float:

@@ -88,7 +88,8 @@ def manifest_blocks(store: Store) -> list[Block]:
             f"{r['run_id']}: {started} UTC, status {r['status']}, selfcorrect "
             f"{m.get('selfcorrect_version')}, {m.get('benchmark')}, {m.get('n_items')} items, "
             f"seed {m.get('seed')}, rounds {m.get('rounds')}, readouts {m.get('readouts')}, "
-            f"wall {m.get('wall_s', 'n/a')} s, peak RSS {m.get('peak_rss_mb', 'n/a')} MB"
+            f"wall {m.get('wall_s', 'n/a')} s, peak RSS {m.get('peak_rss_mb', 'n/a')} MB, "
+            f"{_reasoning(m)}"
         )
     answered = store.answered()
     models = [
@@ -122,6 +123,16 @@ def _probe_blocks(store: Store) -> list[Block]:
     out += [("pre", f"{model} / system prompt: {system}", text)
             for (model, system), text in sorted(probes.items())]  # fmt: skip
     return out
+
+
+def _reasoning(m: dict) -> str:
+    s = m.get("reasoning_sampling")
+    if not s:
+        return "reasoning greedy (a departure from G23, which sampled it at T = 1)"
+    return (
+        f"reasoning sampled at T = {s.get('temperature')}, top-p {s.get('top_p')}, "
+        f"{m.get('reasoning_samples', 1)} sample(s) per item"
+    )
 
 
 def model_table(models: dict[str, dict]) -> pd.DataFrame:
