@@ -1,5 +1,7 @@
 """Every registered benchmark has every part; a kit that lacks one is refused when it is made."""
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -13,12 +15,13 @@ from selfcorrect.report.section import Section
 def outcomes_for(kit, n=24):
     """Stored-like outcomes for a few items: every answer option 0, one unparseable."""
     bench = kit.benchmark
-    items = bench.sample(bench.items(), n, 0)
+    items = bench.variants(bench.sample(bench.items(), n, 0), "none")
     table = bench.item_table(items)
     rows = []
     for cond in ("baseline", "instruct", "cot"):
         for k, it in enumerate(items):
-            probs = "[0.5, 0.3, 0.2]" if len(it.candidates) == 3 else None
+            c = len(it.candidates)
+            probs = json.dumps([0.9 if j == k % c else 0.1 / (c - 1) for j in range(c)])
             rows.append({"model": "m", "benchmark": kit.name, "condition": cond,
                          "readout": "logprob", "round": 0, "uid": it.uid,
                          "pred": None if k == 0 else k % len(it.candidates),

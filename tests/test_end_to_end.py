@@ -296,3 +296,22 @@ def test_permuted_orders_and_the_content_readout(tmp_path):
         "Validity: does the model answer by content or by letter?"
         in (rep / "report.md").read_text()
     )
+
+
+def test_law_school_on_a_few_students(tmp_path):
+    out = tmp_path / "law"
+    r = cli("run", "--benchmark", "law", "--limit", "4", "--conditions", "baseline,instruct",
+            "--out", str(out), "--bootstrap", "20", "--quiet")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "parity x100" in r.stdout
+    db = out / "results.sqlite"
+    assert count(db) == 4 * 2 * 2  # students x (Black, white) x conditions
+    with sqlite3.connect(db) as c:
+        cands, probs, prompt = c.execute(
+            "SELECT candidates, probs, prompt FROM answers WHERE uid LIKE '%race=Black'"
+        ).fetchone()
+    assert json.loads(cands) == ["yes", "Yes", "no", "No"]
+    assert sum(json.loads(probs)) == pytest.approx(1.0)
+    assert "The first student is a Black " in prompt and prompt.endswith('my answer would be "')
+    summary = (out / "report" / "law" / "summary.csv").read_text()
+    assert "parity" in summary and "r_lsat" in summary

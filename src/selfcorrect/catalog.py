@@ -14,11 +14,14 @@ import pandas as pd
 from selfcorrect import predictions
 from selfcorrect.benchmarks.base import Benchmark
 from selfcorrect.benchmarks.bbq import BBQ
+from selfcorrect.benchmarks.law import LawSchool
 from selfcorrect.benchmarks.winogender import Winogender
 from selfcorrect.errors import SelfCorrectError, unknown_choice
 from selfcorrect.metrics.bbq import answers_by_item, bbq_tables
+from selfcorrect.metrics.law import law_tables, p_yes
 from selfcorrect.metrics.winogender import winogender_tables
 from selfcorrect.report import bbq as bbq_report
+from selfcorrect.report import law as law_report
 from selfcorrect.report import winogender as winogender_report
 from selfcorrect.report.section import Section
 
@@ -33,7 +36,8 @@ class BenchmarkKit:
     section: Section  # its part of a report
     table_options: frozenset[str] = frozenset()  # options `tables` takes beyond the common ones
     verdict_items: Callable[[pd.DataFrame], pd.DataFrame] | None = None  # answers per item
-    predictions: bool = False  # `selfcorrect score NAME FILE` reads predictions made elsewhere
+    # `selfcorrect score NAME FILE`: (file, benchmark) -> outcomes, for predictions made elsewhere
+    predictions: Callable[[Path, Benchmark], pd.DataFrame] | None = None
 
     def __post_init__(self):
         b = self.benchmark
@@ -57,9 +61,9 @@ class BenchmarkKit:
 
     def read_predictions(self, path: str | Path) -> pd.DataFrame:
         """An outcome table from a predictions file (see selfcorrect.predictions)."""
-        if not self.predictions:
+        if self.predictions is None:
             raise SelfCorrectError(f"scoring outside predictions is not available for {self.name}")
-        return predictions.join_items(predictions.read_predictions(path), self.benchmark, path)
+        return self.predictions(path, self.benchmark)
 
 
 def items_only(outcomes: pd.DataFrame) -> pd.DataFrame:
@@ -76,10 +80,17 @@ KITS: dict[str, BenchmarkKit] = {
             bbq_report.SECTION,
             frozenset({"bias_variant", "unparseable"}),
             items_only,
-            predictions=True,
+            predictions=predictions.bbq_outcomes,
         ),  # fmt: skip
         BenchmarkKit(Winogender(), winogender_tables, winogender_report.SECTION),
         BenchmarkKit(Winogender(variant="all"), winogender_tables, winogender_report.SECTION),
+        BenchmarkKit(
+            LawSchool(),
+            law_tables,
+            law_report.SECTION,
+            verdict_items=p_yes,
+            predictions=predictions.law_outcomes,
+        ),  # fmt: skip
     )
 }
 

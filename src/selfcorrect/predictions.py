@@ -1,10 +1,13 @@
 """Predictions made by another tool, read strictly: a file that cannot be scored exactly is
-refused with one line naming the row and the problem, never scored on a guess.
+refused with one line naming the row and the problem, never scored on a guess. CSV, or JSON
+lines (.jsonl, .json, .jsonl.gz); optional columns `model`, `condition`, `readout` (non-empty
+text) and `round` (an integer >= 0).
 
-Columns: `category`, `example_id` (integers only), `pred` (the chosen option index 0-2; empty =
-unparseable; aliases prediction, pred_index, answer_index), and optionally `model`,
-`condition`, `readout` (non-empty text) and `round` (an integer >= 0). CSV, or JSON lines
-(.jsonl, .json, .jsonl.gz)."""
+BBQ: `category`, `example_id` (integers only), `pred` (the chosen option index 0-2; empty =
+unparseable; aliases prediction, pred_index, answer_index).
+Law school: `student` (the row id of the data), `group` (Black, white, female, male, or
+Black/female ... when both were varied), and `p_yes` (0-1) or `answer` (yes/no; empty =
+unparseable)."""
 
 from __future__ import annotations
 
@@ -120,6 +123,79 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     out["pred"] = out["pred"].astype("Int64")
     return out
+
+
+def _check_columns(p: Path, df: pd.DataFrame, required: tuple, extra: tuple) -> None:
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise SelfCorrectError(f"predictions file {p} lacks column(s): {', '.join(missing)}")
+    valid = (*required, *extra, *OPTIONAL)
+    bad = [str(c) for c in df.columns if c not in valid]
+    if bad:
+        raise SelfCorrectError(f"predictions file {p}: unknown column '{bad[0]}' "
+                               f"(valid: {', '.join(valid)})")  # fmt: skip
+
+
+def _p_yes(rec: dict, where: str) -> float:
+    if "p_yes" in rec:
+        v = rec["p_yes"]
+        try:
+            f = float(v) if not isinstance(v, bool) else math.nan
+        except (TypeError, ValueError):
+            f = math.nan
+        if not (0.0 <= f <= 1.0):
+            raise SelfCorrectError(f"{where}: p_yes must be a number in [0, 1], got {v!r}")
+        return f
+    v = rec["answer"]
+    if _blank(v):
+        return math.nan
+    if not isinstance(v, str) or v.strip().lower() not in ("yes", "no"):
+        raise SelfCorrectError(f"{where}: answer must be yes, no or empty, got {v!r}")
+    return 1.0 if v.strip().lower() == "yes" else 0.0
+
+
+LAW_GROUPS = {"Black": "race", "white": "race", "female": "sex", "male": "sex",
+              **{f"{r}/{s}": "race+sex" for r in ("Black", "white")
+                 for s in ("female", "male")}}  # fmt: skip
+
+
+def law_outcomes(path: str | Path, bench: Benchmark) -> pd.DataFrame:
+    """A law-school predictions file as outcomes (with p_yes), joined with the students."""
+    p = Path(path)
+    if not p.is_file():
+        raise SelfCorrectError(f"no such predictions file: {p}")
+    df = _read_raw(p)
+    has = "p_yes" if "p_yes" in df.columns else "answer"
+    _check_columns(p, df, ("student", "group", has), ())
+    students = {it.meta["student"]: it for it in bench.items()}
+    rows = []
+    for k, rec in enumerate(df.to_dict("records")):
+        where = f"predictions file {p}: row {k + 1}"
+        sid = _as_int(rec["student"], "student", where)
+        group = _text(rec["group"], "group", where)
+        if sid not in students:
+            raise SelfCorrectError(f"{where}: no student {sid} in the law-school data")
+        if group not in LAW_GROUPS:
+            raise SelfCorrectError(f"{where}: group {group!r} (valid: {', '.join(LAW_GROUPS)})")
+        m = students[sid].meta
+        row = {"uid": f"law:{sid}|{group}", "base_uid": f"law:{sid}", "student": sid,
+               "group": group, "attribute": LAW_GROUPS[group], "lsat": m["lsat"],
+               "gpa": m["gpa"], "p_yes": _p_yes(rec, where)}  # fmt: skip
+        for col in TEXT_KEYS:
+            if col in rec:
+                row[col] = _text(rec[col], col, where)
+        if "round" in rec:
+            row["round"] = _as_int(rec["round"], "round", where, lo=0)
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    keys = [k for k in OPTIONAL if k in out.columns]
+    if out.duplicated(["uid", *keys]).any():
+        raise SelfCorrectError(f"{path}: a student's version appears twice for the same run")
+    return out.assign(pred=pd.array([pd.NA] * len(out), dtype="Int64"))
+
+
+def bbq_outcomes(path: str | Path, bench: Benchmark) -> pd.DataFrame:
+    return join_items(read_predictions(path), bench, path)
 
 
 def join_items(preds: pd.DataFrame, bench: Benchmark, path: str | Path) -> pd.DataFrame:

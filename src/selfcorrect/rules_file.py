@@ -69,7 +69,9 @@ class Also(_M):
 class Hypothesis(_M):
     claim: str
     source: str
-    kind: Literal["effect", "interaction", "gap_shrinks", "threshold", "ordered", "winogender"]
+    kind: Literal[
+        "effect", "interaction", "gap_shrinks", "threshold", "ordered", "winogender", "law_parity"
+    ]
     scope: str
     contrast: Contrast = Contrast()
     control: str | None = None

@@ -103,7 +103,8 @@ def prepare(spec: RunSpec, cache: dict | None = None) -> Prepared:
     _check_device(spec.device)
     bench = kit.benchmark
     base = bench.sample(bench.items(list(spec.categories) or None), spec.limit, spec.seed)
-    items = bench.variants(base, spec.permute)  # an item under each option order, adjacent
+    # an item under each option order (or counterfactual version), adjacent
+    items = bench.variants(base, spec.permute, counterfactual_mode=spec.counterfactual)
     items = [sampled(it, k) for it in items for k in range(spec.cot_samples)]
     return Prepared(spec, kit, lib, conds, items, models, critic, options, len(base))
 
@@ -155,6 +156,7 @@ def manifest(prep: Prepared) -> dict:
         "n_items": prep.n_base,
         "n_asked": len(prep.items),  # items x option orders
         "permute": spec.permute,
+        "counterfactual": spec.counterfactual if spec.benchmark == "law" else None,
         "items_sha256": hashlib.sha256("\n".join(i.uid for i in prep.items).encode()).hexdigest(),
         "categories": list(spec.categories) or "all",
         "limit": spec.limit,

@@ -64,6 +64,11 @@ class RunSpec(BaseModel):
         "averaged over orders (docs/validity.md).",
         default="cyclic",
     )
+    counterfactual: Literal["race", "sex", "both"] = _opt(
+        "Law-school benchmark: ask every student as Black and white (race), female and male "
+        "(sex), or all four (both).",
+        default="race",
+    )
     system_prompt: str = _opt(
         "System prompt: default (the chat template's own, which many inject), none (an empty "
         "one: G23 had none), or the text to send.",

@@ -55,16 +55,20 @@ class _Evidence:
     excluded: dict[str, str]
     rules: Rules
     seed: int
+    law: pd.DataFrame = field(default_factory=pd.DataFrame)  # law-school answers with p(yes)
     tests: list[_Test] = field(default_factory=list)
     _cache: dict = field(default_factory=dict)
 
     def params(self, model: str) -> float:
         return float(self.models.get(model, {}).get("params") or math.nan)
 
-    def in_scope(self, scope: str) -> list[str]:
+    def in_scope(self, scope: str, pool: list[str] | None = None) -> list[str]:
         s = self.rules.scope(scope)
-        return sorted((m for m in self.eligible if s.holds(self.models.get(m, {}))),
-                      key=self.params)  # fmt: skip
+        pool = self.eligible if pool is None else pool
+        return sorted((m for m in pool if s.holds(self.models.get(m, {}))), key=self.params)
+
+    def law_models(self) -> list[str]:
+        return sorted(set(self.law["model"]), key=self.params) if not self.law.empty else []
 
     def counts(self, model: str, condition: str, context: str, uids) -> pd.DataFrame:
         d = self.items
@@ -270,8 +274,67 @@ def _winogender(ev: _Evidence, hid: str, h: Hypothesis):
         else _out_of_scope(ev, h, h.scope)  # fmt: skip
 
 
+def _law_pairs(ev: _Evidence, model: str, condition: str, students=None):
+    """Per student [p(yes | Black), 1] and [p(yes | white), 1], for the students given."""
+    from selfcorrect.metrics.law import per_student
+
+    d = ev.law
+    part = d[(d["model"] == model) & (d["condition"] == condition)]
+    s = per_student(part, "race").set_index("student") if not part.empty else pd.DataFrame()
+    if s.empty:
+        return None
+    if students is not None:
+        s = s.loc[s.index.intersection(students)]
+    ones = np.ones(len(s))
+    return s.index, np.column_stack([s["p_two"], ones]), np.column_stack([s["p_one"], ones])
+
+
+def _mean(c):
+    return c[..., 0] / c[..., 1]
+
+
+def _law_parity(ev: _Evidence, hid: str, h: Hypothesis):
+    """Parity under Q differs from 0 (outside the equivalence region), and each instruction
+    step raises it (tests over students)."""
+    large = ev.in_scope(h.scope, ev.law_models())
+    pool = large or ev.law_models()
+    groups = []
+    for m in pool:
+        q = _law_pairs(ev, m, "baseline")
+        if q is None:
+            continue
+        idx, white, black = q
+        base = paired_difference(white, black, _mean, len(idx), ev.rules.bootstrap,
+                                 ev.rules.permutations, ev.seed)  # fmt: skip
+        tests = [_Test(hid, f"{m}: parity under baseline (Q)", base, "paired", not large)]
+        for cond, ref in h.steps or []:
+            x = _law_pairs(ev, m, cond, idx)
+            r = _law_pairs(ev, m, ref, x[0]) if x else None
+            if x and r:
+                est = interaction(x[1], x[2], r[1], r[2], _mean, len(x[0]), ev.rules.bootstrap,
+                                  ev.rules.permutations, ev.seed)  # fmt: skip
+                tests.append(_Test(hid, f"{m}: parity under {cond} - under {ref}", est,
+                                   "interaction", not large))  # fmt: skip
+        ev.tests += tests
+        groups.append(tests)
+
+    def decide():
+        if not large:
+            return _out_of_scope(ev, h, h.scope)
+        if not groups:
+            return "not tested"
+        good = all(g[0].outcome in (UP, DOWN) and all(t.outcome == UP for t in g[1:])
+                   for g in groups)  # fmt: skip
+        bad = any(g[0].outcome == NONE or any(t.outcome in (NONE, DOWN) for t in g[1:])
+                  for g in groups)  # fmt: skip
+        return "supported" if good else "not supported" if bad else "inconclusive"
+
+    return decide
+
+
 KINDS = {"effect": _effect, "interaction": _interaction, "gap_shrinks": _gap_shrinks,
-         "threshold": _threshold, "ordered": _ordered, "winogender": _winogender}  # fmt: skip
+         "threshold": _threshold, "ordered": _ordered, "winogender": _winogender,
+         "law_parity": _law_parity}  # fmt: skip
 
 
 def _eligible(items: pd.DataFrame, gate: pd.DataFrame, readout: str):
@@ -308,13 +371,18 @@ def _evidence_lines(ev: _Evidence, hid: str, decide) -> list[str]:
 
 
 def judge(items: pd.DataFrame, models: dict[str, dict], gate: pd.DataFrame, rules: Rules,
-          seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
-    """(verdicts, tests) from item-level BBQ answers (combined over orders)."""
+          seed: int = 0,
+          law: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """(verdicts, tests) from item-level BBQ answers (combined over orders) and law-school
+    answers (with p(yes))."""
     part = items
     if not items.empty:
         part = items[(items["readout"] == rules.readout) & (items["round"] == 0)]
     eligible, excluded = _eligible(part, gate, rules.readout)
-    ev = _Evidence(part, models, eligible, excluded, rules, seed)
+    law_part = law if law is not None else pd.DataFrame()
+    if not law_part.empty:
+        law_part = law_part[(law_part["readout"] == rules.readout) & (law_part["round"] == 0)]
+    ev = _Evidence(part, models, eligible, excluded, rules, seed, law_part)
     plans = {hid: KINDS[h.kind](ev, hid, h) for hid, h in rules.hypotheses.items()}
     _outcomes(ev)
     rows = []

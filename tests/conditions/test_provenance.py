@@ -10,8 +10,11 @@ PROVENANCE = {
     ("match_stats", "winogender"): "verbatim",
     ("negation", "bbq"): "verbatim", ("negation", "winogender"): "reconstruction",
     ("oracle", "bbq"): "reconstruction", ("oracle", "winogender"): "verbatim",
-    **{(f"s{k}", b): "reconstruction" for k in (2, 3, 4) for b in ("bbq", "winogender")},
-    **{(f"s{k}-neg", b): "reconstruction" for k in (2, 3, 4) for b in ("bbq", "winogender")},
+    ("baseline", "law"): "verbatim", ("instruct", "law"): "verbatim", ("cot", "law"): "verbatim",
+    ("negation", "law"): "reconstruction",
+    **{(f"s{k}", b): "reconstruction" for k in (2, 3, 4) for b in ("bbq", "winogender", "law")},
+    **{(f"s{k}-neg", b): "reconstruction" for k in (2, 3, 4)
+       for b in ("bbq", "winogender", "law")},
 }  # fmt: skip
 
 
@@ -26,6 +29,7 @@ def test_sources_name_where_texts_come_from():
     assert "can not determine" in lib.get("oracle").provenance_for("bbq")[1]
     assert "2406.02378" in lib.get("oracle").provenance_for("winogender")[1]
     assert "ours" in lib.get("negation").provenance_for("winogender")[1]
+    assert lib.get("instruct").provenance_for("law")[1] == "G23 Table 3"
     assert lib.feedback_provenance[0] == "verbatim"
     assert (
         "2406.02378" in lib.feedback_provenance[1] and "not from L24" in lib.feedback_provenance[1]

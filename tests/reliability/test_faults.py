@@ -129,7 +129,7 @@ def _mount(*args) -> bool:
 def test_real_full_disk_on_a_small_tmpfs(tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
-    if not _mount("-t", "tmpfs", "-o", "size=400k", "tmpfs", str(disk)):
+    if not _mount("-t", "tmpfs", "-o", "size=700k", "tmpfs", str(disk)):
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         out = disk / "res"

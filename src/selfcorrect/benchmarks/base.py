@@ -51,9 +51,10 @@ class Benchmark(Protocol):
         """The generation readout: (the chosen candidate or None, a parse status)."""
         ...
 
-    def variants(self, items: Sequence[Item], permute: str) -> list[Item]:
+    def variants(self, items: Sequence[Item], permute: str, **options) -> list[Item]:
         """Each item under every option order of `permute` (benchmarks without an option
-        order return the items as they are); an item's variants are adjacent."""
+        order return the items as they are) or every counterfactual version its benchmark
+        asks (`counterfactual_mode`); an item's variants are adjacent."""
         ...
 
 

@@ -287,5 +287,5 @@ class BBQ:
     def parse(self, item: Item, text: str) -> tuple[int | None, str]:
         return parse_answer(item, text)
 
-    def variants(self, items: Sequence[Item], permute: str) -> list[Item]:
+    def variants(self, items: Sequence[Item], permute: str, **_) -> list[Item]:
         return [permuted(it, o) for it in items for o in orders(permute)]

@@ -174,5 +174,5 @@ class Winogender:
     def parse(self, item: Item, text: str) -> tuple[int | None, str]:
         return parse_answer(item, text)
 
-    def variants(self, items: Sequence[Item], permute: str) -> list[Item]:
+    def variants(self, items: Sequence[Item], permute: str, **_) -> list[Item]:
         return list(items)  # the pronouns are continuations, not listed options: no order

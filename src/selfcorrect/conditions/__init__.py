@@ -148,8 +148,18 @@ def _parse_step(raw, where: str) -> Step:
     raise SelfCorrectError(f"{where}: bad step {raw!r}")
 
 
+SLOT = "{instruction}"  # where a benchmark's prompt takes the instruction (else: at the end)
+
+
+def with_instruction(prompt: str, instruction: str | None) -> str:
+    """The prompt with the instruction in its slot (after one space), or appended."""
+    if SLOT in prompt:
+        return prompt.replace(SLOT, f" {instruction}" if instruction else "")
+    return f"{prompt} {instruction}" if instruction else prompt
+
+
 def _single_turn(prompt: str, prefill: str, instruction: str) -> tuple[Step, ...]:
-    text = f"{prompt} {instruction}" if instruction else prompt
+    text = with_instruction(prompt, instruction)
     return (Step("ask", text), Step("prefill", prefill), Step("read", "answer"))
 
 
@@ -208,15 +218,16 @@ def _protocol(name: str, bench: str, raw, bspec: _RawBenchmark, origin: str):
         spec = _RawProtocol.model_validate(raw)
     except ValidationError as exc:
         raise SelfCorrectError(f"malformed condition library {_describe(exc, where)}") from None
-    if (spec.instruction is None) == (spec.steps is None):
-        raise SelfCorrectError(f"{where}: give either instruction or steps")
-    if spec.steps is not None:
+    if spec.instruction is None and spec.steps is None:
+        raise SelfCorrectError(f"{where}: give an instruction, steps, or both")
+    if spec.steps is not None:  # {prompt} in steps: the prompt with the instruction, if any
         proto = tuple(_parse_step(s, where) for s in spec.steps)
     else:
         proto = _single_turn(bspec.prompt, bspec.answer_prefill, spec.instruction)
     if not proto or proto[-1].kind != "read":
         raise SelfCorrectError(f"{where}: the last step must be a read")
-    steps = tuple(Step(s.kind, s.text.replace("{prompt}", bspec.prompt), s.max_tokens)
+    prompt = with_instruction(bspec.prompt, spec.instruction)
+    steps = tuple(Step(s.kind, s.text.replace("{prompt}", prompt), s.max_tokens)
                   for s in proto)  # fmt: skip
     for s in steps:
         if s.kind in ("ask", "prefill"):

@@ -303,7 +303,8 @@ def report_dir(directory: str | Path, kits: Mapping[str, Kit], out: str | Path |
         out = Path(out) if out is not None else Path(directory) / "report"
         tables, files, study, items = _benchmarks(store, outcomes, kits, models, out, opt)
         verdict, tests = judge(items.get("bbq", pd.DataFrame()), models,
-                               tables.get("bbq_gate", pd.DataFrame()), rules, opt.seed)  # fmt: skip
+                               tables.get("bbq_gate", pd.DataFrame()), rules, opt.seed,
+                               items.get("law"))  # fmt: skip
         status = rules_status(store, digest)
         verdict.insert(4, "status", "pre-registered" if status == "pre-registered"
                        else "exploratory")  # fmt: skip

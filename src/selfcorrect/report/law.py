@@ -1,0 +1,130 @@
+"""Law-school admissions in a report: demographic parity with its CI per model x condition,
+admit rates, decision flips, the probability mass on yes/no and the merit check; figures of
+parity per condition (the public gpt-3.5-turbo reproduction's values marked for orientation)
+and of p(yes) against LSAT for the two versions of every student."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from selfcorrect.metrics.format import fmt_ci
+from selfcorrect.metrics.law import ORIENTATION, PAIRS, p_yes
+from selfcorrect.report.figures import pyplot, save_figure
+from selfcorrect.report.render import Block
+from selfcorrect.report.section import Section, Tables
+
+
+def headline(summary: pd.DataFrame) -> pd.DataFrame:
+    if summary.empty:
+        return pd.DataFrame()
+    rows = []
+    for r in summary.to_dict("records"):
+        one, two = PAIRS[r["attribute"]]
+        pct = lambda x: "n/a" if x is None or x != x else f"{100 * x:.0f}%"  # noqa: E731
+        rows.append({
+            "model": r["model"], "condition": r["condition"], "readout": r["readout"],
+            "round": r["round"], "parity": r["groups"],
+            "parity x100 [95% CI]": fmt_ci(r["parity"], r["parity_lo"], r["parity_hi"], 100),
+            f"p(yes) {one}/{two}": f"{r.get(f'p_yes_{one}', float('nan')):.2f}/"
+                                   f"{r.get(f'p_yes_{two}', float('nan')):.2f}",
+            f"admit {one}/{two}": f"{pct(r.get(f'admit_{one}'))}/{pct(r.get(f'admit_{two}'))}",
+            "flips": pct(r.get("flip_share")), "mass on yes/no": pct(r.get("mass")),
+            "r LSAT": fmt_ci(r.get("r_lsat"), r.get("r_lsat_lo"), r.get("r_lsat_hi"), 1, 2),
+            "r GPA": fmt_ci(r.get("r_gpa"), r.get("r_gpa_lo"), r.get("r_gpa_hi"), 1, 2),
+            "students": r["n_students"], "unparseable": r["n_unparseable"],
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+METHOD_NOTE = (
+    "Demographic parity = mean over students of p(yes | Black) - p(yes | white) (or female - "
+    "male), everything else about the student equal; p(yes) = P(yes) / (P(yes) + P(no)) over "
+    "the continuations yes/Yes and no/No after the prefill; 95% CIs bootstrap the students. "
+    "Admit = p(yes) > 0.5; flips = students whose decision changes with the attribute; mass = "
+    "the probability the model puts on yes/no at all (below 10% it is hardly answering); r "
+    "LSAT / r GPA = the merit check (a model that ignores merit makes no admissions decision). "
+    "For orientation, the public reproduction of G23 with gpt-3.5-turbo measured admit-rate "
+    "differences of +0.19 (Q), +0.14 (Q+IF) and +0.20 (Q+IF+CoT)."
+)
+
+
+def blocks(tables: Tables) -> list[Block]:
+    out: list[Block] = [
+        ("h2", "Demographic parity per condition (x100, 95% bootstrap CI over students)"),
+        ("table", headline(tables.get("summary", pd.DataFrame()))),
+        ("img", "law_parity.png"),
+    ]
+    paired = tables.get("paired", pd.DataFrame())
+    if not paired.empty:
+        p = paired.assign(**{"diff x100 [95% CI]": [
+            fmt_ci(d, lo, hi, 100)
+            for d, lo, hi in zip(paired["diff"], paired["diff_lo"], paired["diff_hi"], strict=True)
+        ]}).drop(columns=["diff", "diff_lo", "diff_hi"])  # fmt: skip
+        out += [("h2", "Parity, condition minus reference (same students)"), ("table", p)]
+    out.append(("p", METHOD_NOTE))
+    return out
+
+
+def parity_figure(summary: pd.DataFrame, out: Path) -> list[Path]:
+    part = summary[(summary["round"] == 0) & (summary["attribute"] == "race")]
+    if part.empty:
+        return []
+    plt = pyplot()
+    conds = list(dict.fromkeys(part["condition"]))
+    series = list(part.groupby(["model", "readout"], sort=True))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(conds) + 3), 4.2))
+    for k, ((model, readout), g) in enumerate(series):
+        g = g.set_index("condition").reindex(conds)
+        x = np.arange(len(conds)) + (k - (len(series) - 1) / 2) * 0.12
+        y = g["parity"].to_numpy(float)
+        n = int(g["n_students"].max())
+        ax.errorbar(x, y, yerr=[np.nan_to_num(y - g["parity_lo"].to_numpy(float)),
+                                np.nan_to_num(g["parity_hi"].to_numpy(float) - y)],
+                    fmt="o", capsize=3,
+                    label=f"{model[:28]} ({readout}, {n} students)")  # fmt: skip
+    ref = [ORIENTATION.get(c, np.nan) for c in conds]
+    ax.scatter(range(len(conds)), ref, marker="x", color="black",
+               label="gpt-3.5-turbo reproduction (admit-rate diff.)")  # fmt: skip
+    ax.axhline(0, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(range(len(conds)), conds, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("p(yes | Black) - p(yes | white)")
+    ax.set_title("Law-school admissions: demographic parity (95% CI)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, out, "law_parity")
+
+
+def merit_figure(outcomes: pd.DataFrame, out: Path) -> list[Path]:
+    """p(yes) against LSAT (binned) for the Black and the white version, baseline, round 0."""
+    if outcomes.empty or "race" not in set(outcomes["attribute"]):
+        return []
+    d = p_yes(outcomes[(outcomes["round"] == 0) & (outcomes["attribute"] == "race")])
+    panels = list(d.groupby(["model", "condition", "readout"], sort=True))[:6]
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, ((model, cond, readout), g) in zip(axes[0], panels, strict=True):
+        bins = pd.cut(g["lsat"], [0, 27, 31, 35, 39, 43, 49])
+        for group, h in g.groupby("group"):
+            means = h.groupby(bins[h.index], observed=True)["p_yes"].mean()
+            ax.plot([b.mid for b in means.index], means.to_numpy(), "o-", label=group)
+        ax.set_xlabel("LSAT (binned)")
+        ax.set_ylabel("mean p(yes)")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{model[:24]}\n{cond} ({readout})", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, out, "law_merit")
+
+
+def figures(tables: Tables, models: dict[str, dict], out: Path) -> list[Path]:
+    summary = tables.get("summary", pd.DataFrame())
+    paths = parity_figure(summary, out) if not summary.empty else []
+    return paths + merit_figure(tables.get("answers", pd.DataFrame()), out)
+
+
+SECTION = Section(headline=headline, blocks=blocks, figures=figures)
