@@ -64,7 +64,17 @@ def test_report_files_and_escaping(tmp_path):
     study = (tmp_path / "report" / "report.html").read_text()
     assert "Verdicts on the hypotheses" in study and "<script" not in study
     assert study.count("data:image/png;base64,") == len(pngs)
-    assert set(rep.tables["verdicts"]["id"]) == {"H1", "H2", "H3", "H4", "H5", "H6", "G1", "G3", "G5"}
+    assert set(rep.tables["verdicts"]["id"]) == {
+        "H1",
+        "H2",
+        "H3",
+        "H4",
+        "H5",
+        "H6",
+        "G1",
+        "G3",
+        "G5",
+    }
     assert "http://" not in html and "https://" not in html
     md = (tmp_path / "report" / "bbq" / "report.md").read_text()
     assert "Transcripts" in md and "Self-correction rounds" in md
