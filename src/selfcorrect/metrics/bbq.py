@@ -357,6 +357,7 @@ def bbq_tables(
     combined into one before the metrics."""
     from selfcorrect.metrics.choices import diagnostics, gate
     from selfcorrect.metrics.rounds import bbq_states, transitions
+    from selfcorrect.metrics.uncertainty import round_tables
 
     variants, items = answers_by_item(df)
     validity = diagnostics(variants, items)
@@ -368,4 +369,5 @@ def bbq_tables(
         "flips": flips,
         "validity": validity,
         "gate": gate(validity, reference),
+        **round_tables(items, variants, n_boot, seed),
     }

@@ -187,5 +187,8 @@ def law_tables(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
     answers = p_yes(runs)
     cols = [c for c in (*RUN_KEYS, "student", "group", "attribute", "lsat", "gpa", "p_yes",
                         "mass") if c in answers]  # fmt: skip
+    from selfcorrect.metrics.uncertainty import round_tables
+
     return {"summary": summary(df, n_boot, seed), "paired": paired(df, reference, n_boot, seed),
-            "transitions": matrix, "flips": flips, "answers": answers[cols]}  # fmt: skip
+            "transitions": matrix, "flips": flips, "answers": answers[cols],
+            **round_tables(runs, None, n_boot, seed)}  # fmt: skip

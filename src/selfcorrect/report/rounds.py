@@ -1,21 +1,89 @@
-"""Feedback rounds in a report: flips and transition counts between consecutive rounds (any
-benchmark whose tables have them)."""
+"""Feedback rounds in a report, for any benchmark whose tables have them: flips and transition
+counts between consecutive rounds, uncertainty per round (entropy, p(gold), calibration),
+convergence, and a figure of entropy and p(gold) against round."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 
+from selfcorrect.metrics.format import fmt_ci
+from selfcorrect.report.figures import pyplot, save_figure
 from selfcorrect.report.render import Block
 from selfcorrect.report.section import Tables
 
+UNCERTAINTY_NOTE = (
+    "Entropy of the answer distribution in nats (ln 3 = 1.10 for three equally likely "
+    "options); p(gold) = the probability on the right answer; Brier = sum over options of "
+    "(p - y)^2; ECE over 10 equal-width bins of the top probability. Convergence: the first "
+    "round from which an item's answer no longer changes (its distribution: total variation "
+    "at most 0.05); wavering = the answer changes more than once. An item 'converged by' the "
+    "last round is only known not to change within the rounds run."
+)
+
+
+def _uncertainty_view(u: pd.DataFrame) -> pd.DataFrame:
+    cols = {"entropy": "entropy (nats)", "p_gold": "p(gold)", "brier": "Brier", "ece": "ECE"}
+    out = u[["model", "condition", "readout", "round", "n"]].copy()
+    for key, label in cols.items():
+        if key in u:
+            triples = zip(u[key], u[f"{key}_lo"], u[f"{key}_hi"], strict=True)
+            out[f"{label} [95% CI]"] = [fmt_ci(v, lo, hi, 1, 3) for v, lo, hi in triples]
+    return out
+
 
 def blocks(tables: Tables) -> list[Block]:
+    out: list[Block] = []
     flips = tables.get("flips", pd.DataFrame())
-    if flips.empty:
+    if not flips.empty:
+        out += [
+            ("h2", "Self-correction rounds: flips between consecutive rounds"),
+            ("table", flips),
+            ("h2", "Transition counts (from -> to)"),
+            ("table", tables["transitions"]),
+        ]
+    conv = tables.get("convergence", pd.DataFrame())
+    if not conv.empty:
+        out += [("h2", "Convergence across rounds"), ("table", conv),
+                ("table", tables.get("converged_by_round", pd.DataFrame()))]  # fmt: skip
+    exact = tables.get("exact_transitions", pd.DataFrame())
+    if not exact.empty:
+        out += [("h2", "Exact transitions: confidence and critique (arXiv 2412.19513)"),
+                ("table", exact)]  # fmt: skip
+    u = tables.get("uncertainty", pd.DataFrame())
+    if not u.empty:
+        out += [("h2", "Uncertainty and calibration per round"), ("table", _uncertainty_view(u))]
+        sem = tables.get("semantic_uncertainty", pd.DataFrame())
+        if not sem.empty:
+            out += [("table", sem)]
+        out.append(("p", UNCERTAINTY_NOTE))
+    return out
+
+
+def figures(tables: Tables, out: Path) -> list[Path]:
+    """Entropy and p(gold) against round for every run with rounds (95% CIs)."""
+    u = tables.get("uncertainty", pd.DataFrame())
+    if u.empty or u["round"].max() == 0:
         return []
-    return [
-        ("h2", "Self-correction rounds: flips between consecutive rounds"),
-        ("table", flips),
-        ("h2", "Transition counts (from -> to)"),
-        ("table", tables["transitions"]),
-    ]
+    plt = pyplot()
+    metrics = [m for m in ("entropy", "p_gold") if m in u]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for (model, cond, readout), g in u.groupby(["model", "condition", "readout"]):
+            if g["round"].nunique() < 2:
+                continue
+            g = g.sort_values("round")
+            y = g[metric].to_numpy(float)
+            err = [np.nan_to_num(y - g[f"{metric}_lo"].to_numpy(float)),
+                   np.nan_to_num(g[f"{metric}_hi"].to_numpy(float) - y)]  # fmt: skip
+            ax.errorbar(g["round"], y, yerr=err, fmt="o-", capsize=3, ms=4,
+                        label=f"{model[:20]} / {cond} ({readout})")  # fmt: skip
+        ax.set_xlabel("round (0 = first answer)")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.set_title(f"{metric.replace('_', ' ')} per round (95% CI)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return save_figure(fig, out, "rounds_uncertainty")

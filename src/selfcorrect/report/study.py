@@ -66,7 +66,7 @@ def write_benchmark(
         path = out / f"{name}.csv"
         df.to_csv(path, index=False)
         files.append(path)
-    figures = section.figures(tables, models or {}, out)
+    figures = section.figures(tables, models or {}, out) + rounds.figures(tables, out)
     files += figures
     body = [*section.blocks(tables), *rounds.blocks(tables)]
     shown = {b[1] for b in body if b[0] == "img"}
