@@ -5,6 +5,8 @@ tested fast. Real-model tests live in test_end_to_end.py and backends/."""
 import hashlib
 from pathlib import Path
 
+import numpy as np
+
 from selfcorrect.backends import register_backend
 from selfcorrect.backends.base import ScoreResult, render_plain
 from selfcorrect.registry import ResolvedModel
@@ -21,6 +23,10 @@ class FakeBackend:
     batches = True
     preferred_batch = None
     model_prefix = "fake:"
+    n_hidden_states, hidden_size = 3, 4  # a pretend model's states, for --save-hidden
+
+    def hidden_support(self):
+        return None
 
     def __init__(self, prefer=None, fail_after=None, answer=" (b) is right", name="fake"):
         self.prefer = prefer or (lambda prompt: 0)
@@ -28,6 +34,7 @@ class FakeBackend:
         self.fail_after = fail_after
         self.answer = answer
         self.name = name
+        self.capture_layers = []
 
     @classmethod
     def resolve(cls, name, options):
@@ -52,10 +59,15 @@ class FakeBackend:
             self.calls["score"] += 1
             self.calls["scored_prompts"].append(p)
             best = self.prefer(p)
+            hidden = None
+            if self.capture_layers:  # a state that says which option the fake prefers
+                hidden = np.tile(np.eye(self.hidden_size)[best % self.hidden_size],
+                                 (len(self.capture_layers), 1))  # fmt: skip
             out.append(
                 ScoreResult(
                     tuple(-1.0 if j == best else -3.0 for j in range(len(cands))),
                     tuple(3 for _ in cands),
+                    hidden,
                 )
             )
         return out

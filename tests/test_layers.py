@@ -17,7 +17,7 @@ LAYERS = [
     ["selfcorrect.verdicts"],
     ["selfcorrect.metrics", "selfcorrect.rules_file"],
     ["selfcorrect.engine"],
-    ["selfcorrect.store"],
+    ["selfcorrect.store", "selfcorrect.hidden"],
     ["selfcorrect.backends"],
     ["selfcorrect.registry"],
     ["selfcorrect.conditions"],

@@ -194,3 +194,55 @@ def test_sampled_reasoning_with_several_samples_per_item(tmp_path):
     assert v.loc["cot+sample:T1", "sample_agreement"] == 1.0  # the fake answers alike
     assert v.loc["baseline", "sample_agreement"] != v.loc["baseline", "sample_agreement"]
     assert res.manifest["reasoning_samples"] == 3
+
+
+def test_exact_transitions_on_a_fake_with_known_answers(tmp_path):
+    """The fake answers (a) at round 0 and, after a forced answer j, (a) again in round 1,
+    with its fixed distribution: the exact values follow by hand."""
+    import math
+
+    res = api.run("fake:a", conditions="baseline", rounds=1, exact_transitions=True,
+                  out=tmp_path, **COMMON)  # fmt: skip
+    got = answers(tmp_path)
+    assert len(got) == 8 * 2 + 8 * 3  # rounds 0 and 1, and the branches
+    with sqlite3.connect(tmp_path / "results.sqlite") as c:
+        n = c.execute("SELECT COUNT(*) FROM answers WHERE readout='branch'").fetchone()[0]
+    assert n == 8 * 3  # one round-1 answer per item and possible round-0 answer
+    ex = res.tables["exact_transitions"].iloc[0]
+    top = math.exp(-1) / (math.exp(-1) + 2 * math.exp(-3))
+    low = (1 - top) / 2
+    assert ex.p_change == pytest.approx(top * (1 - top) + 2 * low * (1 - low))
+    out = Store(tmp_path, read_only=True).outcomes()
+    base = out[(out.readout == "logprob") & (out["round"] == 0)]
+    golds = base["gold"].to_numpy()
+    conf = [top if g == 0 else low for g in golds]  # q_g[g]: (a) is always favoured
+    assert ex.confidence == pytest.approx(sum(conf) / len(conf))
+    assert "branch" not in set(res.summary["readout"])  # branches enter no ordinary table
+
+
+def test_hidden_states_are_kept_keyed_and_resumed(tmp_path):
+    from selfcorrect.hidden import load_hidden
+
+    BEHAVIOUR["fake:h"] = {"prefer": lambda p: 0 if "Religion" in p or "church" in p else 1}
+    try:
+        api.run("fake:h", conditions="baseline", rounds=1, save_hidden="0,-1", out=tmp_path,
+                **COMMON)  # fmt: skip
+        files = sorted((tmp_path / "hidden").rglob("*.safetensors"))
+        keys, states, layers = load_hidden(tmp_path)
+        assert layers == [0, 2] and states.shape == (16, 2, 4)  # 8 items x 2 rounds
+        stored = {(m, c, u, r) for m, c, u, r, _ in answers(tmp_path)}
+        assert {(m, c, u, r) for m, _, c, _, u, r in keys.itertuples(index=False)} == stored
+        api.run("fake:h", conditions="baseline", rounds=1, save_hidden="0,-1", out=tmp_path,
+                **COMMON)  # fmt: skip
+        assert sorted((tmp_path / "hidden").rglob("*.safetensors")) == files  # nothing redone
+    finally:
+        BEHAVIOUR.clear()
+    from typer.testing import CliRunner
+
+    from selfcorrect.cli import app
+
+    r = CliRunner().invoke(app, ["analyze", "hidden", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "report" / "hidden" / "hidden.csv").is_file()
+    r = CliRunner().invoke(app, ["run", "--model", "fake:h", "--save-hidden", "12x"])
+    assert r.exit_code == 2 and "--save-hidden must be 'all' or comma-separated" in r.output

@@ -124,6 +124,17 @@ def power(directory: str | Path, effect: float = 5.0, condition: str = "instruct
                        metric, context, tests, seed)  # fmt: skip
 
 
+def analyze_hidden(directory: str | Path, seed: int = 0) -> tuple[pd.DataFrame, list[Path]]:
+    """Per model x condition x layer: round-to-round shift, its cosine with the biased-minus-
+    unbiased direction, and a held-out linear probe (see selfcorrect.report.hidden)."""
+    from selfcorrect.report import hidden
+
+    table = hidden.analyze(directory, seed)
+    if table.empty:
+        raise SelfCorrectError(f"no hidden states in {directory}: run with --save-hidden LAYERS")
+    return table, hidden.write(directory, table)
+
+
 def models() -> pd.DataFrame:
     """The registry with size and whether each model is installed."""
     return pd.DataFrame(

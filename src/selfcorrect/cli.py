@@ -330,6 +330,28 @@ def benchmarks():
         )
 
 
+analyze_app = typer.Typer(help="Analyses beyond the report.", no_args_is_help=True)
+app.add_typer(analyze_app, name="analyze")
+
+
+@analyze_app.command("hidden")
+@_friendly
+def analyze_hidden(
+    directory: Annotated[Path, typer.Argument(help="A results directory run with --save-hidden.")],
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+):
+    """Hidden states per layer: round-to-round shift, its cosine with the biased-minus-unbiased
+    direction (fitted on held-out templates), and a linear probe's held-out accuracy."""
+    table, files = api.analyze_hidden(directory, seed)
+    show = table.copy()
+    for col in show.columns:
+        if show[col].dtype.kind == "f":
+            show[col] = show[col].round(3)
+    _print_df(show, title="hidden states per layer")
+    for f in files:
+        out_console.print(f"wrote {f}")
+
+
 def main() -> None:
     app()
 

@@ -14,13 +14,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from selfcorrect.backends.base import Backend, Conversation, PromptTooLong, Sampling
 from selfcorrect.benchmarks.base import Item
 from selfcorrect.conditions import Condition, Library, Step, fill, protocol
 from selfcorrect.errors import SelfCorrectError
+from selfcorrect.hidden import HiddenWriter
 from selfcorrect.store import Answer, Store
 
 READOUTS = ("logprob", "cloze", "generate")
+BRANCH = "branch"  # exact transitions: round 1 after each possible round-0 answer (not a --readout)
 ANSWER_TOKENS = 8  # methodology.md section 4: up to 8 new tokens for answers
 
 
@@ -72,6 +76,10 @@ class Job:
 
     def __post_init__(self):
         self.family = self.family or self.benchmark
+
+    def stored_rounds(self) -> range:
+        """The rounds whose answers are stored (a branch forces its round-0 answer)."""
+        return range(1, 2) if self.readout == BRANCH else range(self.rounds + 1)
 
     def steps_for(self, cond: Condition, item: Item) -> list[Step]:
         return protocol(
@@ -127,7 +135,7 @@ def count_pending(store: Store, model: str, job: Job) -> int:
     for cond in job.conditions:
         done = store.done_answers(model, job.benchmark, job.condition_key(cond), job.readout)
         for item in job.items_for(cond):
-            missing += sum((item.uid, r) not in done for r in range(job.rounds + 1))
+            missing += sum((item.uid, r) not in done for r in job.stored_rounds())
     return missing
 
 
@@ -139,8 +147,10 @@ def execute(
     job: Job,
     batch_size: int = 64,
     on_progress: Callable[[int], None] = lambda n: None,
+    hidden: HiddenWriter | None = None,
 ) -> dict:
-    """Run every missing step for one model; return seconds spent per condition."""
+    """Run every missing step for one model; return seconds spent per condition. With
+    `hidden`, the backend's captured states at every scored answer are written beside it."""
     runs = []
     for cond in job.conditions:
         key = job.condition_key(cond)
@@ -154,6 +164,7 @@ def execute(
             cond.version_hash(job.family),
             batch_size,
             on_progress,
+            hidden,
         )
         runs.append(
             (
@@ -215,6 +226,7 @@ class _Context:
     digest: str
     batch_size: int
     on_progress: Callable[[int], None]
+    hidden: HiddenWriter | None = None
 
     def turn(self, st: _State, prompt: str, text: str) -> tuple:
         return (
@@ -250,6 +262,8 @@ def _advance(st: _State, done_ans: dict, done_turns: dict, lib: Library, readout
             if stored is None:
                 return
             _after_turn(st, step.kind, stored)
+        elif step.kind == "read" and readout == BRANCH and st.reads == 0:
+            _after_read(st, st.item.meta["branch"], None, readout)  # the answer it branches on
         elif step.kind == "read":
             key = (st.item.uid, st.reads)
             if key not in done_ans:
@@ -286,6 +300,17 @@ def _call(ctx: _Context, states: list[_State], fn, *args):
             f"item {st.item.uid} (condition {ctx.condition}, round {st.reads}): {exc}; nothing "
             "was stored for it: use fewer --rounds or a shorter chain of thought"
         ) from None
+
+
+def _write_hidden(ctx: _Context, chunk: list[_State], scored) -> None:
+    """The states captured at these answers, written before their store transaction."""
+    if ctx.hidden is None:
+        return
+    got = [(st, r.hidden) for st, r in zip(chunk, scored, strict=True) if r.hidden is not None]
+    if got:
+        keys = [(ctx.model, ctx.job.benchmark, ctx.condition, ctx.job.readout, st.item.uid,
+                 st.reads) for st, _ in got]  # fmt: skip
+        ctx.hidden.write(keys, np.stack([h for _, h in got]), ctx.backend.capture_layers)
 
 
 def _generate_wave(ctx: _Context, states: list[_State]) -> None:
@@ -345,10 +370,12 @@ def _read_wave(ctx: _Context, states: list[_State]) -> None:
         else:
             results = []
             conts = [st.item.continuations(job.readout) for st in chunk]
-            for res in _call(ctx, chunk, ctx.backend.score, prompts, conts):
+            scored = _call(ctx, chunk, ctx.backend.score, prompts, conts)
+            for res in scored:
                 probs = softmax(res.logprobs)
                 pred = max(range(len(probs)), key=probs.__getitem__)
                 results.append((res.logprobs, probs, pred, "ok", None, res.n_tokens or None))
+            _write_hidden(ctx, chunk, scored)
         for st, prompt, (logprobs, probs, pred, status, raw, n_tokens) in zip(
             chunk, prompts, results, strict=True
         ):

@@ -18,8 +18,9 @@ from selfcorrect.backends import Conversation, LoadOptions, Sampling
 from selfcorrect.benchmarks.base import Item
 from selfcorrect.catalog import BenchmarkKit, get_kit
 from selfcorrect.conditions import Condition, Library
-from selfcorrect.engine import Job, count_pending, execute
+from selfcorrect.engine import BRANCH, Job, count_pending, execute
 from selfcorrect.errors import SelfCorrectError
+from selfcorrect.hidden import HiddenWriter, estimate_bytes, parse_layers
 from selfcorrect.manifest import data_hashes, hardware, peak_rss_mb, process_info
 from selfcorrect.registry import ResolvedModel
 from selfcorrect.rules_file import RULES_LOGIC, default_rules_path, load_rules
@@ -122,16 +123,36 @@ def _sampling(spec: RunSpec) -> Sampling | None:
     return Sampling(spec.cot_temperature, spec.seed) if spec.cot_temperature else None
 
 
+def branches(items: list[Item]) -> list[Item]:
+    """Exact transitions: each item once per possible round-0 answer, forced."""
+    return [replace(it, uid=f"{it.uid}>{j}", meta={**it.meta, "branch": j, "branch_of": it.uid,
+                                                    "base_uid": it.meta.get("base_uid", it.uid)})
+            for it in items for j in range(len(it.candidates))]  # fmt: skip
+
+
 def jobs(prep: Prepared, critic_backend=None) -> list[Job]:
-    """One job per readout (they share the items)."""
+    """One job per readout (they share the items), and the branch job for exact transitions."""
     parse = prep.kit.benchmark.parse
+    extra = []
+    if prep.spec.exact_transitions:
+        plain = [it for it in prep.items if not it.meta.get("sample")]
+        extra = [Job(prep.spec.benchmark, prep.conditions, branches(plain), 1, prep.library,
+                     prep.kit.family, readout=BRANCH, parser=parse,
+                     system=prep.spec.system_prompt)]  # fmt: skip
     return [
         Job(prep.spec.benchmark, prep.conditions, prep.items, prep.spec.rounds, prep.library,
             prep.kit.family, readout=r, parser=parse, sampling=_sampling(prep.spec),
             critic=critic_backend, critic_name=prep.critic.resolved.name if prep.critic else "",
             system=prep.spec.system_prompt)
         for r in prep.spec.readout
-    ]  # fmt: skip
+    ] + extra  # fmt: skip
+
+
+def registered_items(prep: Prepared) -> list[Item]:
+    items = list(prep.items)
+    if prep.spec.exact_transitions:
+        items += branches([it for it in prep.items if not it.meta.get("sample")])
+    return items
 
 
 def manifest(prep: Prepared) -> dict:
@@ -199,7 +220,11 @@ def register(store: Store, prep: Prepared, man: dict) -> str:
         for c in prep.conditions
     ]  # fmt: skip
     models = [(m.label, m.resolved.sha256, _model_info(m)) for m in prep.models]
-    table = prep.kit.benchmark.item_table(prep.items)
+    items = registered_items(prep)
+    table = prep.kit.benchmark.item_table(items)
+    if prep.spec.exact_transitions:  # which answer a branch forces, and on which item
+        table["branch"] = [it.meta.get("branch", -1) for it in items]
+        table["branch_of"] = [it.meta.get("branch_of", "") for it in items]
     return store.register_run(man, prep.spec.benchmark, table, conds, models)
 
 
@@ -226,11 +251,31 @@ def _run_model(store, run_id, prep, m: ModelRun, job_list, man, bar, critic) -> 
     entry["load_s"] = round(time.perf_counter() - t0, 2)
     bar.update(task, description=m.label)
     entry["condition_s"] = {}
+    hidden = _hidden_writer(prep, engine, m, run_id, entry, pending)
     for job in job_list:
         entry["condition_s"][job.readout] = execute(
             store, run_id, m.label, engine, job, prep.spec.batch_size,
-            on_progress=lambda n, task=task: bar.advance(task, n),
+            on_progress=lambda n, task=task: bar.advance(task, n), hidden=hidden,
         )  # fmt: skip
+
+
+def _hidden_writer(prep: Prepared, engine, m: ModelRun, run_id: str, entry: dict, pending: int):
+    """With --save-hidden: the layers to keep, their size said before any answer, a writer."""
+    if not prep.spec.save_hidden:
+        return None
+    why = getattr(engine, "hidden_support", lambda: f"the {engine.name} backend keeps none")()
+    if why:
+        raise SelfCorrectError(f"--save-hidden: no hidden states from {m.label}: {why}")
+    try:
+        engine.capture_layers = parse_layers(prep.spec.save_hidden, engine.n_hidden_states)
+    except ValueError as exc:
+        raise SelfCorrectError(f"--save-hidden: {exc}") from None
+    size = estimate_bytes(pending, len(engine.capture_layers), engine.hidden_size)
+    entry["hidden"] = {"layers": engine.capture_layers, "estimated_mb": round(size / 2**20, 1)}
+    print(f"hidden states of {m.label}: {pending:,} answers x {len(engine.capture_layers)} "
+          f"layers x {engine.hidden_size} = about {size / 2**20:,.1f} MB under "
+          f"{prep.spec.out}/hidden", file=sys.stderr)  # fmt: skip
+    return HiddenWriter(prep.spec.out, run_id, m.label)
 
 
 def _run_on_ray(store, run_id, prep: Prepared, job_list, man, bar) -> None:

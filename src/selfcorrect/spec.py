@@ -81,6 +81,17 @@ class RunSpec(BaseModel):
     cot_temperature: float | None = _opt(
         "Sample reasoning at this temperature (seeded by --seed).", default=None
     )
+    exact_transitions: bool = _opt(
+        "Also score round 1 after every possible round-0 answer (log-probability readout), for "
+        "exact transition probabilities, confidence and critique (n options extra forwards "
+        "per item and condition).",
+        default=False,
+    )
+    save_hidden: str | None = _opt(
+        "Keep the residual stream at every answer position (transformers backend): 'all', or "
+        "layer indices like '-1' or '0,12,24' (0 = embeddings); stored under OUT/hidden.",
+        default=None,
+    )
     cot_samples: int = _opt(
         "Reasoning samples per item (with --cot-temperature; G23 sampled at T = 1): answers "
         "are averaged over them.",
@@ -177,6 +188,16 @@ class RunSpec(BaseModel):
             raise ValueError("must be a finite number > 0")
         return value
 
+    @field_validator("save_hidden")
+    @classmethod
+    def _layers(cls, value):
+        if value is not None and value.strip() != "all":
+            try:
+                [int(x) for x in value.split(",")]
+            except ValueError:
+                raise ValueError("must be 'all' or comma-separated layer numbers") from None
+        return value
+
     @field_validator("device")
     @classmethod
     def _device(cls, value):
@@ -198,6 +219,10 @@ class RunSpec(BaseModel):
         if self.cot_samples > 1 and self.cot_temperature is None:
             raise SelfCorrectError(
                 "--cot-samples K > 1 samples the reasoning: add --cot-temperature T"
+            )
+        if self.exact_transitions and (self.rounds == 0 or "logprob" not in self.readout):
+            raise SelfCorrectError(
+                "--exact-transitions branches round 1: add --rounds R >= 1 and the logprob readout"
             )
         if self.critic and self.rounds == 0:
             raise SelfCorrectError(

@@ -422,3 +422,22 @@ def test_decode_memory_is_bounded_by_its_slots(smollm2):
         smollm2.generate(prompts, 12)
     assert len(widths) == 1 and widths[0][1] == 4
     assert smollm2._kv.used <= smollm2._kv.budget
+
+
+def test_captured_hidden_state_is_the_models_at_the_answer_position(smollm2):
+    import numpy as np
+
+    model = _tiny_model(smollm2.tok)
+    backend = TransformersBackend.from_model(model, smollm2.tok, "tiny", kind="chat")
+    backend.capture_layers = [0, 2]
+    prompts = [backend.render(Conversation((("user", f"Who {w}? (a) x (b) y (c) z"),),
+                                           "The answer is")) for w in ("ran", "won")]  # fmt: skip
+    results = backend.score(prompts, [[" (a)", " (b)", " (c)"]] * 2)
+    for prompt, res in zip(prompts, results, strict=True):
+        ids = backend._encode(prompt)
+        with torch.inference_mode():
+            out = model(torch.tensor([ids]), output_hidden_states=True)
+        assert res.hidden.shape == (2, model.config.hidden_size)
+        for j, k in enumerate((0, 2)):  # the last prompt token: it predicts the answer
+            np.testing.assert_allclose(res.hidden[j], out.hidden_states[k][0, -1].numpy(),
+                                       atol=1e-4)  # fmt: skip

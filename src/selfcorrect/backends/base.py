@@ -45,6 +45,7 @@ class ScoreResult:
 
     logprobs: tuple[float, ...]
     n_tokens: tuple[int, ...] = field(default=())
+    hidden: object = None  # [layers, hidden] states at the answer position, when captured
 
 
 class PromptTooLong(SelfCorrectError):

@@ -356,9 +356,11 @@ def bbq_tables(
     diagnostics read from every order's answer, then each item's answers over its orders are
     combined into one before the metrics."""
     from selfcorrect.metrics.choices import diagnostics, gate
+    from selfcorrect.metrics.exact import split_branches
     from selfcorrect.metrics.rounds import bbq_states, transitions
     from selfcorrect.metrics.uncertainty import round_tables
 
+    df, branches = split_branches(df)
     variants, items = answers_by_item(df)
     validity = diagnostics(variants, items)
     matrix, flips = transitions(items, bbq_states(items))
@@ -369,5 +371,5 @@ def bbq_tables(
         "flips": flips,
         "validity": validity,
         "gate": gate(validity, reference),
-        **round_tables(items, variants, n_boot, seed),
+        **round_tables(items, variants, n_boot, seed, branches),
     }

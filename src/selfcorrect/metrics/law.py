@@ -180,9 +180,11 @@ def decision_states(df: pd.DataFrame) -> dict[str, pd.Series]:
 
 def law_tables(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
                reference: str = "baseline") -> dict[str, pd.DataFrame]:  # fmt: skip
+    from selfcorrect.metrics.exact import split_branches
     from selfcorrect.metrics.rounds import transitions
 
-    runs = with_run_keys(df)
+    df, branches = split_branches(with_run_keys(df))
+    runs = df
     matrix, flips = transitions(runs, decision_states(runs))
     answers = p_yes(runs)
     cols = [c for c in (*RUN_KEYS, "student", "group", "attribute", "lsat", "gpa", "p_yes",
@@ -191,4 +193,4 @@ def law_tables(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
 
     return {"summary": summary(df, n_boot, seed), "paired": paired(df, reference, n_boot, seed),
             "transitions": matrix, "flips": flips, "answers": answers[cols],
-            **round_tables(runs, None, n_boot, seed)}  # fmt: skip
+            **round_tables(runs, None, n_boot, seed, branches)}  # fmt: skip

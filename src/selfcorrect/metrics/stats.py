@@ -84,3 +84,24 @@ def degenerate(ci: tuple[float, float]) -> bool:
     """A CI of zero width from finite data (every replicate equal): it says nothing."""
     lo, hi = ci
     return lo == lo and hi == hi and hi - lo < 1e-9  # equal up to rounding of float sums
+
+
+def clusters_of(df) -> np.ndarray:
+    """Cluster codes: BBQ templates, law-school students, Winogender occupations, else rows."""
+    import pandas as pd
+
+    for cols in (("category", "question_index"), ("student",), ("occupation",)):
+        if all(c in df for c in cols):
+            return pd.factorize(pd.Series(list(zip(*(df[c] for c in cols), strict=True))))[0]
+    return np.arange(len(df))
+
+
+def cluster_sum(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
+    out = np.zeros((codes.max() + 1 if len(codes) else 0, values.shape[1]))
+    np.add.at(out, codes, values)
+    return out
+
+
+def ratio(c: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return c[..., 1] / c[..., 0]

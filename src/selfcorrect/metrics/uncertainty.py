@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from selfcorrect.metrics.runs import RUN_KEYS, with_run_keys
-from selfcorrect.metrics.stats import bootstrap
+from selfcorrect.metrics.stats import bootstrap, cluster_sum, clusters_of, ratio
 
 BINS = 10  # equal-width bins of the top probability, for the ECE
 TOL = 0.05  # total-variation tolerance for distribution convergence
@@ -52,19 +52,6 @@ def _entropy(p: np.ndarray) -> np.ndarray:
         return -np.nansum(np.where(p > 0, p * np.log(p), 0.0), axis=1)
 
 
-def _clusters(df: pd.DataFrame) -> np.ndarray:
-    for cols in (("category", "question_index"), ("student",), ("occupation",)):
-        if all(c in df for c in cols):
-            return pd.factorize(pd.Series(list(zip(*(df[c] for c in cols), strict=True))))[0]
-    return np.arange(len(df))
-
-
-def _cluster_sum(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
-    out = np.zeros((codes.max() + 1 if len(codes) else 0, values.shape[1]))
-    np.add.at(out, codes, values)
-    return out
-
-
 def _ece(c: np.ndarray) -> np.ndarray:
     """c: summed [n_1..n_B, conf_1..conf_B, correct_1..correct_B]."""
     n, conf, acc = c[..., :BINS], c[..., BINS : 2 * BINS], c[..., 2 * BINS :]
@@ -73,20 +60,15 @@ def _ece(c: np.ndarray) -> np.ndarray:
         return np.abs(acc - conf).sum(axis=-1) / total
 
 
-def _ratio(c: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return c[..., 1] / c[..., 0]
-
-
 def _row(part: pd.DataFrame, n_boot: int, seed: int) -> dict:
     p = _dist(part)
     ok = np.isfinite(p).all(axis=1)
-    codes = _clusters(part)[ok]
+    codes = clusters_of(part)[ok]
     p = p[ok]
     out = {"n": int(ok.sum())}
     ent = _entropy(p)
-    sums = _cluster_sum(codes, np.column_stack([np.ones(len(p)), ent]))
-    val, (lo, hi), _ = bootstrap(sums, _ratio, n_boot, seed)
+    sums = cluster_sum(codes, np.column_stack([np.ones(len(p)), ent]))
+    val, (lo, hi), _ = bootstrap(sums, ratio, n_boot, seed)
     out |= {"entropy": val, "entropy_lo": lo, "entropy_hi": hi}
     gold = part["gold"].to_numpy()[ok] if "gold" in part else np.full(len(p), -1)
     has_gold = (gold >= 0) & (gold < p.shape[1]) if len(p) else np.zeros(0, bool)
@@ -102,11 +84,11 @@ def _row(part: pd.DataFrame, n_boot: int, seed: int) -> dict:
         onehot = np.eye(BINS)[b]
         cl = codes[has_gold]
         for name, vals in (("p_gold", pg), ("brier", brier)):
-            sums = _cluster_sum(cl, np.column_stack([np.ones(len(q)), vals]))
-            v, (lo, hi), _ = bootstrap(sums, _ratio, n_boot, seed)
+            sums = cluster_sum(cl, np.column_stack([np.ones(len(q)), vals]))
+            v, (lo, hi), _ = bootstrap(sums, ratio, n_boot, seed)
             out |= {name: v, f"{name}_lo": lo, f"{name}_hi": hi}
         ece_counts = np.column_stack([onehot, onehot * top[:, None], onehot * correct[:, None]])
-        v, (lo, hi), _ = bootstrap(_cluster_sum(cl, ece_counts), _ece, n_boot, seed)
+        v, (lo, hi), _ = bootstrap(cluster_sum(cl, ece_counts), _ece, n_boot, seed)
         out |= {"ece": v, "ece_lo": lo, "ece_hi": hi}
     return out
 
@@ -182,13 +164,20 @@ def convergence(df: pd.DataFrame, tol: float = TOL) -> tuple[pd.DataFrame, pd.Da
 
 
 def round_tables(items: pd.DataFrame, variants: pd.DataFrame | None = None, n_boot: int = 1000,
-                 seed: int = 0) -> dict[str, pd.DataFrame]:  # fmt: skip
+                 seed: int = 0,
+                 branches: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:  # fmt: skip
     """The tables every benchmark adds: uncertainty per round, semantic uncertainty
-    (generation), convergence."""
+    (generation), convergence, and exact transitions where branches were scored."""
+    from selfcorrect.metrics.exact import exact_transitions
+
     conv, by_round = convergence(items)
     out = {"uncertainty": uncertainty(items, n_boot, seed), "convergence": conv,
            "converged_by_round": by_round}  # fmt: skip
     sem = semantic_uncertainty(variants if variants is not None else items)
     if not sem.empty:
         out["semantic_uncertainty"] = sem
+    if branches is not None and not branches.empty:
+        out["exact_transitions"] = exact_transitions(
+            variants if variants is not None else items, branches, n_boot, seed
+        )
     return out

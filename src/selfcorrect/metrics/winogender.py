@@ -199,13 +199,15 @@ def paired(
 def winogender_tables(
     df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, reference: str = "baseline"
 ) -> dict[str, pd.DataFrame]:
+    from selfcorrect.metrics.exact import split_branches
     from selfcorrect.metrics.rounds import pronoun_states, transitions
     from selfcorrect.metrics.uncertainty import round_tables
 
-    runs = with_run_keys(df)
+    df, branches = split_branches(with_run_keys(df))
+    runs = df
     matrix, flips = transitions(runs, pronoun_states(runs))
     return {
-        **round_tables(runs, None, n_boot, seed),
+        **round_tables(runs, None, n_boot, seed, branches),
         "summary": summary(df),
         "occupations": per_occupation(df),
         "paired": paired(df, reference, n_boot, seed),

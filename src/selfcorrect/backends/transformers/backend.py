@@ -150,6 +150,10 @@ class TransformersBackend(ChatRendering):
             self.model.config, self.device, self._kv.budget
         )
         self.forward_tokens = 0  # real (unpadded) tokens through the model, for throughput
+        self.capture_layers: list[int] = []  # hidden-state indices to keep at answer positions
+        self._captured: dict[int, object] = {}
+        self.n_hidden_states = text.num_hidden_layers + 1  # the embeddings, then each layer
+        self.hidden_size = text.hidden_size
         self.info = {
             "engine": "transformers",
             "transformers_version": __import__("transformers").__version__,
@@ -219,7 +223,8 @@ class TransformersBackend(ChatRendering):
             for _ in self._forward_batches([Request(None, run, [], 0) for run in level]):
                 pass  # computed for their KV, kept in the prompt KV cache
         for q, lps in self._forward_batches(reqs):
-            out[q.r] = ScoreResult(tuple(lps), tuple(q.lead + len(s) for s in q.options))
+            out[q.r] = ScoreResult(tuple(lps), tuple(q.lead + len(s) for s in q.options),
+                                   self._captured.pop(q.r, None))  # fmt: skip
         return out
 
     def _shared_runs(self, prefixes) -> list[list[list[int]]]:
@@ -332,16 +337,23 @@ class TransformersBackend(ChatRendering):
         self.forward_tokens += sum(n_new) + sum(option_width(q.options) for q in batch)
         with torch.inference_mode():
             past = self._kv.assemble(reused, c_len, wc) if wc else None
+            capture = bool(self.capture_layers) and bool(targets)
             out = self.decoder(
                 input_ids=ids.to(self.device),
                 attention_mask=self._mask4d(allowed),
                 position_ids=pos.to(self.device),
                 use_cache=True,
+                output_hidden_states=capture,
                 **({self._cache_kw: past} if past is not None else {}),
             )
             self._kv.store([q.prefix for q in batch], out.past_key_values, prompt_cols, reused)
             if not targets:  # a shared run computed for its KV only
                 return [[] for _ in batch]
+            if capture:  # the residual stream where the answer is read (before the lead tokens)
+                states = torch.stack([out.hidden_states[k] for k in self.capture_layers])
+                for b, q in enumerate(batch):
+                    col = wn - 1 - q.lead
+                    self._captured[q.r] = states[:, b, col].float().cpu().numpy()
             rows, cols = zip(*reads, strict=True)
             hidden = out.last_hidden_state[torch.tensor(rows), torch.tensor(cols)]
             flat = self._summed_logprobs(hidden, at, targets, owner, starts[-1])
@@ -392,6 +404,12 @@ class TransformersBackend(ChatRendering):
             ).last_hidden_state
             picked = hidden[torch.tensor(rows), torch.tensor(cols)]
             return self._summed_logprobs(picked, range(len(targets)), targets, owner, len(batch))
+
+    def hidden_support(self) -> str | None:
+        """None when answers' hidden states can be kept, else why not."""
+        if not self.prefix_cache or self._window is not None:
+            return "it needs full attention with sdpa or eager attention"
+        return None
 
     # generation --------------------------------------------------------------------------
     def last_logits(self, hidden):

@@ -1,0 +1,101 @@
+"""Exact transitions between round 0 and round 1 (arXiv 2412.19513, "Confidence vs Critique"),
+from the log-probability readout: round 1 is scored after every possible round-0 answer j
+(forced), giving q_j, the round-1 distribution given j; with p0 the round-0 distribution:
+
+- P(j -> k) = p0[j] q_j[k], the exact transition probabilities;
+- confidence = q_g[g]: keeping the gold answer g once given;
+- critique = sum over j != g of p0[j] q_j[g] / sum over j != g of p0[j]: fixing a wrong answer;
+- p(change) = sum over j of p0[j] (1 - q_j[j]); accuracy before = p0[g], after = sum p0[j] q_j[g].
+
+Per item the values are averaged over its option orders, then over items, with a cluster
+bootstrap over templates. Benchmarks without a gold answer get p(change) only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from selfcorrect.engine import BRANCH
+from selfcorrect.metrics.stats import bootstrap, cluster_sum, clusters_of, ratio
+
+VALUES = ("p_change", "confidence", "critique", "accuracy_before", "accuracy_after",
+          "p_correct_to_wrong", "p_wrong_to_correct")  # fmt: skip
+
+
+def split_branches(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if "readout" not in df or not (df["readout"] == BRANCH).any():
+        return df, df.iloc[0:0]
+    is_branch = df["readout"] == BRANCH
+    return df[~is_branch], df[is_branch]
+
+
+def _per_variant(p0: np.ndarray, q: np.ndarray, gold: int) -> dict:
+    k = len(p0)
+    out = {"p_change": float(sum(p0[j] * (1 - q[j, j]) for j in range(k)))}
+    if 0 <= gold < k:
+        wrong = [j for j in range(k) if j != gold]
+        mass_wrong = p0[wrong].sum()
+        out |= {
+            "confidence": float(q[gold, gold]),
+            "critique": float((p0[wrong] * q[wrong, gold]).sum() / mass_wrong)
+            if mass_wrong > 0 else np.nan,
+            "accuracy_before": float(p0[gold]),
+            "accuracy_after": float((p0 * q[:, gold]).sum()),
+            "p_correct_to_wrong": float(p0[gold] * (1 - q[gold, gold])),
+            "p_wrong_to_correct": float((p0[wrong] * q[wrong, gold]).sum()),
+        }  # fmt: skip
+    return out
+
+
+def exact_transitions(variants: pd.DataFrame, branches: pd.DataFrame, n_boot: int = 1000,
+                      seed: int = 0) -> pd.DataFrame:  # fmt: skip
+    """Per model x condition: the exact values above with 95% CIs."""
+    if branches.empty:
+        return pd.DataFrame()
+    base = variants[(variants["readout"] == "logprob") & (variants["round"] == 0)]
+    base = base.set_index(["model", "condition", "uid"])
+    rows = []
+    for (model, cond, of), g in branches.groupby(["model", "condition", "branch_of"]):
+        if (model, cond, of) not in base.index or g["branch"].nunique() != len(g):
+            continue
+        b0 = base.loc[(model, cond, of)]
+        p0 = np.array(json.loads(b0["probs"]), dtype=float)
+        if len(g) != len(p0):
+            continue  # not every branch stored yet
+        q = np.zeros((len(p0), len(p0)))
+        for br, probs in zip(g["branch"].astype(int), g["probs"], strict=True):
+            q[br] = json.loads(probs)
+        gold = int(b0["gold"]) if "gold" in b0 and b0["gold"] == b0["gold"] else -1
+        first = g.iloc[0]
+        rows.append({"model": model, "condition": cond,
+                     "item": first.get("base_uid", of) or of,
+                     **{c: first[c] for c in ("category", "question_index", "student",
+                                              "occupation") if c in first},
+                     **_per_variant(p0, q, gold)})  # fmt: skip
+    if not rows:
+        return pd.DataFrame()
+    per_variant = pd.DataFrame(rows)
+    return _aggregate(per_variant, n_boot, seed)
+
+
+def _aggregate(pv: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
+    out = []
+    for (model, cond), part in pv.groupby(["model", "condition"], sort=True):
+        keep = [c for c in part.columns if c not in VALUES]
+        items = part.groupby("item", sort=False).agg(
+            {**{c: "first" for c in keep if c not in ("item",)},
+             **{v: "mean" for v in VALUES if v in part}}).reset_index()  # fmt: skip
+        codes = clusters_of(items)
+        row = {"model": model, "condition": cond, "items": len(items)}
+        for v in VALUES:
+            if v not in items or items[v].isna().all():
+                continue
+            ok = items[v].notna().to_numpy()
+            values = np.column_stack([np.ones(ok.sum()), items[v].to_numpy(float)[ok]])
+            sums = cluster_sum(codes[ok], values)
+            val, (lo, hi), _ = bootstrap(sums, ratio, n_boot, seed)
+            row |= {v: val, f"{v}_lo": lo, f"{v}_hi": hi}
+        out.append(row)
+    return pd.DataFrame(out)

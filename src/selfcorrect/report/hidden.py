@@ -1,0 +1,117 @@
+"""`selfcorrect analyze hidden DIR`: per model x condition x layer, from the states stored by
+--save-hidden and the BBQ answers they belong to (log-probability readout):
+
+- shift: mean norm of the round-to-round change h(r+1) - h(r) at the answer position;
+- cosine: mean cosine of that change with the difference-in-means direction "biased answer
+  minus unbiased answer" (answers with a target option; fitted on half of the templates,
+  measured on the other half), with a bootstrap CI over templates;
+- probe: held-out accuracy of a logistic probe predicting whether the answer read at that state
+  is the biased one (Wilson CI), beside the majority-class accuracy of the same test rows.
+
+Tables and figures go to DIR/report/hidden/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from selfcorrect.hidden import load_hidden
+from selfcorrect.metrics.probes import cosines, diff_in_means, fit_probe, halves, predict
+from selfcorrect.metrics.stats import percentile_ci, wilson
+from selfcorrect.report.figures import pyplot, save_figure
+from selfcorrect.store import Store
+
+
+def _joined(directory) -> tuple[pd.DataFrame, np.ndarray, list[int]]:
+    keys, states, layers = load_hidden(directory)
+    if keys.empty:
+        return keys, states, layers
+    store = Store(directory, read_only=True)
+    try:
+        out = store.outcomes("bbq")
+    finally:
+        store.close()
+    meta = out[["model", "benchmark", "condition", "readout", "uid", "round", "pred",
+                "target_loc", "category", "question_index"]]  # fmt: skip
+    keys = keys.assign(_row=np.arange(len(keys))).merge(meta, on=list(keys.columns[:6]))
+    keys = keys[keys["target_loc"].notna() & keys["pred"].notna()]
+    keys["biased"] = (keys["pred"].astype(int) == keys["target_loc"].astype(int)).to_numpy()
+    keys["template"] = keys["category"] + ":" + keys["question_index"].astype(str)
+    return keys.reset_index(drop=True), states, layers
+
+
+def _layer_row(part, x, layer, seed) -> dict:
+    fit = halves(part["template"])
+    y = part["biased"].to_numpy(bool)
+    row = {"layer": layer, "n_fit": int(fit.sum()), "n_test": int((~fit).sum())}
+    if y[fit].all() or not y[fit].any() or (~fit).sum() == 0:
+        return row
+    direction = diff_in_means(x[fit], y[fit])
+    probe = fit_probe(x[fit], y[fit])
+    hit = predict(probe, x[~fit]) == y[~fit]
+    lo, hi = wilson(hit.sum(), len(hit))
+    majority = max(y[~fit].mean(), 1 - y[~fit].mean())
+    row |= {"probe_accuracy": float(hit.mean()), "probe_lo": lo, "probe_hi": hi,
+            "majority_accuracy": float(majority)}  # fmt: skip
+    shifts, groups = _shifts(part, x)
+    if len(shifts):
+        test = ~halves(groups)
+        cos = cosines(shifts[test], direction)
+        rng = np.random.default_rng(seed)
+        draws = [np.nanmean(cos[rng.integers(0, len(cos), len(cos))]) for _ in range(500)]
+        lo, hi = percentile_ci(np.array(draws)) if len(cos) > 1 else (np.nan, np.nan)
+        row |= {"shift_norm": float(np.linalg.norm(shifts, axis=1).mean()),
+                "cosine": float(np.nanmean(cos)) if len(cos) else np.nan,
+                "cosine_lo": lo, "cosine_hi": hi, "n_shifts": int(len(cos))}  # fmt: skip
+    return row
+
+
+def _shifts(part: pd.DataFrame, x: np.ndarray):
+    """h(r+1) - h(r) for every item with consecutive rounds, and its template."""
+    idx = {(u, r): k for k, (u, r) in enumerate(zip(part["uid"], part["round"], strict=True))}
+    out, groups = [], []
+    for (u, r), k in idx.items():
+        nxt = idx.get((u, r + 1))
+        if nxt is not None:
+            out.append(x[nxt] - x[k])
+            groups.append(part["template"].iloc[k])
+    return (np.array(out), groups) if out else (np.zeros((0, x.shape[1])), [])
+
+
+def analyze(directory: str | Path, seed: int = 0) -> pd.DataFrame:
+    keys, states, layers = _joined(directory)
+    rows = []
+    for (model, cond, readout), part in keys.groupby(["model", "condition", "readout"]):
+        part = part.reset_index(drop=True)
+        for j, layer in enumerate(layers):
+            x = states[part["_row"].to_numpy(), j]
+            rows.append({"model": model, "condition": cond, "readout": readout,
+                         **_layer_row(part, x, layer, seed)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def write(directory: str | Path, table: pd.DataFrame) -> list[Path]:
+    out = Path(directory) / "report" / "hidden"
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "hidden.csv", index=False)
+    files = [out / "hidden.csv"]
+    if table.empty:
+        return files
+    cols = [c for c in ("probe_accuracy", "cosine", "shift_norm") if c in table]
+    if not cols:  # too few answers of either kind to fit anything
+        return files
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(cols), figsize=(5 * len(cols), 4), squeeze=False)
+    for ax, col in zip(axes[0], cols, strict=True):
+        for (model, cond), g in table.groupby(["model", "condition"]):
+            ax.plot(g["layer"], g[col], "o-", ms=3, label=f"{model[:20]} / {cond}")
+        if col == "probe_accuracy":
+            ax.plot(table["layer"], table["majority_accuracy"], "k:", lw=0.8, label="majority")
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.set_title(col.replace("_", " "), fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return files + save_figure(fig, out, "hidden_layers")
