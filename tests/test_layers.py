@@ -23,7 +23,7 @@ LAYERS = [
     ["selfcorrect.conditions"],
     ["selfcorrect.benchmarks"],
     ["selfcorrect.manifest", "selfcorrect.data", "selfcorrect.redact", "selfcorrect.faults"],
-    ["selfcorrect.errors", "selfcorrect.version"],
+    ["selfcorrect.errors", "selfcorrect.version", "selfcorrect.tomls"],
 ]
 MAX_FUNCTION_LINES = 80
 

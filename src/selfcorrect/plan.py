@@ -21,12 +21,12 @@ first answer is computed."""
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.spec import DEFAULT_OUT, RunSpec
+from selfcorrect.tomls import read_toml
 
 PER_PLAN = ("models", "out")  # set once for the whole plan
 
@@ -46,22 +46,11 @@ class SweepPlan:
         return self.specs[0].seed
 
 
-def _read(path: Path) -> dict:
-    try:
-        return tomllib.loads(path.read_bytes().decode("utf-8"))
-    except OSError as exc:
-        raise SelfCorrectError(f"cannot read plan {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise SelfCorrectError(f"plan {path} is not valid TOML (not UTF-8 text)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SelfCorrectError(f"plan {path} is not valid TOML: {exc}") from None
-
-
 def load_plan(path: str | Path, out: str | Path | None = None, **overrides) -> SweepPlan:
     """The plan's runs as run specifications, every one validated. `out` replaces the plan's
     results directory; `overrides` set options of every run (e.g. ray)."""
     path = Path(path)
-    raw = _read(path)
+    _, raw = read_toml(path, "plan")
     runs = raw.pop("runs", None)
     if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
         raise SelfCorrectError(f"plan {path}: runs: Field required (one or more [[runs]])")

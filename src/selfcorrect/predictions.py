@@ -88,6 +88,14 @@ def _text(v, col: str, where: str) -> str:
     return v.strip()
 
 
+def _run_keys(rec: dict, where: str) -> dict:
+    """The optional model, condition, readout and round of a row, checked."""
+    out = {col: _text(rec[col], col, where) for col in TEXT_KEYS if col in rec}
+    if "round" in rec:
+        out["round"] = _as_int(rec["round"], "round", where, lo=0)
+    return out
+
+
 def read_predictions(path: str | Path) -> pd.DataFrame:
     """The file as a typed table: category, example_id (int), pred (Int64), and whichever of
     model, condition, readout, round it has."""
@@ -114,12 +122,7 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
         row = {"category": _text(rec["category"], "category", where),
                "example_id": _as_int(rec["example_id"], "example_id", where),
                "pred": _pred(rec[pred_col], where)}  # fmt: skip
-        for col in TEXT_KEYS:
-            if col in rec:
-                row[col] = _text(rec[col], col, where)
-        if "round" in rec:
-            row["round"] = _as_int(rec["round"], "round", where, lo=0)
-        rows.append(row)
+        rows.append(row | _run_keys(rec, where))
     out = pd.DataFrame(rows)
     out["pred"] = out["pred"].astype("Int64")
     return out
@@ -181,12 +184,7 @@ def law_outcomes(path: str | Path, bench: Benchmark) -> pd.DataFrame:
         row = {"uid": f"law:{sid}|{group}", "base_uid": f"law:{sid}", "student": sid,
                "group": group, "attribute": LAW_GROUPS[group], "lsat": m["lsat"],
                "gpa": m["gpa"], "p_yes": _p_yes(rec, where)}  # fmt: skip
-        for col in TEXT_KEYS:
-            if col in rec:
-                row[col] = _text(rec[col], col, where)
-        if "round" in rec:
-            row["round"] = _as_int(rec["round"], "round", where, lo=0)
-        rows.append(row)
+        rows.append(row | _run_keys(rec, where))
     out = pd.DataFrame(rows)
     keys = [k for k in OPTIONAL if k in out.columns]
     if out.duplicated(["uid", *keys]).any():

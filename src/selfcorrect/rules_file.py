@@ -8,7 +8,6 @@ answer was stored."""
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from importlib.resources import files
 from pathlib import Path
 from typing import Literal
@@ -16,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from selfcorrect.errors import SelfCorrectError
+from selfcorrect.tomls import read_toml
 
 RULES_LOGIC = "2"  # bump when verdicts.py judges the same rules differently
 
@@ -106,13 +106,7 @@ def default_rules_path() -> Path:
 def load_rules(path: str | Path | None = None) -> tuple[Rules, str]:
     """(rules, hash): the shipped default or a user's file, validated; scope names checked."""
     p = Path(path) if path else default_rules_path()
-    try:
-        raw = p.read_bytes()
-        data = tomllib.loads(raw.decode("utf-8"))
-    except OSError as exc:
-        raise SelfCorrectError(f"cannot read rules {p}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SelfCorrectError(f"rules {p} is not valid TOML: {exc}") from None
+    raw, data = read_toml(p, "rules")
     meta = {k: data.pop(k) for k in list(data) if k in Rules.model_fields}
     try:
         rules = Rules(**meta, hypotheses=data)

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from selfcorrect.backends.base import Conversation, render_plain
+from selfcorrect.backends.base import render_plain
 from selfcorrect.benchmarks.law import LawSchool, _student, load_all
 from selfcorrect.conditions import load_library, protocol
 from selfcorrect.errors import SelfCorrectError
+from tests.conditions.test_library import _conversations_at_reads
 
 SNAP = Path(__file__).parents[1] / "conditions" / "snapshots"
 
@@ -83,18 +84,7 @@ def test_bad_data_is_refused_in_one_line(tmp_path):
 def _renders(name, fields, render):
     lib = load_library()
     steps = protocol(lib.get(name), "law", fields, 0, lib)
-    msgs, prefill, out = [], "", []
-    for s in steps:
-        if s.kind == "ask":
-            msgs.append(("user", s.text))
-        elif s.kind == "prefill":
-            prefill = s.text
-        elif s.kind == "generate":
-            msgs.append(("assistant", prefill + " <reasoning>"))
-            prefill = ""
-        elif s.kind == "read":
-            out.append(render(Conversation(tuple(msgs), prefill)))
-    return "\n=====\n".join(out)
+    return "\n=====\n".join(render(c) for c in _conversations_at_reads(steps))
 
 
 FIELDS = {"race": "Black ", "sex": "female", "lsat": "39.0", "gpa": "3.1"}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import string
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -19,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from selfcorrect.errors import SelfCorrectError, unknown_choice
+from selfcorrect.tomls import read_toml
 
 StepKind = Literal["ask", "prefill", "generate", "critique", "read"]
 
@@ -304,13 +304,7 @@ def default_library_path() -> Path:
 def load_library(path: str | Path | None = None) -> Library:
     """The shipped library, or a user's file in the same format (which replaces it)."""
     p = Path(path) if path else default_library_path()
-    try:
-        raw = p.read_bytes()
-        data = tomllib.loads(raw.decode("utf-8"))
-    except OSError as exc:
-        raise SelfCorrectError(f"cannot read condition library {p}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SelfCorrectError(f"malformed condition library {p}: {exc}") from None
+    raw, data = read_toml(p, "condition library")
     return parse_library(data, str(p), hashlib.sha256(raw).hexdigest()[:16])
 
 
