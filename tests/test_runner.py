@@ -215,8 +215,15 @@ def test_exact_transitions_on_a_fake_with_known_answers(tmp_path):
     out = Store(tmp_path, read_only=True).outcomes()
     base = out[(out.readout == "logprob") & (out["round"] == 0)]
     golds = base["gold"].to_numpy()
-    conf = [top if g == 0 else low for g in golds]  # q_g[g]: (a) is always favoured
-    assert ex.confidence == pytest.approx(sum(conf) / len(conf))
+    keep = [top if g == 0 else low for g in golds]  # q_g[g]: (a) is always favoured
+    assert ex.keep_gold == pytest.approx(sum(keep) / len(keep))
+    # the paper's pooled confidence: the kept share of the mass that was right at round 0
+    p_gold = [top if g == 0 else low for g in golds]  # round 0 favours (a) the same way
+    assert ex.confidence == pytest.approx(sum(p * k for p, k in zip(p_gold, keep, strict=True))
+                                          / sum(p_gold))  # fmt: skip
+    # the identity that makes CL and CS the paper's: after = before x CL + (1 - before) x CS
+    assert ex.accuracy_after == pytest.approx(ex.accuracy_before * ex.confidence
+                                              + (1 - ex.accuracy_before) * ex.critique)
     assert "branch" not in set(res.summary["readout"])  # branches enter no ordinary table
 
 

@@ -3,12 +3,18 @@ from the log-probability readout: round 1 is scored after every possible round-0
 (forced), giving q_j, the round-1 distribution given j; with p0 the round-0 distribution:
 
 - P(j -> k) = p0[j] q_j[k], the exact transition probabilities;
-- confidence = q_g[g]: keeping the gold answer g once given;
-- critique = sum over j != g of p0[j] q_j[g] / sum over j != g of p0[j]: fixing a wrong answer;
-- p(change) = sum over j of p0[j] (1 - q_j[j]); accuracy before = p0[g], after = sum p0[j] q_j[g].
+- confidence CL = sum over items of p0[g] q_g[g] / sum of p0[g]: of the probability mass that
+  was right at round 0, the share kept right (pooled over items, as the paper defines it);
+- critique CS = sum over items and j != g of p0[j] q_j[g] / sum of (1 - p0[g]): of the mass
+  that was wrong, the share moved to the gold answer;
+- p(change) = sum over j of p0[j] (1 - q_j[j]); accuracy before = p0[g], after = sum p0[j] q_j[g],
+  so that accuracy after = accuracy before x CL + (1 - accuracy before) x CS exactly;
+- keep_gold = q_g[g] averaged over items, unweighted: how often a model told the gold answer
+  keeps it, whatever it would have said itself (an extra, not the paper's CL).
 
-Per item the values are averaged over its option orders, then over items, with a cluster
-bootstrap over templates. Benchmarks without a gold answer get p(change) only."""
+Per item the numerators and denominators are averaged over its option orders; the pooled ratios
+and means get a cluster bootstrap over templates (ratios of cluster sums). Benchmarks without a
+gold answer get p(change) only."""
 
 from __future__ import annotations
 
@@ -20,8 +26,12 @@ import pandas as pd
 from selfcorrect.engine import BRANCH
 from selfcorrect.metrics.stats import bootstrap, cluster_sum, clusters_of, ratio
 
-VALUES = ("p_change", "confidence", "critique", "accuracy_before", "accuracy_after",
-          "p_correct_to_wrong", "p_wrong_to_correct")  # fmt: skip
+MEANS = ("p_change", "keep_gold", "accuracy_before", "accuracy_after", "p_correct_to_wrong",
+         "p_wrong_to_correct")  # fmt: skip
+# pooled ratios: name -> (numerator, denominator), both per-item means
+POOLED = {"confidence": ("p_correct_to_correct", "accuracy_before"),
+          "critique": ("p_wrong_to_correct", "p_wrong_before")}  # fmt: skip
+PARTS = (*MEANS, "p_correct_to_correct", "p_wrong_before")
 
 
 def split_branches(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -36,14 +46,13 @@ def _per_variant(p0: np.ndarray, q: np.ndarray, gold: int) -> dict:
     out = {"p_change": float(sum(p0[j] * (1 - q[j, j]) for j in range(k)))}
     if 0 <= gold < k:
         wrong = [j for j in range(k) if j != gold]
-        mass_wrong = p0[wrong].sum()
         out |= {
-            "confidence": float(q[gold, gold]),
-            "critique": float((p0[wrong] * q[wrong, gold]).sum() / mass_wrong)
-            if mass_wrong > 0 else np.nan,
+            "keep_gold": float(q[gold, gold]),
             "accuracy_before": float(p0[gold]),
             "accuracy_after": float((p0 * q[:, gold]).sum()),
+            "p_correct_to_correct": float(p0[gold] * q[gold, gold]),
             "p_correct_to_wrong": float(p0[gold] * (1 - q[gold, gold])),
+            "p_wrong_before": float(p0[wrong].sum()),
             "p_wrong_to_correct": float((p0[wrong] * q[wrong, gold]).sum()),
         }  # fmt: skip
     return out
@@ -83,19 +92,21 @@ def exact_transitions(variants: pd.DataFrame, branches: pd.DataFrame, n_boot: in
 def _aggregate(pv: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
     out = []
     for (model, cond), part in pv.groupby(["model", "condition"], sort=True):
-        keep = [c for c in part.columns if c not in VALUES]
+        keep = [c for c in part.columns if c not in PARTS]
         items = part.groupby("item", sort=False).agg(
             {**{c: "first" for c in keep if c not in ("item",)},
-             **{v: "mean" for v in VALUES if v in part}}).reset_index()  # fmt: skip
+             **{v: "mean" for v in PARTS if v in part}}).reset_index()  # fmt: skip
         codes = clusters_of(items)
         row = {"model": model, "condition": cond, "items": len(items)}
-        for v in VALUES:
-            if v not in items or items[v].isna().all():
+        pairs = {v: (v, None) for v in MEANS} | POOLED  # a mean: a ratio over a count of 1s
+        for name, (num, den) in pairs.items():
+            if any(c not in items for c in (num, den or num)) or items[num].isna().all():
                 continue
-            ok = items[v].notna().to_numpy()
-            values = np.column_stack([np.ones(ok.sum()), items[v].to_numpy(float)[ok]])
-            sums = cluster_sum(codes[ok], values)
+            ok = items[num].notna().to_numpy()
+            above = items[num].to_numpy(float)[ok]
+            below = np.ones(ok.sum()) if den is None else items[den].to_numpy(float)[ok]
+            sums = cluster_sum(codes[ok], np.column_stack([below, above]))
             val, (lo, hi), _ = bootstrap(sums, ratio, n_boot, seed)
-            row |= {v: val, f"{v}_lo": lo, f"{v}_hi": hi}
+            row |= {name: val, f"{name}_lo": lo, f"{name}_hi": hi}
         out.append(row)
     return pd.DataFrame(out)
