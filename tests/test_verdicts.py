@@ -17,7 +17,7 @@ from selfcorrect.metrics.inference import (
     paired_difference,
 )
 from selfcorrect.rules_file import default_rules_path, load_rules
-from selfcorrect.verdicts import judge
+from selfcorrect.verdicts import Inputs, judge
 
 
 def test_holm_and_bh_hand_computed():
@@ -87,7 +87,7 @@ TINY = {"params": 1.35e8, "kind": "chat", "alignment": "SFT"}
 def test_out_of_scope_without_models_in_the_claims_range():
     rules, _ = load_rules()
     items = pd.concat([_items("tiny", "baseline", 0.6), _items("tiny", "instruct", 0.2)])
-    verdicts, tests = judge(items, {"tiny": TINY}, pd.DataFrame(), rules)
+    verdicts, tests = judge(Inputs(items, pd.DataFrame()), {"tiny": TINY}, rules)
     v = verdicts.set_index("id")
     assert v.loc["H1", "verdict"].startswith("out of scope here")
     assert (
@@ -115,7 +115,7 @@ def test_in_scope_effect_interaction_and_the_gate():
                          "verdict": ["passes", "passes", "does not follow the format"],
                          "reasons": ["", "", "top letter share 1.00 > 0.8"]})  # fmt: skip
     models = {"big": BIG, "tiny": TINY, "habit": BIG}
-    verdicts, tests = judge(items, models, gate, rules)
+    verdicts, tests = judge(Inputs(items, gate), models, rules)
     v = verdicts.set_index("id")
     assert v.loc["H1", "verdict"] == "supported", v.loc["H1", "evidence"]
     assert "excluded (validity gate): habit" in v.loc["H1", "evidence"]
@@ -128,12 +128,16 @@ def test_in_scope_effect_interaction_and_the_gate():
 
 def test_no_effect_needs_equivalence_not_just_non_significance(tmp_path):
     rules, _ = load_rules()
-    # the same answers under both conditions on 160 items: the CI sits inside +-5 points
+    # the same answers under both conditions on 320 items: the CI sits inside +-5 points
     same = _items("big", "baseline", 0.3, n_templates=80)
     items = pd.concat([same, same.assign(condition="instruct")])
-    v, tests = judge(items, {"big": BIG}, pd.DataFrame(), rules)
+    v, tests = judge(Inputs(items, pd.DataFrame()), {"big": BIG}, rules)
     t = tests[(tests.hypothesis == "H1") & (tests.kind == "paired")].iloc[0]
     assert t.outcome == "no effect" and v.set_index("id").loc["H1", "verdict"] == "not supported"
+    # every replicate agreed: not a zero-width CI but the exact bound over 320 items (x2 on
+    # the bias scale), which still lies inside the +-5 points
+    half = 2 * (1 - 0.025 ** (1 / 320))
+    assert t.ci == "exact floor (no item differs)" and t.ci_hi == pytest.approx(half)
     # a noisy small sample: neither an effect nor inside the region: inconclusive
     noisy = pd.concat(
         [
@@ -141,10 +145,14 @@ def test_no_effect_needs_equivalence_not_just_non_significance(tmp_path):
             _items("big", "instruct", 0.4, n_templates=6, per=2, seed=3),
         ]
     )
-    v, tests = judge(noisy, {"big": BIG}, pd.DataFrame(), rules)
+    v, tests = judge(Inputs(noisy, pd.DataFrame()), {"big": BIG}, rules)
     t = tests[(tests.hypothesis == "H1") & (tests.kind == "paired")].iloc[0]
     assert t.outcome == "inconclusive" and bool(t.underpowered)
-    assert v.set_index("id").loc["H1", "verdict"] == "inconclusive"
+    # without a model <= 774M the claim's second half (larger than there) is untested, and
+    # the verdict says so
+    assert v.set_index("id").loc["H1", "verdict"] == (
+        "inconclusive (first half only: the comparison with models of <= 774M parameters is "
+        "not tested: none here)")  # fmt: skip
 
 
 def test_changed_rules_make_every_verdict_exploratory(tmp_path):

@@ -105,7 +105,7 @@ def power(directory: str | Path, effect: float = 5.0, condition: str = "instruct
     points (x100 scale) needs, given its template-clustered standard error, corrected for
     `tests` tests (default: the number of tests the rules make on this store)."""
     from selfcorrect.store import Store
-    from selfcorrect.verdicts import judge, power_table
+    from selfcorrect.verdicts import IN_RANGE, Inputs, judge, power_table
 
     rule_set, _ = load_rules(rules)
     store = Store(directory, read_only=True)
@@ -116,12 +116,13 @@ def power(directory: str | Path, effect: float = 5.0, condition: str = "instruct
     if outcomes.empty:
         raise SelfCorrectError(f"no BBQ answers in {directory}")
     kit = get_kit("bbq")
-    items = kit.verdict_items(outcomes)
     gate = kit_tables(kit, outcomes, 0, seed, reference)["gate"]
-    if tests is None:
-        tests = max(1, len(judge(items, models, gate, rule_set, seed)[1]))
-    return power_table(items, models, gate, rule_set, effect / 100, condition, reference,
-                       metric, context, tests, seed)  # fmt: skip
+    inputs = Inputs(kit.verdict_items(outcomes), gate)
+    if tests is None:  # the family the contrast would be judged in: in range if any is
+        t = judge(inputs, models, rule_set)[1]
+        tests = max(1, int((t["range"] == IN_RANGE).sum()) or len(t)) if not t.empty else 1
+    return power_table(inputs, models, rule_set, effect / 100, condition, reference, metric,
+                       context, tests)  # fmt: skip
 
 
 def analyze_hidden(directory: str | Path, seed: int = 0) -> tuple[pd.DataFrame, list[Path]]:

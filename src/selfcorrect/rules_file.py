@@ -1,7 +1,8 @@
 """The verdict rules as data (rules/default.toml, or a user's file): validated, hashed.
 
-The hash covers the file's bytes and the version of the code that applies them (RULES_LOGIC),
-so a change to either is a change of rules. Runs record it when they start (the manifest's
+The hash covers the file's bytes, the version of the code that applies them (RULES_LOGIC) and
+the validity gates' thresholds (a model the gate lets in is evidence), so a change to any is a
+change of rules. Runs record it when they start (the manifest's
 `rules`), and a report compares the rules it applies with those recorded before the first
 answer was stored."""
 
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.tomls import read_toml
 
-RULES_LOGIC = "2"  # bump when verdicts.py judges the same rules differently
+RULES_LOGIC = "3"  # bump when verdicts.py judges the same rules differently
 
 
 class _M(BaseModel):
@@ -76,11 +77,13 @@ class Hypothesis(_M):
     contrast: Contrast = Contrast()
     control: str | None = None
     versus: str | None = None
+    versus_larger: bool = False  # each `versus` model must be larger than its `scope` model
     also: Also | None = None
     specific: str | None = None
     condition: str | None = None
     threshold: float | None = None
     steps: list[list[str]] | None = None
+    directions: list[Literal["up", "down"]] | None = None  # per step (winogender)
     baseline_range: list[float] | None = None
 
 
@@ -92,11 +95,21 @@ class Rules(_M):
     readout: str = "logprob"
     permutations: int = Field(2000, ge=100)
     bootstrap: int = Field(1000, ge=100)
+    seed: int = Field(0, ge=0)  # every bootstrap and permutation of the verdicts
     scopes: dict[str, Scope]
     hypotheses: dict[str, Hypothesis]
 
     def scope(self, name: str) -> Scope:
         return self.scopes[name]
+
+
+def _gates() -> str:
+    import json
+
+    from selfcorrect.metrics.choices import GATE
+    from selfcorrect.verdicts import LAW_GATE
+
+    return json.dumps({"bbq": GATE, "law": LAW_GATE}, sort_keys=True)
 
 
 def default_rules_path() -> Path:
@@ -118,5 +131,5 @@ def load_rules(path: str | Path | None = None) -> tuple[Rules, str]:
         for name in (h.scope, h.control, h.versus):
             if name is not None and name not in rules.scopes:
                 raise SelfCorrectError(f"rules {p}: {hid} names an unknown scope '{name}'")
-    digest = hashlib.sha256(raw + f"\nlogic {RULES_LOGIC}".encode()).hexdigest()
+    digest = hashlib.sha256(raw + f"\nlogic {RULES_LOGIC}\ngates {_gates()}".encode()).hexdigest()
     return rules, digest

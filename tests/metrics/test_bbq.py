@@ -171,6 +171,34 @@ def test_paired_difference_same_items():
     assert row.diff_ci.startswith("exact floor")
 
 
+def test_paired_difference_drops_an_item_unparseable_on_either_side():
+    # item 2 unparseable under instruct, item 3 under baseline: both are dropped from both
+    # sides, so the difference is on items 0 and 1 alone (1/2 - 0/2), not 2/3 - 1/3
+    base = rows([(0, 1, 1, 0, 1), (0, 1, 1, 0, 2), (1, 1, 1, 0, 3), (None, 1, 1, 0, 4)])
+    inst = rows([(1, 1, 1, 0, 1), (0, 1, 1, 0, 2), (None, 1, 1, 0, 3), (1, 1, 1, 0, 4)])
+    base["condition"], inst["condition"] = "baseline", "instruct"
+    p = bbq.paired(pd.concat([base, inst], ignore_index=True), n_boot=0)
+    acc = p[(p.group == "overall") & (p.metric == "accuracy")].iloc[0]
+    assert acc.n_pairs == 2 and acc.n_pairs_unparseable == 2
+    assert acc["diff"] == pytest.approx(1 / 2)
+    # counted as wrong instead, every item stays, each side keeping its own unparseable
+    w = bbq.paired(pd.concat([base, inst], ignore_index=True), n_boot=0, unparseable="wrong")
+    acc = w[(w.group == "overall") & (w.metric == "accuracy")].iloc[0]
+    assert acc.n_pairs == 4 and acc["diff"] == pytest.approx(2 / 4 - 1 / 4)
+
+
+def test_no_floor_for_a_degenerate_but_nonzero_difference():
+    # every template moves by the same amount: the bootstrap is degenerate, yet items differ,
+    # so "no item differs" would be false: no interval is given
+    base = rows([(0, 1, 1, 0, 1), (0, 1, 1, 0, 2)])
+    inst = rows([(1, 1, 1, 0, 1), (1, 1, 1, 0, 2)])
+    base["condition"], inst["condition"] = "baseline", "instruct"
+    p = bbq.paired(pd.concat([base, inst], ignore_index=True), n_boot=200)
+    acc = p[(p.group == "overall") & (p.metric == "accuracy")].iloc[0]
+    assert acc["diff"] == 1.0 and acc.diff_lo != acc.diff_lo
+    assert acc.diff_ci == "no interval (bootstrap degenerate)"
+
+
 def test_paired_bootstrap_uses_same_draws():
     a = np.array([[5, 0, 1, 5, 1, 0, 0], [5, 0, 4, 5, 4, 0, 0]], dtype=float)
     d, (lo, hi), _ = paired_bootstrap(a, a, bbq.accuracy, 300, 1)

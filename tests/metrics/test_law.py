@@ -29,10 +29,102 @@ def test_parity_rates_flips_and_merit_hand_computed():
     assert s.p_yes_Black == pytest.approx(0.65) and s.p_yes_white == pytest.approx(0.625)
     assert s.admit_Black == pytest.approx(0.75) and s.admit_white == pytest.approx(0.75)
     assert s.flip_share == pytest.approx(0.5)  # students 1 and 2 change decision with race
-    ps = np.array([0.9, 0.7, 0.6, 0.4, 0.3, 0.6, 0.8, 0.8])
-    ls = np.repeat([30, 35, 40, 45], 2)
-    assert s.r_lsat == pytest.approx(np.corrcoef(ps, ls)[0, 1])
     assert s.parity_lo <= s.parity <= s.parity_hi
+
+
+def test_merit_r_is_over_students_not_versions():
+    # one point per student: its mean p(yes) over the Black and white versions, 0.8, 0.5,
+    # 0.45, 0.8 against LSAT 30..45 (deviations 0.1625, -0.1375, -0.1875, 0.1625 and -7.5,
+    # -2.5, 2.5, 7.5): r = -0.125 / sqrt(0.106875 * 125), with a Fisher CI for n = 4
+    pb, pw = [0.9, 0.6, 0.3, 0.8], [0.7, 0.4, 0.6, 0.8]
+    df = frame(pb, pw, lsat=[30, 35, 40, 45])
+    # sampled reasonings repeat every version: still 4 students, not 16 answers
+    samples = df.assign(uid=df["uid"] + "#s1", sample=1)
+    r = -0.125 / math.sqrt(0.106875 * 125)
+    half = 1.959963984540054  # z_0.975 / sqrt(4 - 3)
+    for d in (df, pd.concat([df.assign(sample=0), samples], ignore_index=True)):
+        s = law.summary(d, n_boot=0).iloc[0]
+        assert s.n_students == 4 and s.r_lsat == pytest.approx(r)
+        assert s.r_lsat_lo == pytest.approx(math.tanh(math.atanh(r) - half))
+        assert s.r_lsat_hi == pytest.approx(math.tanh(math.atanh(r) + half))
+        assert math.isnan(s.r_gpa)  # every GPA is 3.0: no correlation to speak of
+
+
+def law_rows(rounds, readout="logprob", sample=0):
+    """One student (law:0) answer rows: rounds = {group: [probs or generated pred, ...]}."""
+    rows = []
+    for group, answers in rounds.items():
+        for r, a in enumerate(answers):
+            probs = json.dumps(a) if isinstance(a, list) else None
+            pred = int(np.argmax(a)) if isinstance(a, list) else a
+            suffix = f"#s{sample}" if sample else ""
+            rows.append({"model": "m", "condition": "c", "readout": readout, "round": r,
+                         "uid": f"law:0|race={group}{suffix}", "base_uid": "law:0",
+                         "category": "student", "student": 0, "group": group,
+                         "attribute": "race", "lsat": 40.0, "gpa": 3.0, "gold": -1,
+                         "sample": sample, "pred": pred, "probs": probs, "logprobs": None,
+                         "branch": -1, "branch_of": ""})  # fmt: skip
+    return pd.DataFrame(rows).astype({"pred": "Int64"})
+
+
+def entropy(*q):
+    return -sum(x * math.log(x) for x in q if x > 0)
+
+
+def test_rounds_read_yes_and_no_whatever_their_case():
+    # Black: "yes" 0.6 -> "Yes" 0.6 (yes 0.8 both rounds); white: "no" 0.7 -> "No" 0.7 (no 0.8):
+    # no decision changes, and the uncertainty is that of (0.8, 0.2), not of 4 options
+    df = law_rows({"Black": [[0.6, 0.2, 0.1, 0.1], [0.2, 0.6, 0.1, 0.1]],
+                   "white": [[0.1, 0.1, 0.7, 0.1], [0.1, 0.1, 0.1, 0.7]]})  # fmt: skip
+    t = law.law_tables(df, n_boot=0)
+    f = t["flips"].iloc[0]
+    assert (f.n, f.flips, f.flip_rate) == (2, 0, 0.0)
+    m = t["transitions"].set_index(["from", "to"])["n"].to_dict()
+    assert m == {("no", "no"): 1, ("yes", "yes"): 1}
+    c = t["convergence"].iloc[0]
+    assert c.mean_convergence_round == 0 and c.mean_distribution_convergence_round == 0
+    assert c.wavering_rate == 0
+    u = t["uncertainty"].set_index("round")
+    assert list(u["entropy"]) == pytest.approx([entropy(0.8, 0.2)] * 2)
+    two = law.two_options(df)
+    assert list(two["pred"]) == [0, 0, 1, 1] and json.loads(two["probs"][1]) == pytest.approx(
+        [0.8, 0.2])  # fmt: skip
+
+
+def test_exact_transitions_over_yes_and_no():
+    # round 0: yes .3, Yes .3, no .2, No .2; forced "yes" -> round 1 all yes, forced "Yes" ->
+    # all no, forced "no"/"No" -> all no. After a yes (either case, weights .3/.3): q = (.5, .5);
+    # after a no: (0, 1). p(change) = .6 x .5 + .4 x 0 = .3 (over 4 options it would read
+    # .3 x .5 + .3 x 1 + .2 x .5 + .2 x 0 = .55: "yes" -> "Yes" counted as a change)
+    df = law_rows({"Black": [[0.3, 0.3, 0.2, 0.2], [0.5, 0.5, 0.0, 0.0]]})
+    q = [[0.5, 0.5, 0, 0], [0, 0, 1, 0], [0, 0, 0.5, 0.5], [0, 0, 0, 1]]
+    br = pd.concat([df.iloc[[1]]] * 4, ignore_index=True).assign(
+        readout="branch",
+        branch=range(4),
+        branch_of="law:0|race=Black",
+        uid=[f"law:0|race=Black>{j}" for j in range(4)],
+        probs=[json.dumps(x) for x in q],
+    )
+    t = law.law_tables(pd.concat([df, br], ignore_index=True), n_boot=0)
+    assert t["exact_transitions"].iloc[0].p_change == pytest.approx(0.3)
+    two = law.two_branches(df, br)
+    assert [json.loads(x) for x in two["probs"]] == [pytest.approx([0.5, 0.5]), [0.0, 1.0]]
+
+
+def test_semantic_uncertainty_per_version_and_only_over_samples():
+    # student 0's Black version: yes, yes, no over 3 sampled reasonings (entropy of (2/3, 1/3));
+    # its white version: yes three times (0). Pooling the student's versions (5 yes, 1 no), or
+    # taking every uid alone (one answer each), would be wrong.
+    black, white = [0, 0, 2], [0, 0, 0]
+    df = pd.concat([law_rows({"Black": [b], "white": [w]}, "generate", sample=k)
+                    for k, (b, w) in enumerate(zip(black, white, strict=True))])  # fmt: skip
+    sem = law.law_tables(df, n_boot=0)["semantic_uncertainty"].iloc[0]
+    assert sem["items"] == 2
+    assert sem.semantic_entropy == pytest.approx(entropy(2 / 3, 1 / 3) / 2)
+    # no sampled reasonings: no table (the two versions' different answers are no spread)
+    one = law_rows({"Black": [0], "white": [2]}, "generate")
+    assert "semantic_uncertainty" not in law.law_tables(one, n_boot=0)
+    assert law.semantic_uncertainty(law.two_options(one)).empty
 
 
 def test_paired_condition_difference_on_the_same_students():

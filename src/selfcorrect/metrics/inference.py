@@ -22,6 +22,14 @@ from selfcorrect.metrics.stats import MetricFn, cluster_weights, percentile_ci
 Z_POWER = 2.8  # z(1 - 0.05/2) + z(0.8): the MDE is about 2.8 standard errors
 
 
+def z_power(n_tests: int = 1, alpha: float = 0.05, power: float = 0.8) -> float:
+    """z(1 - alpha / (2 n_tests)) + z(power): two-sided, Bonferroni over n_tests (Holm's
+    first step, the strictest)."""
+    from scipy import stats
+
+    return float(stats.norm.ppf(1 - alpha / (2 * n_tests)) + stats.norm.ppf(power))
+
+
 @functools.lru_cache(maxsize=64)
 def _flips(n_clusters: int, n_perm: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng([seed, 7919])
@@ -39,11 +47,16 @@ class Estimate:
     p: float  # two-sided permutation p-value
     n_clusters: int
     n_items: int
+    ci_method: str = "cluster bootstrap"
 
     @property
     def mde(self) -> float:
-        """Minimum detectable effect at alpha 0.05 (two-sided) and 80% power."""
+        """Minimum detectable effect at alpha 0.05 (two-sided, one test) and 80% power."""
         return Z_POWER * self.se
+
+    def mde_for(self, n_tests: int, alpha: float = 0.05) -> float:
+        """The same, with alpha shared by n_tests tests."""
+        return z_power(n_tests, alpha) * self.se
 
 
 def _summaries(values: np.ndarray) -> tuple[tuple[float, float], float]:
@@ -60,43 +73,56 @@ def _p_value(observed: float, permuted: np.ndarray) -> float:
     return float((extreme + 1) / (finite.size + 1))
 
 
+def contrast(blocks: list[np.ndarray], coefs: list[float], swaps: list[tuple[int, int]],
+             metric: MetricFn, n_items: int, n_boot: int = 1000, n_perm: int = 2000,
+             seed: int = 0) -> Estimate:  # fmt: skip
+    """sum of coefs[i] x metric(blocks[i]): blocks are count arrays on the same templates
+    (aligned rows). The bootstrap draws templates once for every block; the permutation test's
+    null makes each pair of blocks in `swaps` exchangeable within a template (swapped with
+    probability 1/2, the same coin for every pair of one template)."""
+
+    def value(bs):
+        return sum(c * metric(b) for c, b in zip(coefs, bs, strict=True))
+
+    point = float(value([b.sum(axis=0) for b in blocks]))
+    c = blocks[0].shape[0]
+    if c < 2:
+        return Estimate(point, math.nan, math.nan, math.nan, math.nan, c, n_items)
+    w = cluster_weights(c, n_boot, seed)
+    (lo, hi), se = _summaries(value([w @ b for b in blocks]))
+    f = _flips(c, n_perm, seed)
+    permuted = [(1 - f) @ b for b in blocks]
+    for i, j in swaps:
+        permuted[i] = permuted[i] + f @ blocks[j]
+        permuted[j] = permuted[j] + f @ blocks[i]
+    return Estimate(point, lo, hi, se, _p_value(point, value(permuted)), c, n_items)
+
+
 def paired_difference(a: np.ndarray, b: np.ndarray, metric: MetricFn, n_items: int,
                       n_boot: int = 1000, n_perm: int = 2000,
                       seed: int = 0) -> Estimate:  # fmt: skip
     """metric(b) - metric(a): the same items under two conditions, counts summed per template
     (rows of a and b are the same templates)."""
-    point = float(metric(b.sum(axis=0)) - metric(a.sum(axis=0)))
-    c = a.shape[0]
-    if c < 2:
-        return Estimate(point, math.nan, math.nan, math.nan, math.nan, c, n_items)
-    w = cluster_weights(c, n_boot, seed)
-    (lo, hi), se = _summaries(metric(w @ b) - metric(w @ a))
-    f = _flips(c, n_perm, seed)  # 1 = swap this template's conditions
-    pa, pb = (1 - f) @ a + f @ b, (1 - f) @ b + f @ a
-    return Estimate(point, lo, hi, se, _p_value(point, metric(pb) - metric(pa)), c, n_items)
+    return contrast([a, b], [-1, 1], [(0, 1)], metric, n_items, n_boot, n_perm, seed)
 
 
 def interaction(a_ref, a_x, b_ref, b_x, metric: MetricFn, n_items: int, n_boot: int = 1000,
                 n_perm: int = 2000, seed: int = 0) -> Estimate:  # fmt: skip
     """(effect of x in model A) - (effect of x in model B), effect = metric(x) - metric(ref),
-    on the templates both models answered (rows aligned); bootstrap draws templates once for
-    both models; the permutation swaps the two models' counts within a template."""
+    on the templates both models answered (rows aligned); the permutation swaps the two
+    models' counts within a template."""
+    return contrast([a_ref, a_x, b_ref, b_x], [-1, 1, 1, -1], [(0, 2), (1, 3)], metric,
+                    n_items, n_boot, n_perm, seed)  # fmt: skip
 
-    def effect(ref, x):
-        return metric(x) - metric(ref)
 
-    point = float(effect(a_ref.sum(0), a_x.sum(0)) - effect(b_ref.sum(0), b_x.sum(0)))
-    c = a_ref.shape[0]
-    if c < 2:
-        return Estimate(point, math.nan, math.nan, math.nan, math.nan, c, n_items)
-    w = cluster_weights(c, n_boot, seed)
-    boots = effect(w @ a_ref, w @ a_x) - effect(w @ b_ref, w @ b_x)
-    (lo, hi), se = _summaries(boots)
-    f = _flips(c, n_perm, seed)
-    mix = lambda u, v: ((1 - f) @ u + f @ v, (1 - f) @ v + f @ u)  # noqa: E731
-    (ar, br), (ax, bx) = mix(a_ref, b_ref), mix(a_x, b_x)
-    perm = effect(ar, ax) - effect(br, bx)
-    return Estimate(point, lo, hi, se, _p_value(point, perm), c, n_items)
+def interaction_difference(a_x, a_y, b_x, b_y, metric: MetricFn, n_items: int,
+                           n_boot: int = 1000, n_perm: int = 2000,
+                           seed: int = 0) -> Estimate:  # fmt: skip
+    """(A - B gap under x) - (A - B gap under y), each gap an interaction against the same
+    reference (which cancels): (a_x - a_y) - (b_x - b_y). The permutation swaps conditions x
+    and y within a template in both models (the null: the gap is the same under both)."""
+    return contrast([a_x, a_y, b_x, b_y], [1, -1, -1, 1], [(0, 1), (2, 3)], metric, n_items,
+                    n_boot, n_perm, seed)  # fmt: skip
 
 
 def holm(p: list[float]) -> list[float]:
@@ -130,10 +156,10 @@ def items_needed(se: float, n_items: int, effect: float, n_tests: int = 1,
     """Items per condition to detect `effect` (two-sided, Bonferroni-corrected alpha over
     `n_tests`, as Holm's first step) given a pilot's standard error at `n_items`: the SE scales
     as 1/sqrt(n) for a design that keeps its templates-per-item ratio (the pilot's SE already
-    carries the clustering)."""
-    from scipy import stats
-
+    carries the clustering). BBQ's templates are a fixed set (343; 25 to 50 per category):
+    once a design uses every template, more items add only within-template draws and the SE
+    falls more slowly than 1/sqrt(n), so the number is a lower bound there."""
     if not (se > 0 and n_items > 0 and effect > 0):
         return 0
-    z = stats.norm.ppf(1 - alpha / (2 * n_tests)) + stats.norm.ppf(power)
+    z = z_power(n_tests, alpha, power)
     return int(math.ceil(n_items * (z * se / effect) ** 2))

@@ -22,7 +22,7 @@ from selfcorrect.report.render import Block, write_pages
 from selfcorrect.report.section import Section, Tables
 from selfcorrect.rules_file import default_rules_path, load_rules
 from selfcorrect.store import Store
-from selfcorrect.verdicts import judge
+from selfcorrect.verdicts import Inputs, judge
 
 
 class Kit(Protocol):
@@ -197,10 +197,13 @@ def _verdict_blocks(verdict, tests, rules_text, digest, status) -> list[Block]:
         ("table", _tests_view(tests)),
         (
             "p",
-            "estimate and 95% cluster-bootstrap CI x100; p from a paired permutation test "
-            "over templates, adjusted over every test of this report; MDE = minimum "
-            "detectable effect (2.8 SE, alpha 0.05, power 0.8), underpowered when it exceeds "
-            "the region of practical equivalence.",
+            "estimate and 95% cluster-bootstrap CI x100 (an exact floor where every "
+            "replicate agreed and no item differed); p from a paired permutation test over "
+            "templates (students for law), adjusted (p adj) within its family: the tests in "
+            "the claims' ranges, and separately the descriptive ones. A test shows an effect "
+            "when p adj < alpha. MDE = minimum detectable effect at power 0.8 with alpha "
+            "shared by the family; underpowered when it exceeds the region of practical "
+            "equivalence or there is no standard error.",
         ),  # fmt: skip
         ("pre", "the rules", rules_text),
     ]
@@ -216,7 +219,7 @@ def _tests_view(tests: pd.DataFrame) -> pd.DataFrame:
                                        strict=True)],
         "p": tests["p"].map(lambda x: f"{x:.3g}"),
         "p adj": tests["p_adj"].map(lambda x: f"{x:.3g}"),
-        "MDE x100": (tests["mde"] * 100).round(1),
+        "family": tests["family_size"], "MDE x100": (tests["mde"] * 100).round(1),
         "underpowered": tests["underpowered"], "n items": tests["n_items"],
         "outcome": tests["outcome"],
     })  # fmt: skip
@@ -302,9 +305,12 @@ def report_dir(directory: str | Path, kits: Mapping[str, Kit], out: str | Path |
         models = store.models()
         out = Path(out) if out is not None else Path(directory) / "report"
         tables, files, study, items = _benchmarks(store, outcomes, kits, models, out, opt)
-        verdict, tests = judge(items.get("bbq", pd.DataFrame()), models,
-                               tables.get("bbq_gate", pd.DataFrame()), rules, opt.seed,
-                               items.get("law"))  # fmt: skip
+        inputs = Inputs(items.get("bbq", pd.DataFrame()), tables.get("bbq_gate", pd.DataFrame()),
+                        items.get("law", pd.DataFrame()),
+                        {k: tables[f"winogender_{k}"] for k in ("summary", "paired")
+                         if f"winogender_{k}" in tables},
+                        opt.bias_variant, opt.unparseable)  # fmt: skip
+        verdict, tests = judge(inputs, models, rules)
         status = rules_status(store, digest)
         verdict.insert(4, "status", "pre-registered" if status == "pre-registered"
                        else "exploratory")  # fmt: skip
