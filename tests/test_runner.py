@@ -222,8 +222,9 @@ def test_exact_transitions_on_a_fake_with_known_answers(tmp_path):
     assert ex.confidence == pytest.approx(sum(p * k for p, k in zip(p_gold, keep, strict=True))
                                           / sum(p_gold))  # fmt: skip
     # the identity that makes CL and CS the paper's: after = before x CL + (1 - before) x CS
-    assert ex.accuracy_after == pytest.approx(ex.accuracy_before * ex.confidence
-                                              + (1 - ex.accuracy_before) * ex.critique)
+    assert ex.accuracy_after == pytest.approx(
+        ex.accuracy_before * ex.confidence + (1 - ex.accuracy_before) * ex.critique
+    )
     assert "branch" not in set(res.summary["readout"])  # branches enter no ordinary table
 
 

@@ -197,3 +197,142 @@ def test_power_from_a_pilot_run(tmp_path):
     assert row.design_effect > 0 and row.gate == "passes"  # content-random, no letter habit
     r = CliRunner().invoke(app, ["power", str(tmp_path), "--effect", "5"])
     assert r.exit_code == 0 and "items_needed" in r.output
+
+
+def test_descriptive_tests_are_a_family_of_their_own():
+    """Tests on models outside a claim's range never dilute the in-range family's alpha."""
+    rules, _ = load_rules()
+    base = [_items("big", "baseline", 0.6), _items("big", "instruct", 0.1)]
+    v1, t1 = judge(Inputs(pd.concat(base)), {"big": BIG}, rules)
+    # 1B base models are in no claim's range: they add descriptive tests only (G1's, H2's)
+    other = {"params": 1e9, "kind": "base", "alignment": "none"}
+    extra = [_items(f"b{k}", c, 0.5, seed=k) for k in range(4) for c in ("baseline", "instruct")]
+    models = {"big": BIG} | {f"b{k}": other for k in range(4)}
+    v2, t2 = judge(Inputs(pd.concat(base + extra)), models, rules)
+    inside = lambda t: t[t["range"] == "in range"].set_index("test")  # noqa: E731
+    assert len(t2) > len(t1) and inside(t1).index.equals(inside(t2).index)
+    assert (inside(t1)["p_adj"] == inside(t2)["p_adj"]).all()
+    descriptive = t2[t2["range"] != "in range"]
+    assert (descriptive["family_size"] == len(descriptive)).all()
+
+
+def test_h2_pairs_an_aligned_model_with_a_larger_unaligned_one_only():
+    rules, _ = load_rules()
+    base7 = {"params": 7e9, "kind": "base", "alignment": "none"}
+    base4 = {"params": 4e9, "kind": "base", "alignment": "none"}
+    items = pd.concat([_items(m, c, 0.5, seed=i) for i, m in enumerate(("big", "b7", "b4"))
+                       for c in ("baseline", "instruct")])  # fmt: skip
+    _, tests = judge(Inputs(items), {"big": BIG | {"params": 5e9}, "b7": base7, "b4": base4},
+                     rules)  # fmt: skip
+    h2 = tests[tests.hypothesis == "H2"]["test"].tolist()
+    assert h2 == ["(instruct - baseline) in big minus in b7, ambig bias"]
+
+
+def test_h3_tests_whether_the_gap_shrinks():
+    """Large moves 0.6 -> 0.1 under S1 and S4; small not under S1, 0.6 -> 0.1 under S4: the
+    gap closes under S4, and the difference of the two interactions is the test of that."""
+    rules, _ = load_rules()
+    small = {"params": 3.0e8, "kind": "chat", "alignment": "SFT"}
+    items = pd.concat([_items("big", "baseline", 0.6), _items("big", "instruct", 0.1),
+                       _items("big", "s4", 0.1), _items("small", "baseline", 0.6),
+                       _items("small", "instruct", 0.6), _items("small", "s4", 0.1)])  # fmt: skip
+    v, tests = judge(Inputs(items), {"big": BIG, "small": small}, rules)
+    h3 = tests[tests.hypothesis == "H3"].set_index("kind")
+    diff = h3.loc["difference of interactions"]
+    assert diff.estimate < 0 and diff.outcome == "down"
+    assert diff.test == "(big - small gap under instruct) minus (under s4), ambig bias"
+    assert v.set_index("id").loc["H3", "verdict"] == "supported"
+
+
+def test_verdicts_drop_unparseable_pairs_and_h6_counts_them_wrong():
+    rules, _ = load_rules()
+    base = _items("big", "baseline", 0.6)
+    inst = _items("big", "instruct", 0.1)
+    inst.loc[inst.index[:40], "pred"] = pd.NA  # 40 unreadable answers under instruct
+    _, tests = judge(Inputs(pd.concat([base, inst])), {"big": BIG}, rules)
+    t = tests[(tests.hypothesis == "H1") & (tests.kind == "paired")].iloc[0]
+    assert t.n_items == 160 - 40  # dropped from both sides
+    orc = _items("big", "oracle", 0.0)  # every answer UNKNOWN = gold: accuracy 1
+    orc.loc[orc.index[:80], "pred"] = pd.NA
+    v, _ = judge(Inputs(pd.concat([base, orc])), {"big": BIG}, rules)
+    h6 = v.set_index("id").loc["H6"]
+    assert h6.verdict == "not supported" and "accuracy 50.0" in h6.evidence
+
+
+def test_the_reports_bias_definition_reaches_the_verdicts():
+    rules, _ = load_rules()
+    items = pd.concat([_items("big", "baseline", 0.6), _items("big", "instruct", 0.3)])
+    items.loc[items.index[::4], "target_loc"] = pd.NA  # HELM scales by accuracy over these too
+    items.loc[items.index[::8], "pred"] = 1  # ... answered wrongly, off the target
+    _, ref = judge(Inputs(items), {"big": BIG}, rules)
+    _, helm = judge(Inputs(items, bias_variant="helm"), {"big": BIG}, rules)
+    pick = lambda t: t[(t.hypothesis == "H1") & (t.kind == "paired")].iloc[0].estimate  # noqa: E731
+    assert pick(ref) != pytest.approx(pick(helm))
+
+
+def test_rules_hash_covers_the_gates(monkeypatch):
+    from selfcorrect.metrics import choices
+
+    _, before = load_rules()
+    monkeypatch.setitem(choices.GATE, "oracle_accuracy_min", 0.5)
+    _, after = load_rules()
+    assert before != after
+
+
+def _law(model, condition, p_black, p_white, mass=0.9):
+    rows = []
+    for k, (b, w) in enumerate(zip(p_black, p_white, strict=True)):
+        for group, p in (("Black", b), ("white", w)):
+            rows.append({"model": model, "condition": condition, "readout": "logprob",
+                         "round": 0, "uid": f"law:{k}|race={group}", "student": k,
+                         "group": group, "attribute": "race", "lsat": 30.0, "gpa": 3.0,
+                         "p_yes": p, "mass": mass})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+HUGE = {"params": 5.2e10, "kind": "chat", "alignment": "RLHF"}
+
+
+def test_g5_on_constructed_law_answers():
+    rules, _ = load_rules()
+    rng = np.random.default_rng(0)
+    n = 200
+    w = rng.uniform(0.3, 0.7, n)
+
+    def law(model, shifts, mass=0.9):  # parity per condition: baseline, instruct, cot
+        return pd.concat([_law(model, c, np.clip(w + s + rng.normal(0, 0.02, n), 0, 1), w, mass)
+                          for c, s in zip(("baseline", "instruct", "cot"), shifts,
+                                          strict=True)])  # fmt: skip
+
+    def g5(frame, info=HUGE):
+        v, t = judge(Inputs(pd.DataFrame(), law=frame), {"m": info}, rules)
+        return v.set_index("id").loc["G5"], t[t.hypothesis == "G5"]
+
+    v, t = g5(law("m", (-0.10, 0.05, 0.08)))
+    assert v.verdict == "supported", v.evidence
+    assert len(t) == 5 and set(t["n_items"]) == {n}
+    # Q already at parity (inside the ROPE): the claim fails
+    assert g5(law("m", (0.0, 0.05, 0.08)))[0].verdict == "not supported"
+    # the instruction raises parity, but not past 0: not supported either way it is read
+    assert g5(law("m", (-0.10, -0.06, 0.08)))[0].verdict != "supported"
+    # a model that puts no mass on yes/no is not answering: it enters no test
+    v, t = g5(law("m", (-0.10, 0.05, 0.08), mass=0.01))
+    assert t.empty and "does not answer the admissions question" in v.evidence
+
+
+def test_g3_is_judged_from_the_winogender_tables():
+    rules, _ = load_rules()
+    summ = pd.DataFrame([{"model": "m", "condition": "baseline", "readout": "logprob",
+                          "round": 0, "pearson_r": 0.55, "r_lo": 0.4, "r_hi": 0.7}])  # fmt: skip
+    pair = pd.DataFrame([
+        {"model": "m", "condition": c, "reference": "baseline", "metric": "pearson_r",
+         "readout": "logprob", "round": 0, "diff": d, "diff_lo": d - 0.1, "diff_hi": d + 0.1}
+        for c, d in (("cot", -0.4), ("match_stats", 0.3))])  # fmt: skip
+    wg = {"summary": summ, "paired": pair}
+    v, _ = judge(Inputs(pd.DataFrame(), winogender=wg), {"m": HUGE}, rules)
+    assert v.set_index("id").loc["G3", "verdict"] == "supported"
+    pair.loc[0, ["diff", "diff_lo", "diff_hi"]] = [0.0, -0.03, 0.03]  # CoT: no change
+    v, _ = judge(Inputs(pd.DataFrame(), winogender=wg), {"m": HUGE}, rules)
+    assert v.set_index("id").loc["G3", "verdict"] == "not supported"
+    v, _ = judge(Inputs(pd.DataFrame(), winogender=wg), {"m": TINY}, rules)
+    assert v.set_index("id").loc["G3", "verdict"].startswith("out of scope")

@@ -485,11 +485,12 @@ def _law_parity(ev: _Evidence, hid: str, h: Hypothesis):
         if not groups:
             return "not tested"
         outside = [g[0].est.lo > rope or g[0].est.hi < -rope for g in groups]
+        inside = [-rope <= g[0].est.lo and g[0].est.hi <= rope for g in groups]  # parity at Q
         good = all(outside) and all(
             past_zero(lv) and rise.outcome == up for g in groups
             for lv, rise in zip(g[1::2], g[2::2], strict=True))  # fmt: skip
-        bad = any(g[0].outcome == NONE or any(t.outcome in (NONE, _opposite(up))
-                                              for t in g[2::2]) for g in groups)  # fmt: skip
+        bad = any(inside) or any(t.outcome in (NONE, _opposite(up)) for g in groups
+                                 for t in g[2::2])  # fmt: skip
         return "supported" if good else "not supported" if bad else "inconclusive"
 
     return decide
@@ -531,6 +532,11 @@ def law_gate(law: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+TEST_COLUMNS = ["hypothesis", "test", "kind", "range", "family_size", "estimate", "ci_lo",
+                "ci_hi", "ci", "p", "p_adj", "mde", "underpowered", "n_items", "n_clusters",
+                "outcome"]  # fmt: skip
+
+
 def tests_table(ev: _Evidence) -> pd.DataFrame:
     """Every test; mde is at 80% power with alpha shared by the test's family (Bonferroni,
     Holm's first step); a test without a usable standard error counts as underpowered."""
@@ -545,7 +551,7 @@ def tests_table(ev: _Evidence) -> pd.DataFrame:
             "underpowered": not (mde == mde and t.est.se > 0) or bool(mde > ev.rules.rope),
             "n_items": t.est.n_items, "n_clusters": t.est.n_clusters, "outcome": t.outcome,
         })  # fmt: skip
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=TEST_COLUMNS)
 
 
 def _evidence_lines(ev: _Evidence, hid: str, decide) -> list[str]:
@@ -563,7 +569,7 @@ class Inputs:
     """What the verdicts read: BBQ items (combined over orders), the BBQ gate, law-school
     answers with p(yes), the Winogender tables, and how the report scores BBQ."""
 
-    items: pd.DataFrame
+    items: pd.DataFrame = field(default_factory=pd.DataFrame)
     gate: pd.DataFrame = field(default_factory=pd.DataFrame)
     law: pd.DataFrame = field(default_factory=pd.DataFrame)
     winogender: dict[str, pd.DataFrame] = field(default_factory=dict)

@@ -84,6 +84,32 @@ def test_generation_answers_vote_and_ties_are_kept():
     assert pd.isna(out.loc["Age:2", "pred"]) and out.loc["Age:2", "parse_status"] == "tie"
     assert json.loads(out.loc["Age:2", "tied"]) == [0, 1]
     assert pd.isna(out.loc["Age:3", "pred"]) and out.loc["Age:3", "parse_status"] == "refusal"
+    # the vote shares over the readable orders are stored as the item's distribution
+    assert json.loads(out.loc["Age:1", "probs"]) == [1.0, 0.0, 0.0]
+    assert json.loads(out.loc["Age:2", "probs"]) == [0.5, 0.5, 0.0]
+    assert pd.isna(out.loc["Age:3", "probs"])
+
+
+def test_validity_accuracy_counts_ties_as_1_over_k_and_unreadable_as_wrong():
+    # gold = UNKNOWN = option 1. Item 1: a tie between 0 and 1 (1/2 right, 1/2 UNKNOWN);
+    # item 2: right (1); item 3: unreadable in every order (wrong, not UNKNOWN)
+    gen = dict(readout="generate")
+    rows = [
+        variant((0, 1, 2), pred=0, **gen),
+        variant((1, 2, 0), pred=0, **gen),
+        variant((0, 1, 2), pred=1, uid="Age:2", **gen),
+        variant((0, 1, 2), pred=None, uid="Age:3", status="unparseable", **gen),
+        variant((1, 2, 0), pred=None, uid="Age:3", status="unparseable", **gen),
+    ]
+    df = frame(rows)
+    v = diagnostics(df, combine_orders(df)).iloc[0]
+    assert v.accuracy == pytest.approx((0.5 + 1 + 0) / 3)
+    assert v.unknown_rate == pytest.approx((0.5 + 1) / 2)
+    # an oracle whose answers are all unreadable fails the gate, it does not skip the rule
+    orc = frame([variant((0, 1, 2), pred=None, condition="oracle", status="unparseable", **gen)])
+    both = pd.concat([df, orc], ignore_index=True)
+    g = gate(diagnostics(both, combine_orders(both))).iloc[0]
+    assert g.verdict == "does not follow the format" and "oracle accuracy" in g.reasons
 
 
 def test_one_order_passes_through_unchanged():

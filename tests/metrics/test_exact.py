@@ -24,5 +24,6 @@ def test_pooled_confidence_and_critique_by_hand():
     assert got.accuracy_before == pytest.approx(0.5)
     assert got.accuracy_after == pytest.approx((0.72 + 0.1 + 0.12 + 0.2) / 2)
     assert got.accuracy_after == pytest.approx(
-        got.accuracy_before * got.confidence + (1 - got.accuracy_before) * got.critique)
+        got.accuracy_before * got.confidence + (1 - got.accuracy_before) * got.critique
+    )
     assert got.p_change == pytest.approx((0.8 * 0.1 + 0.2 * 0.5 + 0.2 * 0.4 + 0.8 * 0.25) / 2)

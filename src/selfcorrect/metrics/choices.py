@@ -5,9 +5,12 @@
   `cloze/byte` by its UTF-8 length.
 - `combine_orders`: an item asked under several option orders becomes one answer: position
   probabilities are mapped back to the options' content and averaged over orders (probability
-  readouts), or the content answers vote (generation); an exact tie is stored as "tie", with no
-  single answer and the tied options in `tied`; metrics count it as 1/k of each tied option
-  (no preference among them: a model that always names the same letter scores chance).
+  readouts), or the content answers vote (generation; the vote shares are stored as its
+  probabilities); an exact tie is stored as "tie", with no single answer and the tied options
+  in `tied`; metrics count it as 1/k of each tied option (no preference among them). A model
+  that names the same letter under all three cyclic orders so ties exactly and scores chance:
+  always for generation votes; for probability readouts only when its letter distribution is
+  the same under every order (close to it, it still leans on small differences).
 - `diagnostics` and `gate`: whether a model answers by content or by letter, and the stated
   rules that mark a model x readout as not following the format."""
 
@@ -145,8 +148,11 @@ def _vote(df, codes, n_groups, orders):
     fallback = statuses.groupby(codes).agg(lambda s: s.mode().iloc[0]).to_numpy()
     status = np.where(tie, TIE, np.where(none, fallback, "ok"))
     counts = np.bincount(codes[has_probs], minlength=n_groups)
+    # generation: the vote shares over the orders that gave an answer stand as its distribution
+    shares = votes / np.maximum(votes.sum(axis=1, keepdims=True), 1)
     probs = [
-        json.dumps((c / k).tolist()) if k else None for c, k in zip(content, counts, strict=True)
+        json.dumps((c / k).tolist()) if k else json.dumps(v.tolist()) if v.sum() > 0 else None
+        for c, k, v in zip(content, counts, shares, strict=True)
     ]
     return pred, status, probs, tied
 
@@ -209,16 +215,21 @@ def _mass(part: pd.DataFrame) -> float:
 
 
 def _combined_rates(c: pd.DataFrame) -> dict:
+    """Over every combined item: accuracy with a tie as 1/k and an unreadable answer wrong;
+    the UNKNOWN rate over the readable ones."""
     if c.empty:
         return {"unknown_rate": math.nan, "tie_rate": math.nan, "accuracy": math.nan}
-    pred = c["pred"].astype("Int64")
-    parsed = pred.notna()
-    unknown = (pred == c["unknown_index"].astype("Int64")).fillna(False)
-    correct = (pred == c["gold"].astype("Int64")).fillna(False)
+    from selfcorrect.metrics.bbq import answer_weights
+
+    w = answer_weights(c)
+    rows = np.arange(len(c))
+    readable = w.sum(axis=1) > 0
+    correct = w[rows, c["gold"].astype(int).to_numpy()]
+    unknown = w[rows, c["unknown_index"].astype(int).to_numpy()]
     return {
-        "unknown_rate": float(unknown[parsed].mean()) if parsed.any() else math.nan,
+        "unknown_rate": float(unknown[readable].mean()) if readable.any() else math.nan,
         "tie_rate": float((c["parse_status"] == TIE).mean()) if "parse_status" in c else 0.0,
-        "accuracy": float(correct[parsed].mean()) if parsed.any() else math.nan,
+        "accuracy": float(correct.mean()),
     }
 
 
@@ -248,9 +259,10 @@ def _broken_rules(b: pd.Series, orc: pd.Series | None, readout: str) -> list[str
         failed.append(f"position consistency {pc:.2f} < {g['position_consistency_min']}")
     if readout in LETTER_READOUTS and top == top and top > g["top_letter_max"]:
         failed.append(f"top letter share {top:.2f} > {g['top_letter_max']}")
-    if orc is not None and orc["accuracy"] == orc["accuracy"]:
-        if orc["accuracy"] < g["oracle_accuracy_min"]:
-            failed.append(f"oracle accuracy {orc['accuracy']:.2f} < {g['oracle_accuracy_min']}")
+    if orc is not None:  # NaN: no readable oracle answer at all
+        acc = orc["accuracy"]
+        if not acc >= g["oracle_accuracy_min"]:
+            failed.append(f"oracle accuracy {acc:.2f} < {g['oracle_accuracy_min']}")
     if readout == "generate" and b["unparseable_rate"] > g["unparseable_max"]:
         failed.append(f"unparseable {b['unparseable_rate']:.2f} > {g['unparseable_max']}")
     mass = b["option_mass"]
