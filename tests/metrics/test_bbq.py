@@ -158,6 +158,10 @@ def test_paired_difference_same_items():
     assert acc.n_pairs == 4
     assert acc["diff"] == pytest.approx(3 / 4 - 1 / 4)
     assert acc.diff_lo <= acc["diff"] <= acc.diff_hi
+    # 2 of 4 templates change, both the same way: the swaps reaching |0.5| are those that
+    # swap both or neither of them, half of all
+    assert acc.p == pytest.approx(0.5, abs=0.06)
+    assert (p["p_holm"] >= p["p"]).all() and p["p_holm"].notna().any()
     # identical conditions: a zero difference, but not a zero-width CI: with 4 items that all
     # agree, up to 1 - 0.025 ** (1 / 4) = 60% of items could still differ (x2 on bias' scale)
     same = bbq.paired(pd.concat([base, base.assign(condition="x")]), n_boot=200)

@@ -132,6 +132,9 @@ def test_paired_condition_difference_on_the_same_students():
     inst = frame([0.8, 0.7, 0.6], [0.5, 0.5, 0.5], condition="instruct")
     p = law.paired(pd.concat([base, inst]), n_boot=200).iloc[0]
     assert p["diff"] == pytest.approx((0.3 + 0.2 + 0.1) / 3) and p.n_students == 3
+    # sign flips of 3 positive differences: only all-plus and all-minus reach the observed
+    # mean, 2 of 8 assignments
+    assert p.p == pytest.approx(2 / 8, abs=0.05) and p.p_holm == p.p  # one row
     # identical answers: parity 0 with an honest, not a zero-width, interval
     s = law.summary(base, n_boot=200).iloc[0]
     u = 1 - 0.025 ** (1 / 3)

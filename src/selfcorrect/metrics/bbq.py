@@ -21,6 +21,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from selfcorrect.metrics.inference import permutation_p, with_holm
 from selfcorrect.metrics.runs import RUN_KEYS, with_run_keys
 from selfcorrect.metrics.stats import (
     bootstrap,
@@ -330,10 +331,12 @@ def _paired_rows(a_df, ca, cb, fns, n_boot, seed, head) -> list[dict]:
                 method = "paired cluster bootstrap"
                 if degenerate(ci):
                     ci, method = paired_floor(cla, clb, d, metric, ctx)
+                p = permutation_p([cla, clb], [-1, 1], [(0, 1)], fn, 2 * n_boot, seed)
                 rows.append({**head, "group": gname, "context": ctx, "metric": metric,
                              "n_pairs": int(round(cla[:, N].sum())),
                              "n_pairs_unparseable": lost, "diff": d, "diff_lo": ci[0],
-                             "diff_hi": ci[1], "diff_ci": method, "nan_draws": nan})  # fmt: skip
+                             "diff_hi": ci[1], "diff_ci": method, "nan_draws": nan,
+                             "p": p})  # fmt: skip
     return rows
 
 
@@ -346,7 +349,9 @@ def paired(
     unparseable: str = "drop",
 ) -> pd.DataFrame:
     """condition - reference on the items both answered (same model, readout, round), with a
-    paired cluster bootstrap: the same template draws for both conditions."""
+    paired cluster bootstrap (the same template draws for both conditions), a permutation p
+    over templates (2 x n_boot permutations; none without a bootstrap) and p_holm, Holm-adjusted
+    over every row of the table (descriptive: the verdicts make their own tests)."""
     fns = bias_fns(bias_variant)
     _check(df)
     df = with_run_keys(df)
@@ -366,7 +371,7 @@ def paired(
             head = {"model": model, "readout": readout, "round": rnd, "condition": cond,
                     "reference": reference}  # fmt: skip
             rows += _paired_rows(a_df, ca, cb, fns, n_boot, seed, head)
-    return pd.DataFrame(rows)
+    return with_holm(pd.DataFrame(rows))
 
 
 def answers_by_item(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -90,12 +90,26 @@ def contrast(blocks: list[np.ndarray], coefs: list[float], swaps: list[tuple[int
         return Estimate(point, math.nan, math.nan, math.nan, math.nan, c, n_items)
     w = cluster_weights(c, n_boot, seed)
     (lo, hi), se = _summaries(value([w @ b for b in blocks]))
+    p = permutation_p(blocks, coefs, swaps, metric, n_perm, seed)
+    return Estimate(point, lo, hi, se, p, c, n_items)
+
+
+def permutation_p(blocks: list[np.ndarray], coefs: list[float], swaps: list[tuple[int, int]],
+                  metric: MetricFn, n_perm: int = 2000, seed: int = 0) -> float:  # fmt: skip
+    """The two-sided permutation p-value of `contrast` alone (see there)."""
+    c = blocks[0].shape[0]
+    if c < 2 or n_perm <= 0:
+        return math.nan
+
+    def value(bs):
+        return sum(k * metric(b) for k, b in zip(coefs, bs, strict=True))
+
     f = _flips(c, n_perm, seed)
     permuted = [(1 - f) @ b for b in blocks]
     for i, j in swaps:
         permuted[i] = permuted[i] + f @ blocks[j]
         permuted[j] = permuted[j] + f @ blocks[i]
-    return Estimate(point, lo, hi, se, _p_value(point, value(permuted)), c, n_items)
+    return _p_value(float(value([b.sum(axis=0) for b in blocks])), value(permuted))
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray, metric: MetricFn, n_items: int,
@@ -149,6 +163,13 @@ def benjamini_hochberg(p: list[float]) -> list[float]:
 
 
 ADJUST = {"holm": holm, "bh": benjamini_hochberg}
+
+
+def with_holm(table):
+    """A table with a `p` column gets `p_holm`: Holm over all its rows."""
+    if table.empty or "p" not in table:
+        return table
+    return table.assign(p_holm=holm(table["p"].astype(float).tolist()))
 
 
 def items_needed(se: float, n_items: int, effect: float, n_tests: int = 1,

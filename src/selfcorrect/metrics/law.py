@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from selfcorrect.benchmarks.law import NO, YES
+from selfcorrect.metrics.inference import permutation_p, with_holm
 from selfcorrect.metrics.runs import RUN_KEYS, with_run_keys
 from selfcorrect.metrics.stats import (
     cluster_weights,
@@ -174,8 +175,18 @@ def paired(df: pd.DataFrame, reference: str = "baseline", n_boot: int = 1000,
                              "condition": cond, "reference": reference,
                              "attribute": attribute, "metric": "parity",
                              "n_students": len(shared), "diff": d, "diff_lo": lo,
-                             "diff_hi": hi})  # fmt: skip
-    return pd.DataFrame(rows)
+                             "diff_hi": hi,
+                             "p": _sign_flip_p(delta, 2 * n_boot, seed)})  # fmt: skip
+    return with_holm(pd.DataFrame(rows))
+
+
+def _sign_flip_p(delta: np.ndarray, n_perm: int, seed: int) -> float:
+    """Permutation p of a mean of per-student differences: conditions swapped within a
+    student (each difference's sign flipped with probability 1/2)."""
+    ones = np.ones((len(delta), 1))
+    return permutation_p([np.hstack([np.zeros_like(ones), ones]),
+                          np.hstack([delta[:, None], ones])], [-1, 1], [(0, 1)],
+                         lambda c: c[..., 0] / c[..., 1], n_perm, seed)  # fmt: skip
 
 
 def decision_states(df: pd.DataFrame) -> dict[str, pd.Series]:

@@ -42,9 +42,12 @@ def paired_table(paired: pd.DataFrame, group: str = "overall") -> pd.DataFrame:
         fmt_ci(d, lo, hi, 100)
         for d, lo, hi in zip(p["diff"], p["diff_lo"], p["diff_hi"], strict=True)
     ]
+    for col in ("p", "p_holm"):
+        if col in p:
+            p[col] = p[col].map(lambda x: f"{x:.3g}")
     cols = ["model", "readout", "round", "condition", "reference", "context", "metric",
-            "n_pairs", "diff (x100)"]  # fmt: skip
-    return p[cols]
+            "n_pairs", "diff (x100)", "p", "p_holm"]  # fmt: skip
+    return p[[c for c in cols if c in p]]
 
 
 def category_table(summary: pd.DataFrame, context: str) -> pd.DataFrame:
@@ -150,6 +153,11 @@ def blocks(tables: Tables) -> list[Block]:
         out += [
             ("h2", "Paired differences vs the reference condition (same items), overall"),
             ("table", paired_table(tables["paired"])),
+            (
+                "p",
+                "p: permutation test over templates; p_holm: Holm-adjusted over every row of "
+                "paired.csv (all groups). Descriptive: the verdicts make their own tests.",
+            ),
         ]
     for ctx in ("ambig", "disambig"):
         if not summary.empty:
