@@ -107,7 +107,7 @@ def _gates() -> str:
     import json
 
     from selfcorrect.metrics.choices import GATE
-    from selfcorrect.verdicts import LAW_GATE
+    from selfcorrect.metrics.law import LAW_GATE
 
     return json.dumps({"bbq": GATE, "law": LAW_GATE}, sort_keys=True)
 

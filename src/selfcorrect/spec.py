@@ -224,6 +224,11 @@ class RunSpec(BaseModel):
             raise SelfCorrectError(
                 "--exact-transitions branches round 1: add --rounds R >= 1 and the logprob readout"
             )
+        if self.exact_transitions and self.cot_temperature:
+            raise SelfCorrectError(
+                "--exact-transitions continues the round-0 conversation, which must be the same "
+                "text in every branch: drop --cot-temperature (greedy reasoning)"
+            )
         if self.critic and self.rounds == 0:
             raise SelfCorrectError(
                 "--critic writes the feedback of each round: add --rounds R >= 1"

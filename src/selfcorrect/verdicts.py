@@ -38,6 +38,7 @@ from selfcorrect.metrics.inference import (
     interaction_difference,
     paired_difference,
 )
+from selfcorrect.metrics.law import LAW_GATE
 from selfcorrect.metrics.stats import bootstrap, degenerate
 from selfcorrect.rules_file import Hypothesis, Rules
 
@@ -46,9 +47,6 @@ INPUTS = {"bbq": ("summary", "paired", "gate"), "winogender": ("summary", "paire
 UP, DOWN, NONE, UNCLEAR = "up", "down", "no effect", "inconclusive"
 CONTEXT_NAMES = {"ambig": "ambiguous", "disambig": "disambiguated"}
 IN_RANGE, DESCRIPTIVE = "in range", "descriptive (outside the claim's range)"
-# The law-school gate: a model that puts little mass on yes/no, or whose answers are mostly
-# unreadable, is not answering the admissions question (fixed with the BBQ gate).
-LAW_GATE = {"option_mass_min": 0.1, "unparseable_max": 0.5}
 
 
 def _opposite(direction: str) -> str:

@@ -16,11 +16,10 @@ Edge cases: no non-UNKNOWN answers -> s_DIS is NaN; s_AMB is 0 when every such a
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 
+from selfcorrect.metrics.choices import answer_weights
 from selfcorrect.metrics.inference import permutation_p, with_holm
 from selfcorrect.metrics.runs import RUN_KEYS, with_run_keys
 from selfcorrect.metrics.stats import (
@@ -45,21 +44,6 @@ REQUIRED = (
     "pred",
     "uid",
 )
-
-
-def answer_weights(df: pd.DataFrame) -> np.ndarray:
-    """(rows, 3): 1 on the chosen option; 1/k on each of k options tied over orders (no
-    preference among them); 0 everywhere for an answer that could not be read."""
-    pred = df["pred"].astype("Int64")
-    w = np.zeros((len(df), 3))
-    parsed = pred.notna().to_numpy()
-    w[np.flatnonzero(parsed), pred[parsed].to_numpy(dtype=int)] = 1.0
-    if "tied" in df:
-        for i, t in enumerate(df["tied"]):
-            if isinstance(t, str) and not parsed[i]:
-                opts = json.loads(t)
-                w[i, opts] = 1.0 / len(opts)
-    return w
 
 
 def row_counts(df: pd.DataFrame) -> np.ndarray:

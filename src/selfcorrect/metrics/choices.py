@@ -37,6 +37,21 @@ GATE = {
 }
 
 
+def answer_weights(df: pd.DataFrame) -> np.ndarray:
+    """(rows, 3): 1 on the chosen option; 1/k on each of k options tied over orders (no
+    preference among them); 0 everywhere for an answer that could not be read."""
+    pred = df["pred"].astype("Int64")
+    w = np.zeros((len(df), 3))
+    parsed = pred.notna().to_numpy()
+    w[np.flatnonzero(parsed), pred[parsed].to_numpy(dtype=int)] = 1.0
+    if "tied" in df:
+        for i, t in enumerate(df["tied"]):
+            if isinstance(t, str) and not parsed[i]:
+                opts = json.loads(t)
+                w[i, opts] = 1.0 / len(opts)
+    return w
+
+
 def _lists(col: pd.Series) -> list:
     return [json.loads(v) if isinstance(v, str) else v for v in col]
 
@@ -219,8 +234,6 @@ def _combined_rates(c: pd.DataFrame) -> dict:
     the UNKNOWN rate over the readable ones."""
     if c.empty:
         return {"unknown_rate": math.nan, "tie_rate": math.nan, "accuracy": math.nan}
-    from selfcorrect.metrics.bbq import answer_weights
-
     w = answer_weights(c)
     rows = np.arange(len(c))
     readable = w.sum(axis=1) > 0
