@@ -34,15 +34,18 @@ def test_score_matches_reference_and_batches(smollm2, smollm2_fp32):
         Conversation((("user", "Pick one. (a) red (b) blue (c) green."),), "The answer is"),
     ]
     prompts = [smollm2.render(c) for c in convs]
-    for backend, tol in ((smollm2_fp32, 1e-3), (smollm2, 0.3)):  # bf16: batch shapes round
+    truth = [[reference_logprob(smollm2_fp32, p, c) for c in CANDS] for p in prompts]
+    # fp32: the cached, batched readout equals the plain one. bf16 differs from the fp32 truth
+    # by up to 0.28 nats on this 135M model, and its plain forward no less (measured 0.23), so
+    # bf16 is held to the truth with a bf16-sized tolerance, not to another bf16 path.
+    for backend, tol in ((smollm2_fp32, 1e-3), (smollm2, 0.5)):
         got = backend.score(prompts, [CANDS, CANDS])
-        for prompt, res in zip(prompts, got, strict=True):
-            ref = [reference_logprob(backend, prompt, c) for c in CANDS]
+        for res, ref in zip(got, truth, strict=True):
             assert res.logprobs == pytest.approx(ref, abs=tol)
             assert max(range(3), key=res.logprobs.__getitem__) == max(range(3), key=ref.__getitem__)
             assert res.n_tokens == (3, 3, 3)  # " (a)" is 'Ġ(', 'a', ')': a whole continuation
         single = backend.score(prompts[:1], [CANDS])[0]
-        assert single.logprobs == pytest.approx(got[0].logprobs, abs=tol)
+        assert single.logprobs == pytest.approx(truth[0], abs=tol)
 
 
 def test_boundary_merge_is_scored_whole(smollm2):
@@ -54,16 +57,21 @@ def test_boundary_merge_is_scored_whole(smollm2):
 
 
 def test_generate_is_greedy_and_deterministic(smollm2, smollm2_fp32):
-    """Greedy text does not depend on the batch in fp32; in bf16 the same batch gives the same
-    text (across batch shapes bf16 rounds differently, and on CPUs with AMX-BF16 kernels a
-    near-tie can flip: seen on an Intel Xeon, not on the AMD EPYC)."""
+    """Greedy text does not depend on the batch or the cache in fp32; in bf16 the same batch
+    from the same cache state gives the same text (across batch shapes and cached prefixes
+    bf16 rounds differently, and a near-tie can flip: seen on Intel Xeons with AMX-BF16)."""
     prompt = smollm2.render(Conversation((("user", "Count: 1, 2, 3,"),), ""))
     a = smollm2_fp32.generate([prompt, prompt + " 4"], 6)
     b = smollm2_fp32.generate([prompt], 6)
     assert a[0] == b[0] and len(a) == 2 and a[0].strip()
-    assert smollm2.generate([prompt, prompt + " 4"], 6) == smollm2.generate(
-        [prompt, prompt + " 4"], 6
-    )
+    # bf16 rounds by shape, and a prefix reused from the prompt KV cache changes the shapes:
+    # the same call from the same cache state gives the same text (a flip across cache states
+    # is a bf16 near-tie, docs/performance.md).
+    outs = []
+    for _ in range(2):
+        smollm2._kv.clear()
+        outs.append(smollm2.generate([prompt, prompt + " 4"], 6))
+    assert outs[0] == outs[1] and all(o.strip() for o in outs[0])
 
 
 class _Tok:
