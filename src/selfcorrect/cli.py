@@ -128,8 +128,10 @@ def _run_plan(ctx: typer.Context, plan: Path, options: dict, quiet: bool) -> Non
         bench = key[: -len("_summary")]
         if key.endswith("_summary") and bench in KITS:
             _print_df(KITS[bench].section.headline(df), title=f"{bench}: results [95% CI]")
-    _print_df(rep.tables["verdicts"][["id", "claim", "scope", "verdict"]],
-              title="verdicts (evidence in the report)")
+    _print_df(
+        rep.tables["verdicts"][["id", "claim", "scope", "verdict"]],
+        title="verdicts (evidence in the report)",
+    )
     out_console.print(f"report: {rep.directory}/report/report.html")
 
 

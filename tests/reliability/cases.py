@@ -134,8 +134,10 @@ CASES = [
     ("unknown backend", _run("--backend", "vllm")),
     ("unknown readout", _run("--readout", "guess")),
     ("critic without rounds", _run("--critic", MODEL)),
-    ("exact transitions with sampled reasoning",
-     _run("--rounds", "1", "--exact-transitions", "--cot-temperature", "1")),
+    (
+        "exact transitions with sampled reasoning",
+        _run("--rounds", "1", "--exact-transitions", "--cot-temperature", "1"),
+    ),
     (
         "chat condition on a base model",
         _library(
