@@ -163,3 +163,8 @@ def test_diagnostics_and_the_gate():
     assert "position consistency 0.00 < 0.5" in g.loc["letter", "reasons"]
     assert "top letter share 1.00 > 0.8" in g.loc["letter", "reasons"]
     assert GATE["oracle_accuracy_min"] == 0.6
+    assert "not applied" not in g.loc["content", "reasons"]
+    # without oracle answers the pass says its oracle rule was not applied
+    alone = gate(v.reset_index().query("condition == 'baseline'")).set_index("model")
+    assert alone.loc["content", "verdict"] == "passes"
+    assert "oracle rule not applied (no oracle answers)" in alone.loc["content", "reasons"]

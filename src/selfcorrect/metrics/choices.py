@@ -260,8 +260,11 @@ def gate(validity: pd.DataFrame, reference: str = "baseline", oracle: str = "ora
             continue
         failed = _broken_rules(base.iloc[0], orc.iloc[0] if not orc.empty else None, readout)
         verdict = "does not follow the format" if failed else "passes"
+        reasons = "; ".join(failed) or "every applicable rule holds"
+        if orc.empty:  # a pass without the oracle check is a weaker pass: say so
+            reasons += f"; oracle rule not applied (no {oracle} answers)"
         rows.append({"model": model, "readout": readout, "verdict": verdict,
-                     "reasons": "; ".join(failed) or "every applicable rule holds"})  # fmt: skip
+                     "reasons": reasons})  # fmt: skip
     return pd.DataFrame(rows, columns=["model", "readout", "verdict", "reasons"])
 
 

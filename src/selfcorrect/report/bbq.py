@@ -134,7 +134,9 @@ def gate_lines(tables: Tables) -> list[str]:
     out = []
     for r in gate.itertuples():
         if r.verdict == "passes":
-            out.append(f"{r.model} ({r.readout}): passes the validity gate")
+            unchecked = [x for x in r.reasons.split("; ") if "not applied" in x]
+            out.append(f"{r.model} ({r.readout}): passes the validity gate"
+                       + "".join(f" ({x})" for x in unchecked))  # fmt: skip
         else:
             out.append(f"{r.model} ({r.readout}): {r.verdict.upper()}: {r.reasons}")
     return out
