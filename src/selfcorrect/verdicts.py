@@ -503,7 +503,10 @@ def _eligible(items: pd.DataFrame, gate: pd.DataFrame, readout: str):
     models = sorted(set(items["model"])) if not items.empty else []
     excluded = {}
     if not gate.empty:
-        g = gate[gate["readout"] == readout].set_index("model")
+        g = gate[gate["readout"] == readout]
+        if "system" in g:  # verdicts compare the template's own system prompt's conditions
+            g = g[g["system"] == "default"]
+        g = g.set_index("model")
         for m in models:
             if m in g.index and g.loc[m, "verdict"] != "passes":
                 excluded[m] = f"{g.loc[m, 'verdict']} ({g.loc[m, 'reasons']})"

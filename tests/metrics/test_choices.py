@@ -168,3 +168,19 @@ def test_diagnostics_and_the_gate():
     alone = gate(v.reset_index().query("condition == 'baseline'")).set_index("model")
     assert alone.loc["content", "verdict"] == "passes"
     assert "oracle rule not applied (no oracle answers)" in alone.loc["content", "reasons"]
+
+
+def test_gate_per_system_prompt_setting():
+    # the same model asked with an empty system prompt is gated on its own baseline
+    rows = []
+    for i in range(4):
+        for o in CYCLIC:
+            p = [0.1, 0.1, 0.1]
+            p[o.index(1)] = 0.7
+            rows.append(variant(o, p, uid=f"Age:{i}", condition="baseline+system:none"))
+            rows.append(variant(o, [0.1, 0.1, 0.8], uid=f"Age:{i}"))  # default: always (c)
+    df = frame(rows)
+    g = gate(diagnostics(df, combine_orders(df))).set_index("system")
+    assert g.loc["none", "verdict"] == "passes"
+    assert g.loc["default", "verdict"] == "does not follow the format"
+    assert "no oracle+system:none answers" in g.loc["none", "reasons"]

@@ -246,26 +246,39 @@ def _combined_rates(c: pd.DataFrame) -> dict:
     }
 
 
+def _system_of(condition: str) -> str:
+    """The system-prompt setting a condition key was asked under ("default" unless the key
+    ends in "+system:TAG")."""
+    head, sep, tag = str(condition).rpartition("+system:")
+    return tag if sep else "default"
+
+
 def gate(validity: pd.DataFrame, reference: str = "baseline", oracle: str = "oracle"):
-    """Per model x readout: "passes", "does not follow the format" (with the rules it broke),
-    or "not assessed" (no round-0 answers under the reference condition)."""
+    """Per model x readout x system-prompt setting: "passes", "does not follow the format"
+    (with the rules it broke), or "not assessed" (no round-0 answers under the reference
+    condition with that setting)."""
     rows = []
+    cols = ["model", "readout", "system", "verdict", "reasons"]
     v = validity[validity["round"] == 0] if not validity.empty else validity
-    for (model, readout), part in v.groupby(["model", "readout"], sort=True):
-        base = part[part["condition"] == reference]
-        orc = part[part["condition"] == oracle]
+    if v.empty:
+        return pd.DataFrame(rows, columns=cols)
+    v = v.assign(system=v["condition"].map(_system_of))
+    for (model, readout, system), part in v.groupby(["model", "readout", "system"], sort=True):
+        tail = "" if system == "default" else f"+system:{system}"
+        ref, orc_name = reference + tail, oracle + tail
+        base = part[part["condition"] == ref]
+        orc = part[part["condition"] == orc_name]
+        row = {"model": model, "readout": readout, "system": system}
         if base.empty:
-            rows.append({"model": model, "readout": readout, "verdict": "not assessed",
-                         "reasons": f"no {reference} answers"})  # fmt: skip
+            rows.append(row | {"verdict": "not assessed", "reasons": f"no {ref} answers"})
             continue
         failed = _broken_rules(base.iloc[0], orc.iloc[0] if not orc.empty else None, readout)
         verdict = "does not follow the format" if failed else "passes"
         reasons = "; ".join(failed) or "every applicable rule holds"
         if orc.empty:  # a pass without the oracle check is a weaker pass: say so
-            reasons += f"; oracle rule not applied (no {oracle} answers)"
-        rows.append({"model": model, "readout": readout, "verdict": verdict,
-                     "reasons": reasons})  # fmt: skip
-    return pd.DataFrame(rows, columns=["model", "readout", "verdict", "reasons"])
+            reasons += f"; oracle rule not applied (no {orc_name} answers)"
+        rows.append(row | {"verdict": verdict, "reasons": reasons})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def _broken_rules(b: pd.Series, orc: pd.Series | None, readout: str) -> list[str]:

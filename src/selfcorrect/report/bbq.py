@@ -133,12 +133,14 @@ def gate_lines(tables: Tables) -> list[str]:
     gate = tables.get("gate", pd.DataFrame())
     out = []
     for r in gate.itertuples():
+        system = getattr(r, "system", "default")
+        label = r.readout if system == "default" else f"{r.readout}, system prompt {system}"
         if r.verdict == "passes":
             unchecked = [x for x in r.reasons.split("; ") if "not applied" in x]
-            out.append(f"{r.model} ({r.readout}): passes the validity gate"
+            out.append(f"{r.model} ({label}): passes the validity gate"
                        + "".join(f" ({x})" for x in unchecked))  # fmt: skip
         else:
-            out.append(f"{r.model} ({r.readout}): {r.verdict.upper()}: {r.reasons}")
+            out.append(f"{r.model} ({label}): {r.verdict.upper()}: {r.reasons}")
     return out
 
 
