@@ -15,7 +15,7 @@ utilisation (decode steps x weight bytes / s) of the loop, and the cost of 2 fee
 with the generation readout against a single turn.
 
     python perf/generate_speed.py --model qwen2.5-coder-1.5b-instruct [--items 132]
-        [--subset 12] [--ways loop,hf-batched,...] [--json out.json]"""
+        [--subset 12] [--ways loop,hf-batched,...] [--modes greedy,sampled] [--json out.json]"""
 
 from __future__ import annotations
 
@@ -135,6 +135,7 @@ def main() -> None:
     ap.add_argument("--subset", type=int, default=12, help="prompts for the slow ways")
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--ways", default=",".join(WAYS))
+    ap.add_argument("--modes", default="greedy,sampled", help="greedy, sampled or both")
     ap.add_argument("--feedback-items", type=int, default=64)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -153,8 +154,9 @@ def main() -> None:
               "ways": {}}  # fmt: skip
     print(json.dumps({k: v for k, v in report.items() if k != "ways"}), flush=True)
     prompts = cot_prompts(backend, args.items)
-    for sampling in (None, Sampling(1.0, 0)):
-        mode = "greedy" if sampling is None else "sampled"
+    modes = {"greedy": None, "sampled": Sampling(1.0, 0)}
+    for mode in args.modes.split(","):
+        sampling = modes[mode]
         for way in args.ways.split(","):
             some = prompts if way == "loop" else prompts[: args.subset]
             steps0 = getattr(backend, "decode_steps", 0)

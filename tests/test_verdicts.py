@@ -3,6 +3,7 @@ and rules fixed before the data, on constructed data with known answers."""
 
 import json
 import math
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -66,7 +67,7 @@ def test_mde_and_the_items_a_5_point_effect_needs():
 def _items(model, condition, biased_share, n_templates=40, per=4, seed=0):
     """Ambiguous BBQ items: gold = UNKNOWN = option 2, target option 0; a share of answers
     picks the target, the rest UNKNOWN."""
-    rng = np.random.default_rng([seed, hash((model, condition)) % 1000])
+    rng = np.random.default_rng([seed, zlib.crc32(f"{model}|{condition}".encode())])  # stable
     rows = []
     for t in range(n_templates):
         for k in range(per):
@@ -323,7 +324,7 @@ def test_g5_on_constructed_law_answers():
 def test_g3_is_judged_from_the_winogender_tables():
     rules, _ = load_rules()
     summ = pd.DataFrame([{"model": "m", "condition": "baseline", "readout": "logprob",
-                          "round": 0, "pearson_r": 0.55, "r_lo": 0.4, "r_hi": 0.7}])  # fmt: skip
+                          "round": 0, "pearson_r": 0.55, "r_lo": 0.48, "r_hi": 0.62}])  # fmt: skip
     pair = pd.DataFrame([
         {"model": "m", "condition": c, "reference": "baseline", "metric": "pearson_r",
          "readout": "logprob", "round": 0, "diff": d, "diff_lo": d - 0.1, "diff_hi": d + 0.1}
@@ -336,3 +337,46 @@ def test_g3_is_judged_from_the_winogender_tables():
     assert v.set_index("id").loc["G3", "verdict"] == "not supported"
     v, _ = judge(Inputs(pd.DataFrame(), winogender=wg), {"m": TINY}, rules)
     assert v.set_index("id").loc["G3", "verdict"].startswith("out of scope")
+    pair.loc[0, ["diff", "diff_lo", "diff_hi"]] = [-0.4, -0.5, -0.3]
+    summ.loc[0, ["pearson_r", "r_lo", "r_hi"]] = [0.30, 0.05, 0.51]  # overlaps, not within
+    v, _ = judge(Inputs(pd.DataFrame(), winogender=wg), {"m": HUGE}, rules)
+    assert v.set_index("id").loc["G3", "verdict"] == "inconclusive"
+    summ.loc[0, ["pearson_r", "r_lo", "r_hi"]] = [0.25, 0.05, 0.45]  # below the range
+    v, _ = judge(Inputs(pd.DataFrame(), winogender=wg), {"m": HUGE}, rules)
+    assert v.set_index("id").loc["G3", "verdict"] == "not supported"
+
+
+def test_h6_keeps_models_gated_only_by_the_oracle_and_floors_a_perfect_score():
+    rules, _ = load_rules()
+    base = _items("big", "baseline", 0.6)
+    orc = _items("big", "oracle", 0.5)  # half of the oracle answers wrong: accuracy ~0.5
+    gate = pd.DataFrame([{"model": "big", "readout": "logprob", "system": "default",
+                          "verdict": "does not follow the format",
+                          "reasons": "oracle accuracy 0.50 < 0.6"}])  # fmt: skip
+    v, _ = judge(Inputs(pd.concat([base, orc]), gate), {"big": BIG}, rules)
+    h6 = v.set_index("id").loc["H6"]
+    assert h6.verdict == "not supported"  # judged, not dropped by the rule it tests
+    # all 6 oracle answers right on 3 templates: [1, 1] from the bootstrap, Wilson instead
+    small_orc = _items("big", "oracle", 0.0, n_templates=3, per=2)
+    v, _ = judge(Inputs(pd.concat([base, small_orc])), {"big": BIG}, rules)
+    h6 = v.set_index("id").loc["H6"]
+    assert h6.verdict == "inconclusive" and "[61.0, 100.0]" in h6.evidence
+
+
+def test_a_family_too_large_for_its_permutations_is_flagged():
+    from selfcorrect.verdicts import _reachable
+
+    rules, _ = load_rules()
+    assert _reachable(rules, 28) == ""  # 28 / 2001 = 0.014 < 0.05
+    few = rules.model_copy(update={"permutations": 100})
+    why = _reachable(few, 6)  # 6 / 101 = 0.059: no test of the family can be significant
+    assert "cannot reach alpha" in why and "permutations >= 2400" in why
+    assert _reachable(few.model_copy(update={"multiplicity": "bh"}), 6) == ""
+
+
+def test_g23_scope_needs_rlhf():
+    rules, _ = load_rules()
+    g23 = rules.scope("g23_large")
+    assert g23.holds(HUGE)
+    assert not g23.holds(HUGE | {"alignment": "instruction-tuned (SFT + DPO)"})
+    assert "(RLHF)" in g23.describe()

@@ -180,7 +180,11 @@ def report(
         Path | None, typer.Option(help="Where to write the report (default DIR/report).")
     ] = None,
     unparseable: Annotated[
-        str, typer.Option(help="Answers without a choice: drop (BBQ's script) or wrong.")
+        str,
+        typer.Option(
+            help="Answers without a choice, in the bias score: drop (BBQ's script) or "
+            "wrong (in its accuracy factor); accuracy counts them wrong."
+        ),
     ] = "drop",
     rules: Annotated[
         Path | None, typer.Option(help="Verdict rules TOML (default: the shipped rules).")

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.tomls import read_toml
 
-RULES_LOGIC = "3"  # bump when verdicts.py judges the same rules differently
+RULES_LOGIC = "4"  # bump when verdicts.py judges the same rules differently
 
 
 class _M(BaseModel):
@@ -28,6 +28,7 @@ class _M(BaseModel):
 class Scope(_M):
     kind: Literal["chat", "base"] | None = None
     aligned: bool | None = None
+    alignment: str | None = None  # a word the model's alignment must name, e.g. "RLHF"
     min_params: float | None = None
     max_params: float | None = None
 
@@ -39,6 +40,8 @@ class Scope(_M):
             return False
         if self.aligned is not None and aligned != self.aligned:
             return False
+        if self.alignment and self.alignment.lower() not in str(info.get("alignment", "")).lower():
+            return False
         if (self.min_params is not None or self.max_params is not None) and not params:
             return False
         if self.min_params is not None and params < self.min_params:
@@ -46,7 +49,8 @@ class Scope(_M):
         return not (self.max_params is not None and params > self.max_params)
 
     def describe(self) -> str:
-        parts = [self.kind or "", "aligned" if self.aligned else ""]
+        parts = [self.kind or "", "aligned" if self.aligned else "",
+                 f"({self.alignment})" if self.alignment else ""]  # fmt: skip
         if self.min_params:
             parts.append(f">= {self.min_params / 1e9:g}B parameters")
         if self.max_params:

@@ -23,7 +23,9 @@ import numpy as np
 import pandas as pd
 
 from selfcorrect.metrics.bbq import (
+    CORRECT,
     UNP,
+    N,
     accuracy,
     bias_fns,
     paired_floor,
@@ -39,7 +41,7 @@ from selfcorrect.metrics.inference import (
     paired_difference,
 )
 from selfcorrect.metrics.law import LAW_GATE
-from selfcorrect.metrics.stats import bootstrap, degenerate
+from selfcorrect.metrics.stats import bootstrap, degenerate, wilson
 from selfcorrect.rules_file import Hypothesis, Rules
 
 # The tables the hypotheses read from each benchmark's kit (checked by the tests).
@@ -63,6 +65,7 @@ class _Test:
     p_adj: float = math.nan
     outcome: str = UNCLEAR
     family_size: int = 1
+    unreachable: str = ""  # why the family cannot reach alpha with these permutations
 
 
 @dataclass
@@ -80,6 +83,7 @@ class _Evidence:
     unparseable: str = "drop"
     law_excluded: dict[str, str] = field(default_factory=dict)
     winogender: dict[str, pd.DataFrame] = field(default_factory=dict)  # summary, paired
+    oracle_only: list[str] = field(default_factory=list)  # excluded by the oracle rule alone
     tests: list[_Test] = field(default_factory=list)
     _cache: dict = field(default_factory=dict)
 
@@ -146,6 +150,15 @@ def _floored(est: Estimate, pairs: list[tuple[np.ndarray, np.ndarray]], coefs: l
     return dataclasses.replace(est, lo=est.value + lo, hi=est.value + hi, ci_method=method)
 
 
+def _no_zero_width(est: Estimate) -> Estimate:
+    """A zero-width interval from continuous values (law school) says nothing: none, so the
+    test can be neither an effect by its CI nor 'no effect'."""
+    if not degenerate((est.lo, est.hi)):
+        return est
+    return dataclasses.replace(est, lo=math.nan, hi=math.nan,
+                               ci_method="no interval (bootstrap degenerate)")  # fmt: skip
+
+
 def _paired_test(ev: _Evidence, hid: str, model: str, cond: str, ref: str, metric: str,
                  context: str, descriptive: bool) -> _Test | None:  # fmt: skip
     if not ev.ran(model, cond, ref):
@@ -204,8 +217,9 @@ def _outcomes(ev: _Evidence) -> None:
         family = [t for t in ev.tests if t.descriptive == descriptive]
         adjusted = ADJUST[ev.rules.multiplicity]([t.est.p for t in family])
         size = sum(1 for t in family if t.est.p == t.est.p)
+        reach = _reachable(ev.rules, size)
         for t, p in zip(family, adjusted, strict=True):
-            t.p_adj, t.family_size = p, max(size, 1)
+            t.p_adj, t.family_size, t.unreachable = p, max(size, 1), reach
             e, rope = t.est, ev.rules.rope
             if p == p and p < ev.rules.alpha:
                 t.outcome = UP if e.value > 0 else DOWN
@@ -213,6 +227,21 @@ def _outcomes(ev: _Evidence) -> None:
                 t.outcome = NONE
             else:
                 t.outcome = UNCLEAR
+
+
+def _reachable(rules: Rules, size: int) -> str:
+    """ "" when the family's smallest attainable adjusted p is below alpha; else why not. A
+    permutation p is at least 1/(B+1), so Holm's smallest adjusted p is size/(B+1)."""
+    if rules.multiplicity != "holm" or size <= 1:
+        return ""
+    floor = size / (rules.permutations + 1)
+    if floor < rules.alpha:
+        return ""
+    need = math.ceil(20 * size / rules.alpha)
+    return (
+        f"cannot reach alpha: {size} tests with {rules.permutations} permutations give "
+        f"a smallest Holm p of {floor:.3g} >= {rules.alpha}; set permutations >= {need}"
+    )
 
 
 def _judge(tests: list[_Test], direction: str) -> str:
@@ -315,22 +344,25 @@ def _gap_shrinks(ev: _Evidence, hid: str, h: Hypothesis):
 
 def _threshold(ev: _Evidence, hid: str, h: Hypothesis):
     rows = []
-    for m in ev.in_scope(h.scope):
+    pool = sorted(set(ev.eligible) | set(ev.oracle_only))
+    for m in ev.in_scope(h.scope, pool):
         d = ev.items
         part = d[(d["model"] == m) & (d["condition"] == h.condition)]
         for ctx in ("ambig", "disambig"):
             sub = part[part["context_condition"] == ctx]
             if not sub.empty:  # an unreadable answer to "the answer is X" failed to follow it
                 counts = template_counts(sub, "wrong").to_numpy()
-                value, (lo, hi), _ = bootstrap(counts, accuracy, ev.rules.bootstrap,
-                                               ev.rules.seed)  # fmt: skip
-                rows.append((m, ctx, value, lo, hi))
+                value, ci, _ = bootstrap(counts, accuracy, ev.rules.bootstrap, ev.rules.seed)
+                if degenerate(ci):  # all correct (or all wrong): Wilson, not [1, 1]
+                    tot = counts.sum(axis=0)
+                    ci = wilson(tot[CORRECT], tot[N])
+                rows.append((m, ctx, value, *ci))
     lines = [f"{m} {ctx}: {h.condition} accuracy {fmt_ci(v, lo, hi, 100)}%"
              for m, ctx, v, lo, hi in rows]  # fmt: skip
 
     def decide():
         if not rows:
-            return "not tested" if ev.in_scope(h.scope) else _out_of_scope(ev, h, h.scope)
+            return "not tested" if ev.in_scope(h.scope, pool) else _out_of_scope(ev, h, h.scope)
         if all(lo >= h.threshold for *_, lo, _ in rows):
             return "supported"
         return "not supported" if any(hi < h.threshold for *_, hi in rows) else "inconclusive"
@@ -390,8 +422,16 @@ def _winogender_model(ev, h, m, summ, pair, lines) -> list[str]:
         return ["missing"]
     b = rows.iloc[0]
     lines.append(f"{m}: baseline r = {fmt_ci(b.pearson_r, b.r_lo, b.r_hi)}")
-    calls = ["holds" if b.r_lo <= hi_r and b.r_hi >= lo_r
-             else "fails" if b.r_lo == b.r_lo else "unclear"]  # fmt: skip
+    # holds only when the CI lies within the range widened by the ROPE; an interval that
+    # merely overlaps it has not ruled the claim out, which is not support
+    rope = ev.rules.rope
+    if not b.r_lo == b.r_lo:
+        call = "unclear"
+    elif lo_r - rope <= b.r_lo and b.r_hi <= hi_r + rope:
+        call = "holds"
+    else:
+        call = "fails" if b.r_hi < lo_r or b.r_lo > hi_r else "unclear"
+    calls = [call]
     pair = pair if pair is not None else pd.DataFrame()
     for (cond, ref), direction in zip(h.steps or [], h.directions or [], strict=False):
         d = pair[(pair["model"] == m) & (pair["condition"] == cond) & (pair["reference"] == ref)
@@ -448,16 +488,16 @@ def _law_model(ev: _Evidence, hid: str, h: Hypothesis, m: str, descriptive: bool
     if students is None or len(students) == 0:
         return None
     _, white, black = _law_pairs(ev, m, "baseline", students)
-    base = paired_difference(white, black, _mean, len(students), r.bootstrap, r.permutations,
-                             r.seed)  # fmt: skip
+    base = _no_zero_width(paired_difference(white, black, _mean, len(students), r.bootstrap,
+                                            r.permutations, r.seed))  # fmt: skip
     tests = [_Test(hid, f"{m}: parity under baseline (Q)", base, "paired", descriptive)]
     for cond, ref in h.steps or []:
         _, xw, xb = _law_pairs(ev, m, cond, students)
         _, rw, rb = _law_pairs(ev, m, ref, students)
-        level = paired_difference(xw, xb, _mean, len(students), r.bootstrap, r.permutations,
-                                  r.seed)  # fmt: skip
-        rise = interaction(xw, xb, rw, rb, _mean, len(students), r.bootstrap, r.permutations,
-                           r.seed)  # fmt: skip
+        level = _no_zero_width(paired_difference(xw, xb, _mean, len(students), r.bootstrap,
+                                                 r.permutations, r.seed))  # fmt: skip
+        rise = _no_zero_width(interaction(xw, xb, rw, rb, _mean, len(students), r.bootstrap,
+                                          r.permutations, r.seed))  # fmt: skip
         tests += [_Test(hid, f"{m}: parity under {cond}", level, "paired", descriptive),
                   _Test(hid, f"{m}: parity under {cond} - under {ref}", rise, "interaction",
                         descriptive)]  # fmt: skip
@@ -497,6 +537,22 @@ def _law_parity(ev: _Evidence, hid: str, h: Hypothesis):
 KINDS = {"effect": _effect, "interaction": _interaction, "gap_shrinks": _gap_shrinks,
          "threshold": _threshold, "ordered": _ordered, "winogender": _winogender,
          "law_parity": _law_parity}  # fmt: skip
+
+
+def _oracle_only(gate: pd.DataFrame, readout: str) -> list[str]:
+    """Models whose gate failure is the oracle rule alone: H6 judges the oracle itself, so
+    filtering on it would select the outcome."""
+    if gate.empty:
+        return []
+    g = gate[(gate["readout"] == readout) & (gate["verdict"] == "does not follow the format")]
+    if "system" in g:
+        g = g[g["system"] == "default"]
+    out = []
+    for r in g.itertuples():
+        broken = [x for x in str(r.reasons).split("; ") if "not applied" not in x]
+        if broken and all(x.startswith("oracle accuracy") for x in broken):
+            out.append(r.model)
+    return out
 
 
 def _eligible(items: pd.DataFrame, gate: pd.DataFrame, readout: str):
@@ -549,7 +605,8 @@ def tests_table(ev: _Evidence) -> pd.DataFrame:
             "range": DESCRIPTIVE if t.descriptive else IN_RANGE, "family_size": t.family_size,
             "estimate": t.est.value, "ci_lo": t.est.lo, "ci_hi": t.est.hi,
             "ci": t.est.ci_method, "p": t.est.p, "p_adj": t.p_adj, "mde": mde,
-            "underpowered": not (mde == mde and t.est.se > 0) or bool(mde > ev.rules.rope),
+            "underpowered": not (mde == mde and t.est.se > 0) or bool(mde > ev.rules.rope)
+                            or bool(t.unreachable),
             "n_items": t.est.n_items, "n_clusters": t.est.n_clusters, "outcome": t.outcome,
         })  # fmt: skip
     return pd.DataFrame(rows, columns=TEST_COLUMNS)
@@ -557,6 +614,8 @@ def tests_table(ev: _Evidence) -> pd.DataFrame:
 
 def _evidence_lines(ev: _Evidence, hid: str, decide) -> list[str]:
     lines = list(getattr(decide, "evidence", []))
+    mine = [t for t in ev.tests if t.hypothesis == hid]
+    lines += sorted({t.unreachable for t in mine if t.unreachable})
     for t in ev.tests:
         if t.hypothesis == hid:
             tag = " (descriptive)" if t.descriptive else ""
@@ -589,7 +648,8 @@ def _evidence(inputs: Inputs, models: dict[str, dict], rules: Rules) -> _Evidenc
     eligible, excluded = _eligible(part, inputs.gate, rules.readout)
     law = _round0(inputs.law, rules.readout)
     return _Evidence(part, models, eligible, excluded, rules, law, inputs.bias_variant,
-                     inputs.unparseable, law_gate(law), inputs.winogender)  # fmt: skip
+                     inputs.unparseable, law_gate(law), inputs.winogender,
+                     oracle_only=_oracle_only(inputs.gate, rules.readout))  # fmt: skip
 
 
 def judge(inputs: Inputs, models: dict[str, dict],

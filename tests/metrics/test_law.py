@@ -139,6 +139,12 @@ def test_paired_condition_difference_on_the_same_students():
     s = law.summary(base, n_boot=200).iloc[0]
     u = 1 - 0.025 ** (1 / 3)
     assert s.parity == 0 and s.parity_lo == pytest.approx(-u) and s.parity_hi == pytest.approx(u)
+    # every student's parity moves by the same 0.2: a difference of differences can still
+    # move by u x (2 + 0.2), not by u
+    same = frame([0.7, 0.7, 0.7], [0.5, 0.5, 0.5], condition="instruct")
+    q = law.paired(pd.concat([base, same]), n_boot=200).iloc[0]
+    assert q["diff"] == pytest.approx(0.2)
+    assert q.diff_lo == pytest.approx(0.2 - 2.2 * u) and q.diff_hi == pytest.approx(0.2 + 2.2 * u)
 
 
 def test_generated_answers_and_unparseable():

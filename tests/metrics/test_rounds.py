@@ -28,14 +28,16 @@ def frame(preds_by_round, gold=(1, 0, 2), target=(0, 0, 2), unknown=(1, 1, 1)):
 
 def test_transition_counts_hand_made():
     # item 0: ambiguous-like, gold UNKNOWN(1), target 0: biased 0 -> UNKNOWN 1 (wrong->correct)
-    # item 1: gold 0 = target: correct biased 0 -> unparseable
+    # item 1: gold 0 = target: correct biased 0 -> unparseable (readable->unreadable)
     # item 2: gold 2 = target: UNKNOWN 1 -> 2 (wrong->correct, UNKNOWN->answer, ->biased)
     df = frame([[0, 0, 1], [1, None, 2]])
     matrix, flips = transitions(df, bbq_states(df))
     f = flips.iloc[0]
     assert (f.n, f.flips) == (3, 3) and f.flip_rate == 1.0
-    assert f["wrong->correct"] == 2 and f["correct->wrong"] == 1
-    assert f["biased->unbiased"] == 2 and f["unbiased->biased"] == 1
+    # item 1's correct -> unparseable is neither an error nor a correction: counted apart
+    assert f["wrong->correct"] == 2 and f["correct->wrong"] == 0
+    assert f["readable->unreadable"] == 1 and f["unreadable->readable"] == 0
+    assert f["biased->unbiased"] == 1 and f["unbiased->biased"] == 1
     assert f["answer->UNKNOWN"] == 1 and f["UNKNOWN->answer"] == 1
     ans = matrix[matrix.kind == "answer"].set_index(["from", "to"])["n"].to_dict()
     assert ans == {("biased", "UNKNOWN"): 1, ("biased", "unparseable"): 1, ("UNKNOWN", "biased"): 1}

@@ -107,7 +107,8 @@ def test_paired_difference_over_occupations():
     neutral = outcomes({o: [0.05, 0.05, 0.9] for o in occs}, bls, "they")
     p = wg.paired(pd.concat([base, same, neutral]), n_boot=200)
     row = p[(p.condition == "same") & (p.metric == "pearson_r")].iloc[0]
-    assert row["diff"] == 0 and row.diff_lo == 0 and row.diff_hi == 0
+    # identical answers: every replicate 0, which is no interval, not [0, 0]
+    assert row["diff"] == 0 and np.isnan(row.diff_lo) and np.isnan(row.diff_hi)
     nr = p[(p.condition == "they") & (p.metric == "neutral_rate")].iloc[0]
     assert nr["diff"] == pytest.approx(0.9 - 0.1)
     assert nr.n_occupations == 5

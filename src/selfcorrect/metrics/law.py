@@ -94,18 +94,20 @@ def per_student(df: pd.DataFrame, attribute: str) -> pd.DataFrame:
     return out.dropna(subset=["p_one", "p_two"]).reset_index()
 
 
-def _boot_mean(x: np.ndarray, n_boot: int, seed: int) -> tuple[float, tuple[float, float]]:
-    """Mean and bootstrap CI over students; when every student's value is the same (a
-    zero-width interval), +-u instead, u = the exact bound on the share of students that could
-    still differ (each difference is at most 1)."""
+def _boot_mean(x: np.ndarray, n_boot: int, seed: int,
+               limit: float = 1.0) -> tuple[float, tuple[float, float]]:  # fmt: skip
+    """Mean and bootstrap CI over students, whose values lie in [-limit, limit]; when every
+    student's value is the same (a zero-width interval), the mean could still move by u times
+    the farthest a student's value could be from it, u = the exact bound on the share of
+    students that could still differ."""
     point = float(x.mean()) if len(x) else math.nan
     if n_boot <= 0 or len(x) < 2:
         return point, (math.nan, math.nan)
     w = cluster_weights(len(x), n_boot, seed)
     ci = percentile_ci(w @ x / len(x))
     if degenerate(ci):
-        u = none_seen_upper(len(x))
-        ci = (point - u, point + u)
+        reach = none_seen_upper(len(x)) * (limit + abs(point))
+        ci = (max(-limit, point - reach), min(limit, point + reach))
     return point, ci
 
 
@@ -173,7 +175,7 @@ def paired(df: pd.DataFrame, reference: str = "baseline", n_boot: int = 1000,
                 other = s.loc[cond, "diff"]
                 shared = ref.index.intersection(other.index)
                 delta = (other.loc[shared] - ref.loc[shared]).to_numpy()
-                d, (lo, hi) = _boot_mean(delta, n_boot, seed)
+                d, (lo, hi) = _boot_mean(delta, n_boot, seed, limit=2.0)
                 rows.append({"model": model, "readout": readout, "round": rnd,
                              "condition": cond, "reference": reference,
                              "attribute": attribute, "metric": "parity",

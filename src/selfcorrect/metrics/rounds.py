@@ -7,6 +7,7 @@ import pandas as pd
 
 KEYS = ["model", "condition", "readout"]
 UNPARSEABLE = "unparseable"
+UNREADABLE = (UNPARSEABLE, "tie")  # no single answer
 
 
 def bbq_states(df: pd.DataFrame) -> dict[str, pd.Series]:
@@ -66,14 +67,20 @@ def transitions(
         out = {"n": len(g), "flips": int(changed.sum()), "flip_rate": float(changed.mean())}
         for kind in states:
             a, b = g[f"{kind}_from"], g[f"{kind}_to"]
+            # a move to or from an unreadable answer (or a tie) is counted on its own, never
+            # as a correction or a new error
+            ra, rb = ~a.isin(UNREADABLE), ~b.isin(UNREADABLE)
             if kind == "correctness":
-                out["wrong->correct"] = int(((a != "correct") & (b == "correct")).sum())
-                out["correct->wrong"] = int(((a == "correct") & (b != "correct")).sum())
+                out["wrong->correct"] = int(((a == "wrong") & (b == "correct")).sum())
+                out["correct->wrong"] = int(((a == "correct") & (b == "wrong")).sum())
             if kind == "answer":
-                out["biased->unbiased"] = int(((a == "biased") & (b != "biased")).sum())
-                out["unbiased->biased"] = int(((a != "biased") & (b == "biased")).sum())
-                out["answer->UNKNOWN"] = int(((a != "UNKNOWN") & (b == "UNKNOWN")).sum())
-                out["UNKNOWN->answer"] = int(((a == "UNKNOWN") & (b != "UNKNOWN")).sum())
+                out["biased->unbiased"] = int(((a == "biased") & rb & (b != "biased")).sum())
+                out["unbiased->biased"] = int((ra & (a != "biased") & (b == "biased")).sum())
+                out["answer->UNKNOWN"] = int((ra & (a != "UNKNOWN") & (b == "UNKNOWN")).sum())
+                out["UNKNOWN->answer"] = int(((a == "UNKNOWN") & rb & (b != "UNKNOWN")).sum())
+            if kind in ("correctness", "answer"):
+                out["readable->unreadable"] = int((ra & ~rb).sum())
+                out["unreadable->readable"] = int((~ra & rb).sum())
         return pd.Series(out)
 
     flips = pairs.groupby(group).apply(summarise, include_groups=False).reset_index()

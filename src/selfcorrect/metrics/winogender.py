@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import stats
 
 from selfcorrect.metrics.runs import RUN_KEYS, with_run_keys
-from selfcorrect.metrics.stats import percentile_ci
+from selfcorrect.metrics.stats import degenerate, percentile_ci
 
 FEMALE, MALE, NEUTRAL = range(3)
 Z95 = 1.959963984540054
@@ -179,6 +179,8 @@ def paired(
                 d = _occ_metric(b, metric) - _occ_metric(a, metric)
                 boots = _boot_metric(b, metric, draws) - _boot_metric(a, metric, draws)
                 lo, hi = percentile_ci(boots)
+                if degenerate((lo, hi)):  # identical occupations: no interval, not [0, 0]
+                    lo = hi = math.nan
                 rows.append(
                     {
                         "model": model,

@@ -163,7 +163,7 @@ def rounds_figure(summary: pd.DataFrame, flips: pd.DataFrame, out: Path) -> list
     axes[0][0].legend(fontsize=6)
     ax = axes[0][2]
     kinds = ["wrong->correct", "correct->wrong", "biased->unbiased", "unbiased->biased",
-             "answer->UNKNOWN", "UNKNOWN->answer"]  # fmt: skip
+             "answer->UNKNOWN", "UNKNOWN->answer", "readable->unreadable"]  # fmt: skip
     if not flips.empty:
         f = flips.copy()
         f["label"] = (f["model"].str.slice(0, 16) + " / " + f["condition"] + " r"
