@@ -254,3 +254,28 @@ def test_hidden_states_are_kept_keyed_and_resumed(tmp_path):
     assert (tmp_path / "report" / "hidden" / "hidden.csv").is_file()
     r = CliRunner().invoke(app, ["run", "--model", "fake:h", "--save-hidden", "12x"])
     assert r.exit_code == 2 and "--save-hidden must be 'all' or comma-separated" in r.output
+
+
+def test_law_school_through_rounds_critic_resume_shards_and_rescoring(tmp_path):
+    """The law-school kit on the paths every benchmark shares: feedback rounds written by a
+    critic, an interrupt and resume, a Ray shard's rows, and re-scoring from the store."""
+    BEHAVIOUR["fake:a"] = {"fail_after": 5}
+    spec = RunSpec.build(models="fake:a", benchmark="law", conditions="baseline,instruct",
+                         rounds=1, critic="fake:c", limit=4, out=tmp_path / "law",
+                         batch_size=2, bootstrap=0)  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(spec, progress=False)
+    kept = len(answers(tmp_path / "law"))
+    BEHAVIOUR.clear()
+    runner.run(spec, progress=False)
+    got = answers(tmp_path / "law")
+    assert 0 < kept < len(got) == 4 * 2 * 2 * 2  # students x (Black, white) x conds x rounds
+    assert LOADED[-2].calls["generate"] > 0  # the critic wrote the feedback turns
+    tables = api.report(tmp_path / "law", n_boot=0, out=tmp_path / "rep").tables
+    assert set(tables["law_summary"]["round"]) == {0, 1}
+    shard = RunSpec.build(models="fake:a", benchmark="law", conditions="instruct", limit=4,
+                          out=tmp_path / "x")  # fmt: skip
+    rows = json.loads(runner.run_shard(shard))["rows"]
+    store = Store(tmp_path / "merged")
+    assert store.merge_rows(rows, "run-1") == 8
+    store.close()
