@@ -380,3 +380,11 @@ def test_g23_scope_needs_rlhf():
     assert g23.holds(HUGE)
     assert not g23.holds(HUGE | {"alignment": "instruction-tuned (SFT + DPO)"})
     assert "(RLHF)" in g23.describe()
+
+
+def test_out_of_scope_names_the_benchmarks_own_models():
+    rules, _ = load_rules()
+    law = pd.concat([_law("m", c, [0.5] * 20, [0.5] * 20) for c in ("baseline", "instruct", "cot")])
+    v, _ = judge(Inputs(law=law), {"m": TINY}, rules)
+    g5 = v.set_index("id").loc["G5", "verdict"]
+    assert g5.startswith("out of scope") and "models here: m (135M)" in g5

@@ -257,8 +257,11 @@ def _judge(tests: list[_Test], direction: str) -> str:
 
 
 def _out_of_scope(ev: _Evidence, h: Hypothesis, *scopes: str) -> str:
+    pool = {"law_parity": ev.law_models, "winogender": lambda: _winogender_models(ev)}.get(
+        h.kind, lambda: ev.eligible
+    )()
     here = (
-        ", ".join(f"{m} ({ev.params(m) / 1e6:,.0f}M)" for m in sorted(ev.eligible, key=ev.params))
+        ", ".join(f"{m} ({ev.params(m) / 1e6:,.0f}M)" for m in sorted(pool, key=ev.params))
         or "none"
     )
     needs = " and ".join(ev.rules.scope(s).describe() for s in scopes)
