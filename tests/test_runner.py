@@ -252,6 +252,17 @@ def test_hidden_states_are_kept_keyed_and_resumed(tmp_path):
     r = CliRunner().invoke(app, ["analyze", "hidden", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "report" / "hidden" / "hidden.csv").is_file()
+    # with exact transitions the branches' states are kept but analysed as no round
+    from selfcorrect.report.hidden import analyze
+
+    BEHAVIOUR["fake:h"] = {"prefer": lambda p: 0 if "Religion" in p or "church" in p else 1}
+    try:
+        api.run("fake:h", conditions="baseline", rounds=1, save_hidden="0,-1", out=tmp_path / "x",
+                exact_transitions=True, **COMMON)  # fmt: skip
+    finally:
+        BEHAVIOUR.clear()
+    assert "branch" in set(load_hidden(tmp_path / "x")[0]["readout"])
+    assert set(analyze(tmp_path / "x")["readout"]) == {"logprob"}
     r = CliRunner().invoke(app, ["run", "--model", "fake:h", "--save-hidden", "12x"])
     assert r.exit_code == 2 and "--save-hidden must be 'all' or comma-separated" in r.output
 

@@ -184,3 +184,11 @@ def test_gate_per_system_prompt_setting():
     assert g.loc["none", "verdict"] == "passes"
     assert g.loc["default", "verdict"] == "does not follow the format"
     assert "no oracle+system:none answers" in g.loc["none", "reasons"]
+
+
+def test_a_single_order_pass_says_position_consistency_was_not_measured():
+    probs = ([0.6, 0.2, 0.2], [0.2, 0.6, 0.2], [0.2, 0.2, 0.6])  # letters spread out
+    df = frame([variant((0, 1, 2), probs[i % 3], uid=f"Age:{i}") for i in range(6)])
+    g = gate(diagnostics(df, combine_orders(df))).iloc[0]
+    assert g.verdict == "passes"
+    assert "position-consistency rule not applied (one option order)" in g.reasons

@@ -277,6 +277,9 @@ def gate(validity: pd.DataFrame, reference: str = "baseline", oracle: str = "ora
         reasons = "; ".join(failed) or "every applicable rule holds"
         if orc.empty:  # a pass without the oracle check is a weaker pass: say so
             reasons += f"; oracle rule not applied (no {orc_name} answers)"
+        pc = base.iloc[0]["position_consistency"]
+        if not pc == pc:  # one option order (--permute none): nothing to compare
+            reasons += "; position-consistency rule not applied (one option order)"
         rows.append(row | {"verdict": verdict, "reasons": reasons})
     return pd.DataFrame(rows, columns=cols)
 

@@ -36,7 +36,9 @@ def _joined(directory) -> tuple[pd.DataFrame, np.ndarray, list[int]]:
     meta = out[["model", "benchmark", "condition", "readout", "uid", "round", "pred",
                 "target_loc", "category", "question_index"]]  # fmt: skip
     keys = keys.assign(_row=np.arange(len(keys))).merge(meta, on=list(keys.columns[:6]))
-    keys = keys[keys["target_loc"].notna() & keys["pred"].notna()]
+    # exact-transition branches answer after a forced round 0: they are no round of a
+    # conversation, so they enter neither the shifts nor the probes (docs/rounds.md)
+    keys = keys[keys["target_loc"].notna() & keys["pred"].notna() & (keys["readout"] != "branch")]
     keys["biased"] = (keys["pred"].astype(int) == keys["target_loc"].astype(int)).to_numpy()
     keys["template"] = keys["category"] + ":" + keys["question_index"].astype(str)
     return keys.reset_index(drop=True), states, layers
