@@ -120,13 +120,22 @@ def system_tag(system: str) -> str:
     return "sha256-" + hashlib.sha256(system.encode()).hexdigest()[:10]
 
 
+SYSTEM_SUFFIX = "+system:"  # a condition key asked under a non-default system prompt ends so
+
+
 def condition_key(name: str, critic: str = "", system: str = "default",
                   sampling: Sampling | None = None) -> str:  # fmt: skip
     key = f"{name}+critic:{critic}" if critic else name
     if sampling is not None:
         top_p = "" if sampling.top_p == 1.0 else f",p{sampling.top_p:g}"
         key += f"+sample:T{sampling.temperature:g}{top_p}"
-    return key if system == "default" else f"{key}+system:{system_tag(system)}"
+    return key if system == "default" else f"{key}{SYSTEM_SUFFIX}{system_tag(system)}"
+
+
+def system_of(key: str) -> str:
+    """The system-prompt tag a condition key was asked under ("default" when it has none)."""
+    _, sep, tag = str(key).rpartition(SYSTEM_SUFFIX)
+    return tag if sep else "default"
 
 
 def count_pending(store: Store, model: str, job: Job) -> int:

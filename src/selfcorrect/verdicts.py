@@ -542,14 +542,20 @@ KINDS = {"effect": _effect, "interaction": _interaction, "gap_shrinks": _gap_shr
          "law_parity": _law_parity}  # fmt: skip
 
 
+def _gate_rows(gate: pd.DataFrame, readout: str) -> pd.DataFrame:
+    """The gate's rows the verdicts read: this readout, under the template's own system prompt
+    (the conditions the verdicts compare)."""
+    g = gate[gate["readout"] == readout]
+    return g[g["system"] == "default"] if "system" in g else g
+
+
 def _oracle_only(gate: pd.DataFrame, readout: str) -> list[str]:
     """Models whose gate failure is the oracle rule alone: H6 judges the oracle itself, so
     filtering on it would select the outcome."""
     if gate.empty:
         return []
-    g = gate[(gate["readout"] == readout) & (gate["verdict"] == "does not follow the format")]
-    if "system" in g:
-        g = g[g["system"] == "default"]
+    g = _gate_rows(gate, readout)
+    g = g[g["verdict"] == "does not follow the format"]
     out = []
     for r in g.itertuples():
         broken = [x for x in str(r.reasons).split("; ") if "not applied" not in x]
@@ -562,10 +568,7 @@ def _eligible(items: pd.DataFrame, gate: pd.DataFrame, readout: str):
     models = sorted(set(items["model"])) if not items.empty else []
     excluded = {}
     if not gate.empty:
-        g = gate[gate["readout"] == readout]
-        if "system" in g:  # verdicts compare the template's own system prompt's conditions
-            g = g[g["system"] == "default"]
-        g = g.set_index("model")
+        g = _gate_rows(gate, readout).set_index("model")
         for m in models:
             if m in g.index and g.loc[m, "verdict"] != "passes":
                 excluded[m] = f"{g.loc[m, 'verdict']} ({g.loc[m, 'reasons']})"
@@ -619,11 +622,10 @@ def _evidence_lines(ev: _Evidence, hid: str, decide) -> list[str]:
     lines = list(getattr(decide, "evidence", []))
     mine = [t for t in ev.tests if t.hypothesis == hid]
     lines += sorted({t.unreachable for t in mine if t.unreachable})
-    for t in ev.tests:
-        if t.hypothesis == hid:
-            tag = " (descriptive)" if t.descriptive else ""
-            lines.append(f"{t.label}{tag} = {fmt_ci(t.est.value, t.est.lo, t.est.hi, 100)}, "
-                         f"p {t.est.p:.3g} (adj. {t.p_adj:.3g}): {t.outcome}")  # fmt: skip
+    for t in mine:
+        tag = " (descriptive)" if t.descriptive else ""
+        lines.append(f"{t.label}{tag} = {fmt_ci(t.est.value, t.est.lo, t.est.hi, 100)}, "
+                     f"p {t.est.p:.3g} (adj. {t.p_adj:.3g}): {t.outcome}")  # fmt: skip
     return lines
 
 

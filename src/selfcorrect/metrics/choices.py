@@ -22,6 +22,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from selfcorrect.engine import SYSTEM_SUFFIX, system_of
 from selfcorrect.metrics.runs import RUN_KEYS
 
 TIE = "tie"
@@ -246,13 +247,6 @@ def _combined_rates(c: pd.DataFrame) -> dict:
     }
 
 
-def _system_of(condition: str) -> str:
-    """The system-prompt setting a condition key was asked under ("default" unless the key
-    ends in "+system:TAG")."""
-    head, sep, tag = str(condition).rpartition("+system:")
-    return tag if sep else "default"
-
-
 def gate(validity: pd.DataFrame, reference: str = "baseline", oracle: str = "oracle"):
     """Per model x readout x system-prompt setting: "passes", "does not follow the format"
     (with the rules it broke), or "not assessed" (no round-0 answers under the reference
@@ -262,9 +256,9 @@ def gate(validity: pd.DataFrame, reference: str = "baseline", oracle: str = "ora
     v = validity[validity["round"] == 0] if not validity.empty else validity
     if v.empty:
         return pd.DataFrame(rows, columns=cols)
-    v = v.assign(system=v["condition"].map(_system_of))
+    v = v.assign(system=v["condition"].map(system_of))
     for (model, readout, system), part in v.groupby(["model", "readout", "system"], sort=True):
-        tail = "" if system == "default" else f"+system:{system}"
+        tail = "" if system == "default" else f"{SYSTEM_SUFFIX}{system}"
         ref, orc_name = reference + tail, oracle + tail
         base = part[part["condition"] == ref]
         orc = part[part["condition"] == orc_name]
