@@ -15,12 +15,16 @@ utilisation (decode steps x weight bytes / s) of the loop, and the cost of 2 fee
 with the generation readout against a single turn.
 
     python perf/generate_speed.py --model qwen2.5-coder-1.5b-instruct [--items 132]
-        [--subset 12] [--ways loop,hf-batched,...] [--modes greedy,sampled] [--json out.json]"""
+        [--subset 12] [--ways loop,hf-batched,...] [--modes greedy,sampled] [--slots N]
+        [--sweep 32,64,128] [--json out.json]
+
+`--sweep` first times single decode steps at fixed row counts (utilisation against rows)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -103,6 +107,34 @@ def lm_eval_generate(res, prompts, max_tokens, sampling):
     return timed(lm.generate_until, reqs)
 
 
+def slot_sweep(backend, prompts, sizes, params: int, peak: float, tokens: int = 24) -> dict:
+    """Seconds per decode step with exactly n rows (the median over the steps a greedy run of
+    n prompts spends full), its tokens/s and FLOP utilisation: how the step scales with rows."""
+    out = {}
+    for n in sizes:
+        backend.slot_cap = n
+        backend._kv.clear()
+        backend.generate((prompts * (n // len(prompts) + 1))[:n], tokens)
+        full = [sec for rows, sec in backend.decode_log if rows == n]
+        step = statistics.median(full)
+        out[n] = {"full_steps": len(full), "step_s": round(step, 4),
+                  "tokens_per_s": round(n / step, 1),
+                  "mfu": round(2 * params * n / step / 1e9 / peak, 3)}  # fmt: skip
+        print(f"sweep {n} rows: {json.dumps(out[n])}", flush=True)
+    backend.slot_cap = None
+    return out
+
+
+def steady_use(log, params: int, peak: float, at_least: int = 32) -> dict:
+    """FLOP utilisation over the decode steps holding at least `at_least` rows."""
+    busy = [(rows, sec) for rows, sec in log if rows >= at_least]
+    if not busy:
+        return {}
+    rows, sec = sum(r for r, _ in busy), sum(s for _, s in busy)
+    return {f"steps_{at_least}_plus": len(busy), "rows_per_step": round(rows / len(busy), 1),
+            "mfu": round(2 * params * rows / sec / 1e9 / peak, 3)}  # fmt: skip
+
+
 def feedback_cost(backend, n: int) -> dict:
     """Seconds of the generation readout on n items: one turn, and with 2 feedback rounds."""
     from selfcorrect.benchmarks.bbq import BBQ
@@ -137,6 +169,8 @@ def main() -> None:
     ap.add_argument("--ways", default=",".join(WAYS))
     ap.add_argument("--modes", default="greedy,sampled", help="greedy, sampled or both")
     ap.add_argument("--feedback-items", type=int, default=64)
+    ap.add_argument("--slots", type=int, help="decode rows per step (default: the backend's)")
+    ap.add_argument("--sweep", default="", help="row counts to time one decode step at: 32,64")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -154,6 +188,10 @@ def main() -> None:
               "ways": {}}  # fmt: skip
     print(json.dumps({k: v for k, v in report.items() if k != "ways"}), flush=True)
     prompts = cot_prompts(backend, args.items)
+    if args.sweep:
+        sizes = [int(n) for n in args.sweep.split(",")]
+        report["sweep"] = slot_sweep(backend, prompts, sizes, params, report["peak_gflops"])
+    backend.slot_cap = args.slots
     modes = {"greedy": None, "sampled": Sampling(1.0, 0)}
     for mode in args.modes.split(","):
         sampling = modes[mode]
@@ -172,6 +210,9 @@ def main() -> None:
                 row["weight_bandwidth_use"] = round(
                     steps * weight_bytes / sec / 1e9 / report["bandwidth_gbs"], 3
                 )
+                row["rows_per_step"] = round(tokens / max(steps, 1), 1)
+                row["at_32_rows_plus"] = steady_use(backend.decode_log, params,
+                                                    report["peak_gflops"])  # fmt: skip
             report["ways"][f"{way}/{mode}"] = row
             print(f"{way}/{mode}: {json.dumps(row)}", flush=True)
     for mode in ("greedy", "sampled"):

@@ -22,6 +22,7 @@ class FakeBackend:
     chat = False
     batches = True
     preferred_batch = None
+    streams = False
     model_prefix = "fake:"
     n_hidden_states, hidden_size = 3, 4  # a pretend model's states, for --save-hidden
 

@@ -183,6 +183,37 @@ def test_sampled_turns_get_seeds_of_their_own(tmp_path, items):
     assert len(Recorder.seen) == 4 and all(len(k) == 1 for k in Recorder.seen.values())
 
 
+def test_a_streaming_backend_stores_rows_as_they_finish(tmp_path, items, monkeypatch):
+    """Rows a streaming backend reports finished are stored while the rest still decode: an
+    interrupt in the middle of one large batch keeps them, and the rerun generates the rest."""
+    from selfcorrect import engine
+
+    class Streams(FakeBackend):
+        streams = True
+
+        def generate(self, prompts, max_tokens, sampling=None, keys=None, on_done=None):
+            texts = super().generate(prompts, max_tokens, sampling, keys)
+            for i in reversed(range(len(prompts))):  # finishing order is not prompt order
+                if i == 2:
+                    raise KeyboardInterrupt
+                on_done(i, texts[i])
+            return texts
+
+    monkeypatch.setattr(engine, "STREAM_FLUSH", 2)
+    store, run = setup_store(tmp_path, items)
+    job = make_plan(items, ["cot"])
+    with pytest.raises(KeyboardInterrupt):
+        execute(store, run, "fake", Streams(), job, batch_size=len(items))
+    turns = store.done_turns("fake", "bbq", "cot", "logprob")
+    finished = {items[i].uid for i in range(3, len(items))}  # rows 7..3 finished, 2 did not
+    text = {uid: t for (uid, _), t in turns.items()}
+    assert set(text) == finished and len(turns) == len(finished)
+    assert all(text[items[i].uid].endswith(f"#{i}") for i in range(3, len(items)))
+    fresh = FakeBackend()
+    execute(store, run, "fake", fresh, job, batch_size=len(items))
+    assert fresh.calls["generate"] == 3
+
+
 def test_interrupt_during_generation_keeps_finished_turns(tmp_path, items):
     class Dies(FakeBackend):
         def generate(self, prompts, max_tokens, sampling=None, keys=None):

@@ -299,10 +299,10 @@ def _after_read(st: _State, pred: int | None, raw: str | None, readout: str) -> 
     st.reads += 1
 
 
-def _call(ctx: _Context, states: list[_State], fn, *args):
+def _call(ctx: _Context, states: list[_State], fn, *args, **kwargs):
     """A backend call; a prompt over the model's context is an error naming its item."""
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except PromptTooLong as exc:
         st = states[exc.index]
         raise SelfCorrectError(
@@ -327,17 +327,52 @@ def _generate_wave(ctx: _Context, states: list[_State]) -> None:
         by_len: dict[int, list[_State]] = {}
         for st in chunk:
             by_len.setdefault(st.steps[st.pos].max_tokens, []).append(st)
-        turns = []
         for max_tokens, group in by_len.items():
             prompts = [ctx.backend.render(st.conversation(ctx.job.system)) for st in group]
             keys = None
             if ctx.job.sampling is not None:  # each row its own seed: batch-independent text
                 keys = [sample_key(ctx.job.sampling.seed, st.item.uid, ctx.condition, st.pos)
                         for st in group]  # fmt: skip
-            texts = _call(ctx, group, ctx.backend.generate, prompts, max_tokens,
-                          ctx.job.sampling, keys)  # fmt: skip
-            turns += _take_turns(ctx, group, prompts, texts, "generate")
-        ctx.store.write(ctx.run_id, turns=turns)
+            _generate_group(ctx, group, prompts, max_tokens, keys)
+
+
+STREAM_FLUSH = 16  # finished rows stored together while a streaming backend decodes the rest
+
+
+def _generate_group(ctx: _Context, group: list[_State], prompts, max_tokens, keys) -> None:
+    """Generate and store one group's turns. A streaming backend's rows are stored as they
+    finish, STREAM_FLUSH at a time, so an interrupt loses only the rows still decoding."""
+    texts: dict[int, str] = {}
+    ready: list[int] = []
+
+    def flush() -> None:
+        rows = _take_turns(ctx, [group[i] for i in ready], [prompts[i] for i in ready],
+                           [texts[i] for i in ready], "generate")  # fmt: skip
+        ctx.store.write(ctx.run_id, turns=rows)
+        ready.clear()
+
+    def on_done(i: int, text: str) -> None:
+        texts[i] = text
+        ready.append(i)
+        if len(ready) >= STREAM_FLUSH:
+            flush()
+
+    extra = {"on_done": on_done} if ctx.backend.streams else {}
+    try:
+        out = _call(ctx, group, ctx.backend.generate, prompts, max_tokens, ctx.job.sampling,
+                    keys, **extra)  # fmt: skip
+    except BaseException:
+        if ready:  # keep what finished; the original error is what the user sees
+            try:
+                flush()
+            except Exception:
+                pass
+        raise
+    for i, text in enumerate(out):
+        if i not in texts:
+            texts[i] = text
+            ready.append(i)
+    flush()
 
 
 def _take_turns(ctx: _Context, states, prompts, texts, kind: str) -> list[tuple]:

@@ -385,10 +385,13 @@ def test_decode_loop_equals_generate_greedy_in_fp32(smollm2_fp32):
     smollm2_fp32._kv.clear()
     from unittest import mock
 
+    finished = []
     with mock.patch.object(type(smollm2_fp32), "decode_slots", lambda self, longest: 3):
-        got = smollm2_fp32.generate(prompts, 24)
+        got = smollm2_fp32.generate(prompts, 24, on_done=lambda i, t: finished.append((i, t)))
     assert got == want
     assert "" in want  # a row stopped at once (end of turn) while others ran on
+    # every row reported once, as it finished, with its final text
+    assert sorted(finished) == sorted(enumerate(got)) and finished != list(enumerate(got))
 
 
 def test_sampling_depends_only_on_the_row_seed(smollm2_fp32):

@@ -11,7 +11,7 @@ PROVENANCE = {
     ("negation", "bbq"): "verbatim", ("negation", "winogender"): "reconstruction",
     ("oracle", "bbq"): "reconstruction", ("oracle", "winogender"): "verbatim",
     ("baseline", "law"): "verbatim", ("instruct", "law"): "verbatim", ("cot", "law"): "verbatim",
-    ("negation", "law"): "reconstruction",
+    ("negation", "law"): "reconstruction", ("prefer-unknown", "bbq"): "reconstruction",
     **{(f"s{k}", b): "reconstruction" for k in (2, 3, 4) for b in ("bbq", "winogender", "law")},
     **{(f"s{k}-neg", b): "reconstruction" for k in (2, 3, 4)
        for b in ("bbq", "winogender", "law")},

@@ -84,6 +84,9 @@ class Backend(Protocol):
     # all its steps before the next, so the cache holds the conversation so far
     batches: bool
     preferred_batch: int | None  # the most requests per wave it wants (None: no limit)
+    # True: generate() also takes on_done(i, text), called as row i finishes, so the engine
+    # stores finished rows while the rest of a large batch is still decoding
+    streams: bool
 
     def render(self, conv: Conversation) -> str:
         """The exact text the model sees, ending with the prefill."""

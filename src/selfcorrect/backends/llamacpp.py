@@ -59,6 +59,7 @@ class LlamaCppBackend(ChatRendering):
     model_prefix = None
     batches = False  # sequential: the engine walks one item at a time through its cache
     preferred_batch = None
+    streams = False
 
     @classmethod
     def from_options(cls, resolved: ResolvedModel, options: LoadOptions) -> LlamaCppBackend:

@@ -92,6 +92,7 @@ class OpenAIBackend(ChatRendering):
     name = "openai"
     model_prefix = PREFIX
     batches = True
+    streams = False
 
     @staticmethod
     def settings(options: LoadOptions) -> ServedSettings:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from selfcorrect.backends.base import (
     ChatRendering,
@@ -47,11 +47,16 @@ def _pick_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+CPU_SLOTS = 192  # decode rows per step on a CPU: tokens/s still rising there (performance.md)
+
+
 class TransformersBackend(ChatRendering):
     name = "transformers"
     model_prefix = None
     batches = True
     preferred_batch = None
+    streams = True
+    slot_cap: int | None = None  # rows a decode step may hold; None: the device's default
 
     @classmethod
     def from_options(cls, resolved: ResolvedModel, options: LoadOptions) -> TransformersBackend:
@@ -463,33 +468,45 @@ class TransformersBackend(ChatRendering):
         return {i for i in ids if i is not None}
 
     def decode_slots(self, longest: int) -> int:
-        """Rows decoded together: as many as the KV memory budget allows, at most 64 on a CPU
-        (beyond that a step gains little there), 512 on a GPU."""
-        from selfcorrect.backends.transformers.batching import kv_bytes_per_token
+        """Rows decoded together: as many as a quarter of the free memory holds (the scoring
+        batch's KV budget at least), at most `slot_cap` (default 512 on a GPU, CPU_SLOTS on a
+        CPU, where a step's time grows with its rows beyond that: docs/performance.md)."""
+        from selfcorrect.backends.transformers.batching import free_bytes, kv_bytes_per_token
 
         per_row = kv_bytes_per_token(self.model.config) * longest
-        cap = 512 if self.device.startswith("cuda") else 64
+        cuda = self.device.startswith("cuda")
+        cap = self.slot_cap or (512 if cuda else CPU_SLOTS)
         budget = self.batch_tokens * kv_bytes_per_token(self.model.config) * 4
+        if not cuda:  # the scoring batch is small on a CPU; decoding wants many rows
+            budget = max(budget, free_bytes(self.device) // 4)
         return int(max(1, min(cap, budget // max(per_row, 1))))
 
     def generate(
         self, prompts: Sequence[str], max_tokens: int, sampling: Sampling | None = None,
-        keys: Sequence[int] | None = None,
+        keys: Sequence[int] | None = None, on_done: Callable[[int, str], None] | None = None,
     ) -> list[str]:  # fmt: skip
         """Greedy unless `sampling`; sampled rows draw from their own generator seeded with
-        keys[i] (else the sampling seed), whatever the batch."""
+        keys[i] (else the sampling seed), whatever the batch. `on_done(i, text)` is called as
+        row i finishes (in the decode loop, while other rows go on)."""
         from selfcorrect.backends.transformers.decode import Decoder
 
         encoded = [self._encode(p) for p in prompts]
         for r, ids in enumerate(encoded):  # the prompt and its new tokens must fit
             check_length(r, len(ids) + max_tokens, self.max_len)
         if not self.prefix_cache or self._window is not None:
-            return self.generate_hf(prompts, max_tokens, sampling, keys)
+            texts = self.generate_hf(prompts, max_tokens, sampling, keys)
+            for i, text in enumerate(texts if on_done else ()):
+                on_done(i, text)
+            return texts
         longest = max(len(e) for e in encoded) + max_tokens
         decoder = Decoder(self, self.decode_slots(longest), self.stop_ids())
-        outs = decoder.run(encoded, max_tokens, sampling, keys)
+        emit = None if on_done is None else (
+            lambda i, toks: on_done(i, self.tok.decode(toks, skip_special_tokens=True))
+        )  # fmt: skip
+        outs = decoder.run(encoded, max_tokens, sampling, keys, emit)
         self.decode_steps = getattr(self, "decode_steps", 0) + decoder.steps
         self.generated_tokens = getattr(self, "generated_tokens", 0) + decoder.tokens
+        self.decode_log = decoder.step_log  # the last call's (rows, seconds) per step
         return [self.tok.decode(o, skip_special_tokens=True) for o in outs]
 
     def generate_hf(self, prompts, max_tokens, sampling=None, keys=None) -> list[str]:

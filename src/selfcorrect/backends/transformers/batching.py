@@ -16,6 +16,26 @@ def kv_bytes_per_token(config, dtype_bytes: int = 2) -> int:
     return 2 * text.num_hidden_layers * kv_heads * head_dim * dtype_bytes
 
 
+def free_bytes(device: str) -> int:
+    """Memory free for new tensors: the GPU's free memory, or what the OS calls available
+    (free pages and reclaimable page cache: a model just read from disk fills the latter)."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 8 << 30
+
+
 def auto_batch_tokens(config, device: str, reserved_kv_tokens: int = 0, cap: int = 32768) -> int:
     """Padded tokens per scoring forward that fit memory. Per token: the batch's KV, whose
     width can double when a reused prefix is spliced in front, held up to four times at once
@@ -23,21 +43,14 @@ def auto_batch_tokens(config, device: str, reserved_kv_tokens: int = 0, cap: int
     gathers from, its kept copy), and the widest activations. On a GPU, 60% of what is free
     after the prompt KV cache's budget; on a CPU the batch stops paying beyond a few thousand
     tokens, so 4096 unless memory is short."""
-    import torch
-
     text = getattr(config, "text_config", None) or config
     inter = getattr(text, "intermediate_size", 4 * text.hidden_size)
     kv = kv_bytes_per_token(config)
     per_token = 2 * 4 * kv + 8 * inter + 16 * text.hidden_size
     if device.startswith("cuda"):
-        free, _ = torch.cuda.mem_get_info(torch.device(device))
-        budget = int((free - reserved_kv_tokens * kv) * 0.6)
+        budget = int((free_bytes(device) - reserved_kv_tokens * kv) * 0.6)
     else:
-        try:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError):
-            free = 8 << 30
-        budget, cap = (free - reserved_kv_tokens * kv) // 4, 4096
+        budget, cap = (free_bytes(device) - reserved_kv_tokens * kv) // 4, 4096
     return int(max(256, min(cap, budget // per_token)))
 
 

@@ -12,6 +12,7 @@ the width no active row uses."""
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -100,8 +101,13 @@ class Decoder:
         self.layers = cfg.num_hidden_layers
         self.steps = 0  # decode forwards, for throughput accounting
         self.tokens = 0  # tokens generated
+        self.step_log: list[tuple[int, float]] = []  # (rows, seconds) of each decode step
+        self.on_done = None  # called with (row index, tokens) as a row finishes
 
-    def run(self, prompts: list[list[int]], max_tokens: int, sampling, keys) -> list[list[int]]:
+    def run(self, prompts: list[list[int]], max_tokens: int, sampling, keys,
+            on_done=None) -> list[list[int]]:  # fmt: skip
+        """Every prompt's new tokens; on_done(i, tokens) as row i finishes."""
+        self.on_done = on_done
         torch = self.torch
         rows = []
         for i, p in enumerate(prompts):
@@ -117,7 +123,7 @@ class Decoder:
                           self.b.model.dtype, self.b.device)  # fmt: skip
         active: list[_Row] = []
         while pending or active:
-            if pending and len(active) < slots and (not active or len(active) <= slots // 2):
+            if pending and len(active) < slots and (not active or len(active) <= slots * 3 // 4):
                 self._admit(cache, active, pending, slots - len(active), max_tokens, sampling)
             if active:
                 self._step(cache, active, max_tokens, sampling)
@@ -174,7 +180,7 @@ class Decoder:
         if cache.t + 1 > cache.width:
             self._compact(cache, active)
             self._grow(cache, cache.t + 1)
-        t = cache.t
+        t, began = cache.t, time.perf_counter()
         ids = torch.tensor([[r.out[-1]] for r in active], device=self.b.device)
         pos = torch.tensor([[t - r.start] for r in active], device=self.b.device)
         starts = torch.tensor([r.start for r in active], device=self.b.device)
@@ -187,22 +193,35 @@ class Decoder:
             cache.t = t + 1
             logits = self.b.last_logits(out.last_hidden_state[:, -1])
         self.steps += 1
+        rows = len(active)
         for row, tok in zip(active, self._choose(logits, active, sampling), strict=True):
             self._append(row, tok, max_tokens)
         self._retire(cache, active)
+        self.step_log.append((rows, time.perf_counter() - began))
 
     def _choose(self, logits, rows, sampling) -> list[int]:
-        """Greedy, or each row's own draw at the temperature, nucleus `top_p`."""
+        """Greedy, or each row's own draw at the temperature, nucleus `top_p`.
+
+        Sampling is by inverse CDF: one uniform per row from the row's own generator, the
+        cumulative weights of all rows in one batched pass. torch.multinomial per row cost
+        about 2 ms a row (0.12 s a step at 64 rows, measured); this costs a few ms a step and
+        still draws each row's token from its own seed alone."""
         torch = self.torch
         if sampling is None:
             return logits.argmax(dim=-1).tolist()
-        probs = torch.softmax(logits / sampling.temperature, dim=-1).cpu()
+        scaled = logits.float().cpu() / sampling.temperature
+        weights = (scaled - scaled.amax(-1, keepdim=True)).exp_()
         if sampling.top_p < 1.0:
+            probs = weights / weights.sum(-1, keepdim=True)
             sorted_p, order = probs.sort(dim=-1, descending=True)
             keep = sorted_p.cumsum(-1) - sorted_p < sampling.top_p
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p * keep)
-        return [int(torch.multinomial(p, 1, generator=r.generator)) for p, r in
-                zip(probs, rows, strict=True)]  # fmt: skip
+            weights = torch.zeros_like(probs).scatter(-1, order, sorted_p * keep)
+        cdf = weights.double().cumsum_(-1)  # float64: the tail's mass is not rounded away
+        total = cdf[:, -1:]
+        u = torch.cat([torch.rand(1, generator=r.generator, dtype=torch.float64) for r in rows])
+        pick = torch.searchsorted(cdf, u[:, None] * total, right=True)
+        last = torch.searchsorted(cdf, total)  # the last token with mass: u * total rounding up
+        return torch.minimum(pick, last).squeeze(1).tolist()
 
     def _append(self, row: _Row, tok: int, max_tokens: int) -> None:
         row.out.append(tok)
@@ -228,3 +247,5 @@ class Decoder:
                 cache.move(last, k)
                 active[k] = active[last]
             active.pop()
+            if self.on_done is not None:
+                self.on_done(row.index, row.out)

@@ -1,0 +1,43 @@
+"""The decode loop's token choice on its own (no model): sampled draws follow the tempered,
+nucleus-truncated softmax, and each row's draw depends only on its own generator."""
+
+import torch
+
+from selfcorrect.backends.base import Sampling
+from selfcorrect.backends.transformers.decode import Decoder, _Row
+
+
+def _draws(logits, sampling, n, seed=0):
+    chooser = Decoder.__new__(Decoder)
+    chooser.torch = torch
+    rows = [_Row(i, [], torch.Generator().manual_seed(seed + i)) for i in range(n)]
+    return chooser._choose(logits.expand(n, -1), rows, sampling)
+
+
+def test_sampled_tokens_follow_the_tempered_softmax():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -30.0]])
+    n = 20000
+    got = torch.bincount(torch.tensor(_draws(logits, Sampling(0.5, 0), n)), minlength=5) / n
+    want = torch.softmax(logits[0] / 0.5, -1)
+    assert torch.allclose(got, want, atol=0.01), (got, want)  # 4 sigma at n = 20000 is < 0.01
+
+
+def test_nucleus_keeps_only_the_top_mass_and_never_a_zero_mass_token():
+    logits = torch.tensor([[3.0, 2.0, 0.0, -1.0, -float("inf")]])
+    # softmax: 0.66, 0.24, 0.03, 0.01, 0 -> top_p 0.8 keeps the first two
+    counts = torch.bincount(torch.tensor(_draws(logits, Sampling(1.0, 0, top_p=0.8), 5000)),
+                            minlength=5)  # fmt: skip
+    assert counts[2:].sum() == 0 and counts[0] > counts[1] > 0
+
+
+def test_a_rows_draw_depends_only_on_its_own_generator():
+    logits = torch.randn(6, 50, generator=torch.Generator().manual_seed(1))
+    chooser = Decoder.__new__(Decoder)
+    chooser.torch = torch
+
+    def rows(seeds):
+        return [_Row(i, [], torch.Generator().manual_seed(s)) for i, s in enumerate(seeds)]
+
+    together = chooser._choose(logits, rows(range(6)), Sampling(1.0, 0))
+    alone = [chooser._choose(logits[k : k + 1], rows([k]), Sampling(1.0, 0))[0] for k in range(6)]
+    assert together == alone
