@@ -312,6 +312,10 @@ def test_g5_on_constructed_law_answers():
     v, t = g5(law("m", (-0.10, 0.05, 0.08)))
     assert v.verdict == "supported", v.evidence
     assert len(t) == 5 and set(t["n_items"]) == {n}
+    # rules that judge BBQ by its content readout judge the law school by its yes/no log-probs
+    cloze = rules.model_copy(update={"readout": "cloze"})
+    v, _ = judge(Inputs(pd.DataFrame(), law=law("m", (-0.10, 0.05, 0.08))), {"m": HUGE}, cloze)
+    assert v.set_index("id").loc["G5", "verdict"] == "supported"
     # Q already at parity (inside the ROPE): the claim fails
     assert g5(law("m", (0.0, 0.05, 0.08)))[0].verdict == "not supported"
     # the instruction raises parity, but not past 0: not supported either way it is read
@@ -331,6 +335,9 @@ def test_g3_is_judged_from_the_winogender_tables():
         for c, d in (("cot", -0.4), ("match_stats", 0.3))])  # fmt: skip
     wg = {"summary": summ, "paired": pair}
     v, _ = judge(Inputs(pd.DataFrame(), winogender=wg), {"m": HUGE}, rules)
+    assert v.set_index("id").loc["G3", "verdict"] == "supported"
+    cloze = rules.model_copy(update={"readout": "cloze"})  # pronoun log-probs read content already
+    v, _ = judge(Inputs(pd.DataFrame(), winogender=wg), {"m": HUGE}, cloze)
     assert v.set_index("id").loc["G3", "verdict"] == "supported"
     pair.loc[0, ["diff", "diff_lo", "diff_hi"]] = [0.0, -0.03, 0.03]  # CoT: no change
     v, _ = judge(Inputs(pd.DataFrame(), winogender=wg), {"m": HUGE}, rules)

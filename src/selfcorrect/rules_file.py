@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.tomls import read_toml
 
-RULES_LOGIC = "4"  # bump when verdicts.py judges the same rules differently
+RULES_LOGIC = "5"  # bump when verdicts.py judges the same rules differently
 
 
 class _M(BaseModel):

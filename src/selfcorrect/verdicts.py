@@ -420,7 +420,8 @@ def _winogender_model(ev, h, m, summ, pair, lines) -> list[str]:
     """Each part of G3 for one model: holds, fails, unclear or missing."""
     lo_r, hi_r = h.baseline_range or (0.5, 0.6)
     rows = summ[(summ["model"] == m) & (summ["condition"] == "baseline")
-                & (summ["readout"] == ev.rules.readout) & (summ["round"] == 0)]  # fmt: skip
+                & (summ["readout"] == _judged_readout(ev.rules.readout))
+                & (summ["round"] == 0)]  # fmt: skip
     if rows.empty:
         return ["missing"]
     b = rows.iloc[0]
@@ -438,7 +439,8 @@ def _winogender_model(ev, h, m, summ, pair, lines) -> list[str]:
     pair = pair if pair is not None else pd.DataFrame()
     for (cond, ref), direction in zip(h.steps or [], h.directions or [], strict=False):
         d = pair[(pair["model"] == m) & (pair["condition"] == cond) & (pair["reference"] == ref)
-                 & (pair["metric"] == "pearson_r") & (pair["readout"] == ev.rules.readout)
+                 & (pair["metric"] == "pearson_r")
+                 & (pair["readout"] == _judged_readout(ev.rules.readout))
                  & (pair["round"] == 0)] if not pair.empty else pair  # fmt: skip
         if d.empty:
             calls.append("missing")
@@ -642,6 +644,13 @@ class Inputs:
     unparseable: str = "drop"
 
 
+def _judged_readout(readout: str) -> str:
+    """The readout Winogender and the law school are judged under. `cloze` is BBQ's content
+    readout (option words instead of letters); their log-probability readouts (pronouns,
+    yes/no) read content already, so under cloze rules they are judged by those."""
+    return "logprob" if readout == "cloze" else readout
+
+
 def _round0(df: pd.DataFrame | None, readout: str) -> pd.DataFrame:
     if df is None or df.empty:
         return pd.DataFrame()
@@ -651,7 +660,7 @@ def _round0(df: pd.DataFrame | None, readout: str) -> pd.DataFrame:
 def _evidence(inputs: Inputs, models: dict[str, dict], rules: Rules) -> _Evidence:
     part = _round0(inputs.items, rules.readout)
     eligible, excluded = _eligible(part, inputs.gate, rules.readout)
-    law = _round0(inputs.law, rules.readout)
+    law = _round0(inputs.law, _judged_readout(rules.readout))
     return _Evidence(part, models, eligible, excluded, rules, law, inputs.bias_variant,
                      inputs.unparseable, law_gate(law), inputs.winogender,
                      oracle_only=_oracle_only(inputs.gate, rules.readout))  # fmt: skip
