@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -67,3 +69,17 @@ def test_plan_runs_every_entry_into_one_store_and_reports_verdicts(tmp_path):
     bad.write_text('[[runs]]\nconditions = ["nope"]\n')
     res = CliRunner().invoke(app, ["run", "--plan", str(bad)])
     assert res.exit_code == 2 and "unknown condition 'nope'" in res.output
+
+
+def test_the_preregistered_study_plan_validates(monkeypatch):
+    """docs/results/plan.toml (run from the repository root) loads, every run valid, with the
+    pre-registered rules."""
+    from selfcorrect.rules_file import load_rules
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    plan = load_plan("docs/results/plan.toml")
+    assert len(plan.specs) == 4 * 11 and {s.rules for s in plan.specs} == {
+        Path("docs/results/rules.toml")
+    }
+    assert load_rules(plan.specs[0].rules)[0].readout == "cloze"
