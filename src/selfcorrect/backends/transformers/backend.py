@@ -24,6 +24,7 @@ from selfcorrect.backends.transformers.batching import (
     auto_batch_tokens,
     length_batches,
     option_width,
+    prompt_kv_tokens,
 )
 from selfcorrect.backends.transformers.gguf_cache import dequantised_copy, quiet_transformers
 from selfcorrect.backends.transformers.prompt_kv import PromptKV
@@ -71,7 +72,7 @@ class TransformersBackend(ChatRendering):
         batch_tokens: int | None = None,
         trust_remote_code: bool = False,
         prefix_cache: bool = True,
-        kv_budget_tokens: int = 32768,
+        kv_budget_tokens: int | None = None,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -105,7 +106,7 @@ class TransformersBackend(ChatRendering):
         kind: str | None = None,
         batch_tokens: int | None = None,
         prefix_cache: bool = True,
-        kv_budget_tokens: int = 32768,
+        kv_budget_tokens: int | None = None,
     ) -> TransformersBackend:
         """Wrap a model already in memory (e.g. randomly initialised from a config on a GPU,
         for throughput measurements); it stays on its device and dtype."""
@@ -123,6 +124,8 @@ class TransformersBackend(ChatRendering):
         self.device = str(next(model.parameters()).device)
         self.dtype = _torch_dtype(dtype)
         self.prefix_cache = prefix_cache
+        if kv_budget is None:  # 0 turns the prompt KV cache off
+            kv_budget = prompt_kv_tokens(model.config, self.device)
         self.kv_budget = kv_budget
         self.model.eval()
         has_template = bool(getattr(self.tok, "chat_template", None))
