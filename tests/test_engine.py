@@ -214,6 +214,46 @@ def test_a_streaming_backend_stores_rows_as_they_finish(tmp_path, items, monkeyp
     assert fresh.calls["generate"] == 3
 
 
+def test_a_failed_streaming_write_leaves_its_rows_to_be_generated_again(tmp_path, items,
+                                                                         monkeypatch):  # fmt: skip
+    """A store write interrupted mid-stream stores none of its rows and advances none of their
+    states: nothing is stored under a later step, and the rerun generates exactly those rows."""
+    from selfcorrect import engine
+
+    class Streams(FakeBackend):
+        streams = True
+
+        def generate(self, prompts, max_tokens, sampling=None, keys=None, on_done=None):
+            texts = super().generate(prompts, max_tokens, sampling, keys)
+            for i, text in enumerate(texts):
+                on_done(i, text)
+            return texts
+
+    monkeypatch.setattr(engine, "STREAM_FLUSH", 2)
+    store, run = setup_store(tmp_path, items)
+    real, writes = store.write, []
+
+    def flaky(run_id, answers=(), turns=()):
+        turns = list(turns)
+        writes.append(len(turns))
+        if len(writes) == 2:
+            raise KeyboardInterrupt
+        return real(run_id, answers=answers, turns=turns)
+
+    monkeypatch.setattr(store, "write", flaky)
+    job = make_plan(items, ["cot"])
+    with pytest.raises(KeyboardInterrupt):
+        execute(store, run, "fake", Streams(), job, batch_size=len(items))
+    monkeypatch.setattr(store, "write", real)
+    turns = store.done_turns("fake", "bbq", "cot", "logprob")
+    assert len(turns) == 2 and len({step for _, step in turns}) == 1
+    fresh = FakeBackend()
+    execute(store, run, "fake", fresh, job, batch_size=len(items))
+    assert fresh.calls["generate"] == len(items) - 2
+    after = store.done_turns("fake", "bbq", "cot", "logprob")
+    assert len(after) == len(items) and {step for _, step in after} == {step for _, step in turns}
+
+
 def test_interrupt_during_generation_keeps_finished_turns(tmp_path, items):
     class Dies(FakeBackend):
         def generate(self, prompts, max_tokens, sampling=None, keys=None):

@@ -346,10 +346,13 @@ def _generate_group(ctx: _Context, group: list[_State], prompts, max_tokens, key
     ready: list[int] = []
 
     def flush() -> None:
-        rows = _take_turns(ctx, [group[i] for i in ready], [prompts[i] for i in ready],
-                           [texts[i] for i in ready], "generate")  # fmt: skip
-        ctx.store.write(ctx.run_id, turns=rows)
+        # the states advance only once their rows are stored: a failed write leaves them to
+        # be generated again, never stored under the next step
+        batch = ready[:]
         ready.clear()
+        rows = [ctx.turn(group[i], prompts[i], texts[i]) for i in batch]
+        ctx.store.write(ctx.run_id, turns=rows)
+        _advance_turns([group[i] for i in batch], [texts[i] for i in batch], "generate")
 
     def on_done(i: int, text: str) -> None:
         texts[i] = text
@@ -377,12 +380,16 @@ def _generate_group(ctx: _Context, group: list[_State], prompts, max_tokens, key
 
 def _take_turns(ctx: _Context, states, prompts, texts, kind: str) -> list[tuple]:
     """Apply generated turns to their states; return the rows to store."""
-    rows = []
-    for st, prompt, text in zip(states, prompts, texts, strict=True):
-        rows.append(ctx.turn(st, prompt, text))
+    rows = [ctx.turn(st, prompt, text) for st, prompt, text in zip(states, prompts, texts,
+                                                                     strict=True)]  # fmt: skip
+    _advance_turns(states, texts, kind)
+    return rows
+
+
+def _advance_turns(states, texts, kind: str) -> None:
+    for st, text in zip(states, texts, strict=True):
         _after_turn(st, kind, text)
         st.pos += 1
-    return rows
 
 
 def _critique_wave(ctx: _Context, states: list[_State]) -> None:

@@ -38,6 +38,32 @@ def test_a_rows_draw_depends_only_on_its_own_generator():
     def rows(seeds):
         return [_Row(i, [], torch.Generator().manual_seed(s)) for i, s in enumerate(seeds)]
 
-    together = chooser._choose(logits, rows(range(6)), Sampling(1.0, 0))
-    alone = [chooser._choose(logits[k : k + 1], rows([k]), Sampling(1.0, 0))[0] for k in range(6)]
+    for sampling in (Sampling(1.0, 0), Sampling(0.7, 0, top_p=0.9)):
+        together = chooser._choose(logits, rows(range(6)), sampling)
+        alone = [chooser._choose(logits[k : k + 1], rows([k]), sampling)[0] for k in range(6)]
+        assert together == alone
+
+
+def test_nucleus_cut_is_the_same_for_a_row_alone_and_in_a_batch():
+    """The nucleus is cut from a per-row cumulative sum: a batched reduction, split over
+    threads differently for one row than for many, could move the cut and the draw."""
+    logits = torch.randn(48, 151936, generator=torch.Generator().manual_seed(2)) * 2
+    chooser = Decoder.__new__(Decoder)
+    chooser.torch = torch
+    s = Sampling(1.0, 0, top_p=0.95)
+
+    def rows(seeds):
+        return [_Row(i, [], torch.Generator().manual_seed(s)) for i, s in enumerate(seeds)]
+
+    together = chooser._choose(logits, rows(range(48)), s)
+    alone = [chooser._choose(logits[k : k + 1], rows([k]), s)[0] for k in range(48)]
     assert together == alone
+
+
+def test_logits_that_are_not_numbers_are_an_error():
+    import pytest
+
+    from selfcorrect.errors import SelfCorrectError
+
+    with pytest.raises(SelfCorrectError, match="not finite"):
+        _draws(torch.full((1, 5), float("nan")), Sampling(1.0, 0), 2)

@@ -48,6 +48,7 @@ def _pick_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+SAMPLER = "inverse-cdf-float64/2026-12-05"  # see decode.Decoder._choose
 CPU_SLOTS = 192  # decode rows per step on a CPU: tokens/s still rising there (performance.md)
 
 
@@ -125,7 +126,7 @@ class TransformersBackend(ChatRendering):
         self.dtype = _torch_dtype(dtype)
         self.prefix_cache = prefix_cache
         if kv_budget is None:  # 0 turns the prompt KV cache off
-            kv_budget = prompt_kv_tokens(model.config, self.device)
+            kv_budget = prompt_kv_tokens(model.config, self.device, model.dtype.itemsize)
         self.kv_budget = kv_budget
         self.model.eval()
         has_template = bool(getattr(self.tok, "chat_template", None))
@@ -171,6 +172,9 @@ class TransformersBackend(ChatRendering):
             "prompt_format": "chat-template" if self.chat else "human-assistant",
             "threads": torch.get_num_threads(),
             "batch_tokens": self.batch_tokens,
+            # how a sampled token is drawn from its row's seed (the same seed gives other text
+            # under another sampler: decode.Decoder._choose)
+            "sampler": SAMPLER,
         }
 
     # scoring -----------------------------------------------------------------------------
@@ -471,18 +475,20 @@ class TransformersBackend(ChatRendering):
         return {i for i in ids if i is not None}
 
     def decode_slots(self, longest: int) -> int:
-        """Rows decoded together: as many as a quarter of the free memory holds (the scoring
-        batch's KV budget at least), at most `slot_cap` (default 512 on a GPU, CPU_SLOTS on a
-        CPU, where a step's time grows with its rows beyond that: docs/performance.md)."""
+        """Rows decoded together: as many rows of `longest` tokens as an eighth of the free
+        memory holds (the slot cache can widen to about twice that when rows that joined late
+        outlive the first ones), the scoring batch's KV budget at least, and at most
+        `slot_cap` (default 512 on a GPU, CPU_SLOTS on a CPU, where a step's time grows with
+        its rows beyond that: docs/performance.md)."""
         from selfcorrect.backends.transformers.batching import free_bytes, kv_bytes_per_token
 
-        per_row = kv_bytes_per_token(self.model.config) * longest
+        per_token = kv_bytes_per_token(self.model.config, self.model.dtype.itemsize)
         cuda = self.device.startswith("cuda")
         cap = self.slot_cap or (512 if cuda else CPU_SLOTS)
-        budget = self.batch_tokens * kv_bytes_per_token(self.model.config) * 4
+        budget = self.batch_tokens * per_token * 4
         if not cuda:  # the scoring batch is small on a CPU; decoding wants many rows
-            budget = max(budget, free_bytes(self.device) // 4)
-        return int(max(1, min(cap, budget // max(per_row, 1))))
+            budget = max(budget, free_bytes(self.device) // 8)
+        return int(max(1, min(cap, budget // max(per_token * longest, 1))))
 
     def generate(
         self, prompts: Sequence[str], max_tokens: int, sampling: Sampling | None = None,

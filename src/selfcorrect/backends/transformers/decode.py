@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from selfcorrect.errors import SelfCorrectError
+
 
 class _SlotLayer(DynamicLayer):
     """One layer's view of the slot cache: writes the new tokens at column t, returns the
@@ -211,13 +213,16 @@ class Decoder:
             return logits.argmax(dim=-1).tolist()
         scaled = logits.float().cpu() / sampling.temperature
         weights = (scaled - scaled.amax(-1, keepdim=True)).exp_()
-        if sampling.top_p < 1.0:
-            probs = weights / weights.sum(-1, keepdim=True)
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            keep = sorted_p.cumsum(-1) - sorted_p < sampling.top_p
-            weights = torch.zeros_like(probs).scatter(-1, order, sorted_p * keep)
+        if sampling.top_p < 1.0:  # the nucleus from a per-row cumsum (a batched sum would be
+            # split over threads differently for one row than for many)
+            top, order = weights.sort(dim=-1, descending=True)
+            run = top.double().cumsum(-1)
+            keep = (run - top) < sampling.top_p * run[:, -1:]
+            weights = torch.zeros_like(weights).scatter(-1, order, top * keep)
         cdf = weights.double().cumsum_(-1)  # float64: the tail's mass is not rounded away
         total = cdf[:, -1:]
+        if not (torch.isfinite(total).all() and (total > 0).all()):
+            raise SelfCorrectError("sampling: the model's logits are not finite numbers")
         u = torch.cat([torch.rand(1, generator=r.generator, dtype=torch.float64) for r in rows])
         pick = torch.searchsorted(cdf, u[:, None] * total, right=True)
         last = torch.searchsorted(cdf, total)  # the last token with mass: u * total rounding up
