@@ -36,19 +36,7 @@ def free_bytes(device: str) -> int:
         return 8 << 30
 
 
-PROMPT_KV_TOKENS = 32768  # the prompt KV cache's budget at least, and on a GPU
-
-
-def prompt_kv_tokens(config, device: str, dtype_bytes: int = 2) -> int:
-    """Tokens the prompt KV cache may hold: on a CPU a quarter of the free memory (at least
-    PROMPT_KV_TOKENS), so that more of a batch of chain-of-thought conversations is still
-    cached when its answer turn is read (with 32,768 tokens, 792 conversations of ~450 tokens
-    on the 1.5B were nearly all computed again; a quarter of 20 GB holds about 415 of them);
-    on a GPU, where memory goes to batches, PROMPT_KV_TOKENS."""
-    if device.startswith("cuda"):
-        return PROMPT_KV_TOKENS
-    per_token = kv_bytes_per_token(config, dtype_bytes)
-    return max(PROMPT_KV_TOKENS, free_bytes(device) // 4 // per_token)
+PROMPT_KV_TOKENS = 32768  # the prompt KV cache's default budget
 
 
 def auto_batch_tokens(config, device: str, reserved_kv_tokens: int = 0, cap: int = 32768) -> int:
