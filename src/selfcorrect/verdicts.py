@@ -419,9 +419,9 @@ def _winogender_models(ev: _Evidence) -> list[str]:
 def _winogender_model(ev, h, m, summ, pair, lines) -> list[str]:
     """Each part of G3 for one model: holds, fails, unclear or missing."""
     lo_r, hi_r = h.baseline_range or (0.5, 0.6)
+    readout = _judged_readout(ev.rules.readout)
     rows = summ[(summ["model"] == m) & (summ["condition"] == "baseline")
-                & (summ["readout"] == _judged_readout(ev.rules.readout))
-                & (summ["round"] == 0)]  # fmt: skip
+                & (summ["readout"] == readout) & (summ["round"] == 0)]  # fmt: skip
     if rows.empty:
         return ["missing"]
     b = rows.iloc[0]
@@ -439,8 +439,7 @@ def _winogender_model(ev, h, m, summ, pair, lines) -> list[str]:
     pair = pair if pair is not None else pd.DataFrame()
     for (cond, ref), direction in zip(h.steps or [], h.directions or [], strict=False):
         d = pair[(pair["model"] == m) & (pair["condition"] == cond) & (pair["reference"] == ref)
-                 & (pair["metric"] == "pearson_r")
-                 & (pair["readout"] == _judged_readout(ev.rules.readout))
+                 & (pair["metric"] == "pearson_r") & (pair["readout"] == readout)
                  & (pair["round"] == 0)] if not pair.empty else pair  # fmt: skip
         if d.empty:
             calls.append("missing")

@@ -73,7 +73,7 @@ class TransformersBackend(ChatRendering):
         batch_tokens: int | None = None,
         trust_remote_code: bool = False,
         prefix_cache: bool = True,
-        kv_budget_tokens: int | None = None,
+        kv_budget_tokens: int = PROMPT_KV_TOKENS,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -107,7 +107,7 @@ class TransformersBackend(ChatRendering):
         kind: str | None = None,
         batch_tokens: int | None = None,
         prefix_cache: bool = True,
-        kv_budget_tokens: int | None = None,
+        kv_budget_tokens: int = PROMPT_KV_TOKENS,
     ) -> TransformersBackend:
         """Wrap a model already in memory (e.g. randomly initialised from a config on a GPU,
         for throughput measurements); it stays on its device and dtype."""
@@ -125,9 +125,7 @@ class TransformersBackend(ChatRendering):
         self.device = str(next(model.parameters()).device)
         self.dtype = _torch_dtype(dtype)
         self.prefix_cache = prefix_cache
-        # 0 turns the prompt KV cache off. A quarter of free memory instead of the default
-        # made the default experiment 26% slower and 2.6x larger (docs/performance.md)
-        self.kv_budget = PROMPT_KV_TOKENS if kv_budget is None else kv_budget
+        self.kv_budget = kv_budget  # 0: off
         self.model.eval()
         has_template = bool(getattr(self.tok, "chat_template", None))
         kind = kind or ("chat" if has_template else "base")
