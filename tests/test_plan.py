@@ -83,3 +83,17 @@ def test_the_preregistered_study_plan_validates(monkeypatch):
         Path("docs/results/rules.toml")
     }
     assert load_rules(plan.specs[0].rules)[0].readout == "cloze"
+
+
+def test_a_plan_can_run_some_of_its_models_in_the_order_given(tmp_path):
+    path = tmp_path / "plan.toml"
+    path.write_text('models = ["ladder"]\n[[runs]]\nconditions = ["baseline"]\n'
+                    '[[runs]]\nconditions = ["instruct"]\n')  # fmt: skip
+    big, small = LADDER[-1], LADDER[0]
+    plan = load_plan(path, only=f"{big},{small}")
+    assert [s.models[0] for s in plan.specs] == [big, big, small, small]
+    assert [s.conditions for s in plan.specs[:2]] == [("baseline",), ("instruct",)]
+    with pytest.raises(SelfCorrectError, match="'x.gguf' is not one of the plan's models"):
+        load_plan(path, only="x.gguf")
+    res = CliRunner().invoke(app, ["run", "--plan", str(path), "--model", "x.gguf"])
+    assert res.exit_code == 2 and "is not one of the plan's models" in res.output

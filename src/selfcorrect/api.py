@@ -57,10 +57,11 @@ def run(spec: RunSpec | str | list[str] | None = None, /, *, progress: bool = Tr
 
 
 def run_plan(path: str | Path, out: str | Path | None = None, progress: bool = True,
-             **overrides) -> Report:  # fmt: skip
-    """A sweep plan (see selfcorrect.plan): every model in turn through every run of the plan,
-    into one results directory; then one report with the verdicts."""
-    plan = load_plan(path, out, **overrides)
+             only: str | list[str] | None = None, **overrides) -> Report:  # fmt: skip
+    """A sweep plan (see selfcorrect.plan): every model in turn (or only those of `only`)
+    through every run of the plan, into one results directory; then one report with the
+    verdicts."""
+    plan = load_plan(path, out, only, **overrides)
     runner.run_all(plan.specs, progress)
     return report(plan.out, n_boot=plan.bootstrap, seed=plan.seed)
 

@@ -107,7 +107,8 @@ _RUN_ONLY = {
     "plan": (Path | None, None, "A sweep plan (TOML: models x benchmarks x conditions x rounds)."),
     "quiet": (bool, False, "No progress bar."),
 }
-_WITH_PLAN = {"out", "ray", "quiet", "plan"}  # options a plan takes from the command line
+# options a plan takes from the command line; --model picks some of the plan's models
+_WITH_PLAN = {"out", "ray", "quiet", "plan", "models"}
 
 
 def _given(ctx: typer.Context, names) -> list[str]:
@@ -120,9 +121,10 @@ def _run_plan(ctx: typer.Context, plan: Path, options: dict, quiet: bool) -> Non
     if clash:
         raise SelfCorrectError(f"--plan sets the runs; {clash[0]} cannot be combined with it "
                                "(set it in the plan file)")  # fmt: skip
-    given = _given(ctx, ["out", "ray"])
+    given = _given(ctx, ["out", "ray", "models"])
     rep = api.run_plan(plan, out=options["out"] if "out" in given else None,
                        progress=not quiet,
+                       only=options["models"] if "models" in given else None,
                        **({"ray": options["ray"]} if "ray" in given else {}))  # fmt: skip
     for key, df in rep.tables.items():
         bench = key[: -len("_summary")]

@@ -46,9 +46,16 @@ class SweepPlan:
         return self.specs[0].seed
 
 
-def load_plan(path: str | Path, out: str | Path | None = None, **overrides) -> SweepPlan:
+def load_plan(
+    path: str | Path,
+    out: str | Path | None = None,
+    only: str | list[str] | None = None,
+    **overrides,
+) -> SweepPlan:
     """The plan's runs as run specifications, every one validated. `out` replaces the plan's
-    results directory; `overrides` set options of every run (e.g. ray)."""
+    results directory; `only` keeps the plan's runs of these of its models (in the order
+    given: a plan split over sessions or machines into the same store); `overrides` set
+    options of every run (e.g. ray)."""
     path = Path(path)
     _, raw = read_toml(path, "plan")
     runs = raw.pop("runs", None)
@@ -58,8 +65,15 @@ def load_plan(path: str | Path, out: str | Path | None = None, **overrides) -> S
     raw.pop("out", None)
     raw.setdefault("models", ["ladder"])
     top = RunSpec.build(where=f"plan {path}", **raw, **overrides)
+    models = top.models
+    if only:
+        models = RunSpec(models=only).models
+        missing = [m for m in models if m not in top.models]
+        if missing:
+            raise SelfCorrectError(f"plan {path}: model {missing[0]!r} is not one of the "
+                                   f"plan's models ({', '.join(top.models)})")  # fmt: skip
     specs = []
-    for model in top.models:
+    for model in models:
         for k, entry in enumerate(runs):
             fixed = [key for key in PER_PLAN if key in entry]
             if fixed:

@@ -172,9 +172,9 @@ def test_cross_round_kv_reuse_equals_recomputing(smollm2_fp32):
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
 
 
-def _tiny_model(tok, kind: str = "llama", attn: str = "sdpa"):
-    """A small random fp32 model: Llama, or Gemma-3 with a sliding-window layer (40 tokens)
-    before a full one."""
+def _tiny_model(tok, kind: str = "llama", attn: str = "sdpa", window: int = 40):
+    """A small random fp32 model: Llama, or Gemma-3 with a sliding-window layer (`window`
+    tokens) before a full one."""
     import torch
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
@@ -190,7 +190,7 @@ def _tiny_model(tok, kind: str = "llama", attn: str = "sdpa"):
             num_attention_heads=4,
             num_key_value_heads=2,
             head_dim=16,
-            sliding_window=40,
+            sliding_window=window,
             layer_types=["sliding_attention", "full_attention"],
             **TINY,
         )
@@ -392,6 +392,29 @@ def test_decode_loop_equals_generate_greedy_in_fp32(smollm2_fp32):
     assert "" in want  # a row stopped at once (end of turn) while others ran on
     # every row reported once, as it finished, with its final text
     assert sorted(finished) == sorted(enumerate(got)) and finished != list(enumerate(got))
+
+
+def test_sliding_window_rows_that_fit_the_window_use_the_decode_loop(smollm2):
+    """Gemma-3's sliding-window layers: a row whose prompt and new tokens fit the window is
+    decoded by the loop (exact: the window never cuts), token for token model.generate's
+    text; longer rows go through model.generate. Every row is reported once."""
+    from unittest import mock
+
+    model = _tiny_model(smollm2.tok, "gemma", window=64)
+    backend = TransformersBackend.from_model(model, smollm2.tok, "tiny-gemma", kind="chat")
+    short = [backend.render(Conversation((("user", q),), "Answer:"))
+             for q in ("Hi", "Who was late?", "Say yes.")]  # fmt: skip
+    long = backend.render(Conversation((("user", "Two neighbours met at the stop. " * 6),), ""))
+    prompts = [short[0], long, short[1], short[2]]
+    assert max(len(backend._encode(p)) for p in short) + 12 <= 64 < len(backend._encode(long))
+    want = backend.generate_hf(prompts, 12)
+    via_hf, real = [], backend.generate_hf
+    finished = []
+    with mock.patch.object(backend, "generate_hf",
+                           lambda p, *a: via_hf.append(len(p)) or real(p, *a)):  # fmt: skip
+        got = backend.generate(prompts, 12, on_done=lambda i, t: finished.append((i, t)))
+    assert got == want and via_hf == [1]  # only the long row
+    assert backend.decode_steps > 0 and sorted(finished) == sorted(enumerate(got))
 
 
 def test_sampling_depends_only_on_the_row_seed(smollm2_fp32):

@@ -500,21 +500,36 @@ class TransformersBackend(ChatRendering):
         encoded = [self._encode(p) for p in prompts]
         for r, ids in enumerate(encoded):  # the prompt and its new tokens must fit
             check_length(r, len(ids) + max_tokens, self.max_len)
-        if not self.prefix_cache or self._window is not None:
-            texts = self.generate_hf(prompts, max_tokens, sampling, keys)
-            for i, text in enumerate(texts if on_done else ()):
-                on_done(i, text)
-            return texts
-        longest = max(len(e) for e in encoded) + max_tokens
-        decoder = Decoder(self, self.decode_slots(longest), self.stop_ids())
-        emit = None if on_done is None else (
-            lambda i, toks: on_done(i, self.tok.decode(toks, skip_special_tokens=True))
-        )  # fmt: skip
-        outs = decoder.run(encoded, max_tokens, sampling, keys, emit)
-        self.decode_steps = getattr(self, "decode_steps", 0) + decoder.steps
-        self.generated_tokens = getattr(self, "generated_tokens", 0) + decoder.tokens
-        self.decode_log = decoder.step_log  # the last call's (rows, seconds) per step
-        return [self.tok.decode(o, skip_special_tokens=True) for o in outs]
+        # sliding-window layers attend to the whole row under the loop's mask: exact only
+        # for rows that fit the window; longer rows (and attention kernels that do not take
+        # a ready mask) go through model.generate
+        loop = [] if not self.prefix_cache else [
+            r for r, ids in enumerate(encoded)
+            if self._window is None or len(ids) + max_tokens <= self._window
+        ]  # fmt: skip
+        texts: list[str] = [""] * len(prompts)
+        if loop:
+            longest = max(len(encoded[r]) for r in loop) + max_tokens
+            decoder = Decoder(self, self.decode_slots(longest), self.stop_ids())
+            emit = None if on_done is None else (
+                lambda i, toks: on_done(loop[i], self.tok.decode(toks, skip_special_tokens=True))
+            )  # fmt: skip
+            sub_keys = None if keys is None else [keys[r] for r in loop]
+            outs = decoder.run([encoded[r] for r in loop], max_tokens, sampling, sub_keys, emit)
+            self.decode_steps = getattr(self, "decode_steps", 0) + decoder.steps
+            self.generated_tokens = getattr(self, "generated_tokens", 0) + decoder.tokens
+            self.decode_log = decoder.step_log  # the last call's (rows, seconds) per step
+            for r, o in zip(loop, outs, strict=True):
+                texts[r] = self.tok.decode(o, skip_special_tokens=True)
+        rest = sorted(set(range(len(prompts))) - set(loop))
+        if rest:
+            sub_keys = None if keys is None else [keys[r] for r in rest]
+            done = self.generate_hf([prompts[r] for r in rest], max_tokens, sampling, sub_keys)
+            for r, text in zip(rest, done, strict=True):
+                texts[r] = text
+                if on_done:
+                    on_done(r, text)
+        return texts
 
     def generate_hf(self, prompts, max_tokens, sampling=None, keys=None) -> list[str]:
         """`model.generate`, a few rows at a time: the reference the decode loop is tested
