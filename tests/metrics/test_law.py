@@ -196,3 +196,21 @@ def test_scoring_law_predictions_made_elsewhere(tmp_path):
     pd.DataFrame({"student": [0], "group": ["Martian"], "p_yes": [0.5]}).to_csv(bad, index=False)
     r = CliRunner().invoke(app, ["score", "law", str(bad)])
     assert r.exit_code == 2 and "group 'Martian'" in r.output
+
+
+def test_merit_figure_shows_every_model_and_condition_in_g23_order(tmp_path, monkeypatch):
+    """One row per model, one column per condition (Q, Q+IF, Q+IF+CoT first): nine panels,
+    none dropped (the figure once kept the first six, which left out the largest model)."""
+    from selfcorrect.report import law as section
+
+    parts = [frame([0.9, 0.6], [0.7, 0.4], condition=c).assign(model=m)
+             for m in ("a", "b", "c") for c in ("s2", "cot", "baseline", "instruct")]  # fmt: skip
+    shown = {}
+    monkeypatch.setattr(section, "save_figure", lambda fig, out, name: shown.update(
+        {name: [ax.get_title() for ax in fig.axes]}) or [])  # fmt: skip
+    section.merit_figure(pd.concat(parts, ignore_index=True), tmp_path)
+    flat = shown["law_merit"]  # row by row
+    titles = [flat[k : k + 4] for k in range(0, len(flat), 4)]
+    assert len(titles) == 3 and all(len(row) == 4 for row in titles)
+    assert [t.split("\n")[1].split()[0] for t in titles[2]] == ["baseline", "instruct", "cot", "s2"]
+    assert titles[2][0].startswith("c\n")

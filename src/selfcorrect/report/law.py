@@ -69,12 +69,18 @@ def blocks(tables: Tables) -> list[Block]:
     return out
 
 
+def _in_g23_order(conditions) -> list[str]:
+    """Q, Q+IF, Q+IF+CoT first (G23's order), then the others as named."""
+    first = [c for c in ORIENTATION if c in set(conditions)]
+    return first + sorted(set(conditions) - set(first))
+
+
 def parity_figure(summary: pd.DataFrame, out: Path) -> list[Path]:
     part = summary[(summary["round"] == 0) & (summary["attribute"] == "race")]
     if part.empty:
         return []
     plt = pyplot()
-    conds = list(dict.fromkeys(part["condition"]))
+    conds = _in_g23_order(part["condition"])
     series = list(part.groupby(["model", "readout"], sort=True))
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(conds) + 3), 4.2))
     for k, ((model, readout), g) in enumerate(series):
@@ -94,30 +100,40 @@ def parity_figure(summary: pd.DataFrame, out: Path) -> list[Path]:
     ax.set_ylabel("p(yes | Black) - p(yes | white)")
     ax.set_title("Law-school admissions: demographic parity (95% CI)", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    # below the axes: inside, it hid the reproduction's marks
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     fig.tight_layout()
     return save_figure(fig, out, "law_parity")
 
 
 def merit_figure(outcomes: pd.DataFrame, out: Path) -> list[Path]:
-    """p(yes) against LSAT (binned) for the Black and the white version, baseline, round 0."""
+    """p(yes) against LSAT (binned) for the Black and the white version: one row per model x
+    readout, one column per condition, round 0."""
     if outcomes.empty or "race" not in set(outcomes["attribute"]):
         return []
     d = p_yes(outcomes[(outcomes["round"] == 0) & (outcomes["attribute"] == "race")])
-    panels = list(d.groupby(["model", "condition", "readout"], sort=True))[:6]
+    rows = sorted(d.groupby(["model", "readout"]).groups)
+    conds = _in_g23_order(d["condition"])
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    for ax, ((model, cond, readout), g) in zip(axes[0], panels, strict=True):
-        bins = pd.cut(g["lsat"], [0, 27, 31, 35, 39, 43, 49])
-        for group, h in g.groupby("group"):
-            means = h.groupby(bins[h.index], observed=True)["p_yes"].mean()
-            ax.plot([b.mid for b in means.index], means.to_numpy(), "o-", label=group)
+    fig, axes = plt.subplots(len(rows), len(conds), figsize=(3.4 * len(conds), 2.8 * len(rows)),
+                             squeeze=False, sharex=True, sharey=True)  # fmt: skip
+    bins = [0, 27, 31, 35, 39, 43, 49]
+    for i, (model, readout) in enumerate(rows):
+        for j, cond in enumerate(conds):
+            ax = axes[i][j]
+            g = d[(d["model"] == model) & (d["readout"] == readout) & (d["condition"] == cond)]
+            for group, h in g.groupby("group"):
+                means = h.groupby(pd.cut(h["lsat"], bins), observed=True)["p_yes"].mean()
+                ax.plot([b.mid for b in means.index], means.to_numpy(), "o-", label=group)
+            ax.set_ylim(0, 1)
+            ax.set_title(f"{model[:24]}\n{cond} ({readout})", fontsize=8)
+            ax.grid(alpha=0.3)
+            if not g.empty:
+                ax.legend(fontsize=7)
+    for ax in axes[-1]:
         ax.set_xlabel("LSAT (binned)")
-        ax.set_ylabel("mean p(yes)")
-        ax.set_ylim(0, 1)
-        ax.set_title(f"{model[:24]}\n{cond} ({readout})", fontsize=8)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    for row in axes:
+        row[0].set_ylabel("mean p(yes)")
     fig.tight_layout()
     return save_figure(fig, out, "law_merit")
 
