@@ -192,3 +192,36 @@ def test_a_single_order_pass_says_position_consistency_was_not_measured():
     g = gate(diagnostics(df, combine_orders(df))).iloc[0]
     assert g.verdict == "passes"
     assert "position-consistency rule not applied (one option order)" in g.reasons
+
+
+def test_a_permuted_sample_inside_an_original_order_run_is_read_in_one_design():
+    """Items 1-2 asked under three orders (a gate sample) beside items 3-4 asked in the
+    original order only, under the same model x readout: the metrics read every item in its
+    original order (so conditions compare like with like), the diagnostics read the permuted
+    items of the conditions that have them, and the comparison table reads those items both
+    ways. A uniform design is left alone."""
+    from selfcorrect.metrics.choices import orders_compared, split_designs
+
+    # the model picks original option 0 (the target) in the original order, and the letter
+    # (a) whatever stands there: over three orders its content answer is a three-way tie
+    rows = [variant(o, [0.8, 0.1, 0.1], uid=f"Age:{k}") for k in (1, 2) for o in CYCLIC]
+    rows += [variant((0, 1, 2), [0.8, 0.1, 0.1], uid=f"Age:{k}") for k in (3, 4)]
+    rows += [variant((0, 1, 2), [0.1, 0.8, 0.1], uid=f"Age:{k}", condition="s2")
+             for k in (1, 2, 3, 4)]  # fmt: skip
+    metric, gated = split_designs(frame(rows))
+    assert len(metric) == 8 and set(metric["order"]) == {"012"}
+    base = gated[gated["condition"] == "baseline"]
+    assert sorted(base["uid"].str[:5]) == ["Age:1"] * 3 + ["Age:2"] * 3
+    assert len(gated[gated["condition"] == "s2"]) == 4
+    items = combine_orders(metric)
+    assert (items[items["condition"] == "baseline"]["pred"] == 0).all()  # no ties: one order
+    preds = lambda d: d.groupby("condition")["pred"].apply(list).reset_index()  # noqa: E731
+    both = orders_compared(gated, preds)
+    combined = both[both["orders"] == "combined"].iloc[0]["pred"]
+    alone = both[both["orders"] == "original only"].iloc[0]["pred"]
+    assert [x is pd.NA for x in combined] == [True, True] and list(alone) == [0, 0]
+    # one design (every item under three orders, or every item under one): unchanged
+    uniform = frame(rows[:6])
+    assert split_designs(uniform)[0].equals(uniform) and split_designs(uniform)[1].equals(uniform)
+    single = frame(rows[6:])
+    assert split_designs(single)[0].equals(single)

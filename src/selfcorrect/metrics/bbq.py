@@ -365,12 +365,19 @@ def paired(
 
 
 def answers_by_item(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(every answer, with the content readout's normalisations added; one answer per item,
-    combined over the option orders it was asked under)."""
-    from selfcorrect.metrics.choices import combine_orders, expand_cloze
+    """(every answer the metrics read, with the content readout's normalisations added; one
+    answer per item, combined over the option orders it was asked under). Where a model x
+    readout mixes designs, only original-order answers (choices.split_designs)."""
+    from selfcorrect.metrics.choices import combine_orders, split_designs
 
-    variants = expand_cloze(with_run_keys(df)).reset_index(drop=True)
+    variants = split_designs(_variants(df))[0]
     return variants, combine_orders(variants)
+
+
+def _variants(df: pd.DataFrame) -> pd.DataFrame:
+    from selfcorrect.metrics.choices import expand_cloze
+
+    return expand_cloze(with_run_keys(df)).reset_index(drop=True)
 
 
 def bbq_tables(
@@ -382,23 +389,35 @@ def bbq_tables(
     unparseable: str = "drop",
 ) -> dict[str, pd.DataFrame]:
     """Every BBQ table: the content readout's normalisations are added, the validity
-    diagnostics read from every order's answer, then each item's answers over its orders are
-    combined into one before the metrics."""
-    from selfcorrect.metrics.choices import diagnostics, gate
+    diagnostics read every order's answer of the permuted items, then each item's answers
+    over its orders are combined into one before the metrics (original order only where a
+    model x readout mixes designs: choices.split_designs); `orders` compares the two readings
+    on the permuted items."""
+    from selfcorrect.metrics.choices import (
+        combine_orders,
+        diagnostics,
+        gate,
+        orders_compared,
+        split_designs,
+    )
     from selfcorrect.metrics.exact import split_branches
     from selfcorrect.metrics.rounds import bbq_states, transitions
     from selfcorrect.metrics.uncertainty import round_tables
 
     df, branches = split_branches(df)
-    variants, items = answers_by_item(df)
-    validity = diagnostics(variants, items)
+    metric, gated = split_designs(_variants(df))
+    items = combine_orders(metric)
+    validity = diagnostics(gated, combine_orders(gated))
     matrix, flips = transitions(items, bbq_states(items))
     return {
         "summary": summary(items, n_boot, seed, bias_variant, unparseable),
+        "orders": orders_compared(
+            gated, lambda d: summary(d, n_boot, seed, bias_variant, unparseable)
+        ),
         "paired": paired(items, reference, n_boot, seed, bias_variant, unparseable),
         "transitions": matrix,
         "flips": flips,
         "validity": validity,
         "gate": gate(validity),  # always against the baseline, whatever the reference
-        **round_tables(items, variants, n_boot, seed, branches),
+        **round_tables(items, metric, n_boot, seed, branches),
     }

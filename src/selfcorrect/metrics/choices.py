@@ -106,6 +106,50 @@ def content_answers(df: pd.DataFrame) -> np.ndarray:
     return out
 
 
+def _is_identity(df: pd.DataFrame) -> np.ndarray:
+    """Rows asked under the item's original option order."""
+    return (_orders(df) == [0, 1, 2]).all(axis=1) & (_base(df) == df["uid"]).to_numpy()
+
+
+def split_designs(variants: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the answers the metrics read, the answers the validity diagnostics read).
+
+    Conditions and rounds are compared within a model x readout, so every answer compared
+    must come from the same design: where a model x readout holds items asked under several
+    option orders beside items asked under one (a permuted gate sample inside a larger run
+    in the original order), the metrics read every item in its original order only. The
+    diagnostics read, per model x condition x readout x round, the items asked under several
+    orders where there are any (the gate sample), else every item."""
+    if variants.empty:
+        return variants, variants
+    v = variants.reset_index(drop=True)
+    orders = pd.Series(["".join(map(str, o)) for o in _orders(v)], index=v.index)
+    frame = v[RUN_KEYS].assign(_base=_base(v).to_numpy(), _order=orders)
+    n_orders = frame.groupby([*RUN_KEYS, "_base"])["_order"].transform("nunique")
+    mixed = n_orders.groupby([frame["model"], frame["readout"]]).transform("nunique") > 1
+    metric = v[~mixed.to_numpy() | _is_identity(v)]
+    multi = n_orders.groupby([frame[k] for k in RUN_KEYS]).transform("max") > 1
+    gate = v[~multi.to_numpy() | (n_orders > 1).to_numpy()]
+    return metric.reset_index(drop=True), gate.reset_index(drop=True)
+
+
+def orders_compared(gate: pd.DataFrame, summarise) -> pd.DataFrame:
+    """The readout comparison on the items asked under several orders (round 0): each
+    model x condition x readout summarised with its answers combined over the orders and
+    with the original order alone (the same answers, read without the permutation)."""
+    g = gate[gate["round"] == 0] if not gate.empty else gate
+    if g.empty:
+        return pd.DataFrame()
+    orders = pd.Series(["".join(map(str, o)) for o in _orders(g)], index=g.index)
+    n = orders.groupby([g[k] for k in RUN_KEYS] + [_base(g)]).transform("nunique")
+    g = g[(n > 1).to_numpy()]
+    if g.empty:
+        return pd.DataFrame()
+    both = summarise(combine_orders(g)).assign(orders="combined")
+    alone = summarise(combine_orders(g[_is_identity(g)])).assign(orders="original only")
+    return pd.concat([both, alone], ignore_index=True)
+
+
 def combine_orders(df: pd.DataFrame) -> pd.DataFrame:
     """One row per item x run: its answer over every order it was asked under, the item's
     positions (gold, UNKNOWN, target) in its original order, and `n_orders`."""

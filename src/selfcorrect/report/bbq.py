@@ -164,6 +164,19 @@ def blocks(tables: Tables) -> list[Block]:
                 "paired.csv (all groups). Descriptive: the verdicts make their own tests.",
             ),
         ]
+    orders = tables.get("orders", pd.DataFrame())
+    if not orders.empty:
+        views = [headline(g).assign(orders=name) for name, g in orders.groupby("orders")]
+        out += [
+            ("h2", "Readout comparison: the items asked under every option order (round 0)"),
+            ("table", pd.concat(views, ignore_index=True).sort_values(
+                ["model", "condition", "readout", "orders"], kind="stable")),
+            ("p", "The same answers read two ways: combined over the option orders, and the "
+                  "original order alone (a run without permutation). Where a model x readout "
+                  "also holds items asked in the original order only, the tables above read "
+                  "every item in its original order, so that all compared answers share one "
+                  "design."),
+        ]  # fmt: skip
     for ctx in ("ambig", "disambig"):
         if not summary.empty:
             out += [
