@@ -130,3 +130,15 @@ def test_rescoring_with_a_bias_variant_needs_only_the_store(tmp_path):
     rep = api.report(tmp_path, n_boot=20, bias_variant="helm")
     assert "'helm' (a named alternative" in (tmp_path / "report" / "report.md").read_text()
     assert not rep.tables["bbq_summary"].empty
+
+
+def test_error_bars_never_go_negative_and_missing_cis_draw_none():
+    """An exact floor's CI can sit a float hair inside its estimate (accuracy 0.0, lower
+    bound 2.8e-17): matplotlib refuses negative error bars, which stopped a whole report."""
+    import numpy as np
+
+    from selfcorrect.report.figures import error_bars
+
+    below, above = error_bars(np.array([0.0, 50.0, 20.0]), [2.8e-17, 0.4, np.nan],
+                              [0.39, 0.7, np.nan], scale=100)  # fmt: skip
+    assert below.tolist() == [0.0, 10.0, 0.0] and np.allclose(above, [39.0, 20.0, 0.0])

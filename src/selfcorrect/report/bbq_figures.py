@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from selfcorrect.report.figures import pyplot, save_figure
+from selfcorrect.report.figures import error_bars, pyplot, save_figure
 
 
 def condition_figure(summary: pd.DataFrame, out: Path) -> list[Path]:
@@ -35,13 +35,12 @@ def condition_figure(summary: pd.DataFrame, out: Path) -> list[Path]:
                 g = g[g["context"] == ctx].set_index("run").reindex(runs)
                 x = np.arange(len(runs)) + (k - (len(series) - 1) / 2) * 0.15
                 y = g[metric].to_numpy(dtype=float) * scale
-                lo = y - g[f"{metric}_lo"].to_numpy(dtype=float) * scale
-                hi = g[f"{metric}_hi"].to_numpy(dtype=float) * scale - y
+                err = error_bars(y, g[f"{metric}_lo"], g[f"{metric}_hi"], scale)
                 n = int(g["n"].max()) if g["n"].notna().any() else 0
                 ax.errorbar(
                     x,
                     y,
-                    yerr=[np.nan_to_num(lo), np.nan_to_num(hi)],
+                    yerr=err,
                     fmt="o",
                     capsize=3,
                     label=f"{model} ({readout}, n={n})",
@@ -79,10 +78,9 @@ def size_figure(summary: pd.DataFrame, models: dict[str, dict], out: Path) -> li
                 g = g.sort_values("params")
                 x = np.log10(g["params"].to_numpy()) + (k - (len(conds) - 1) / 2) * step
                 y = g[metric].to_numpy(float) * 100
-                lo = np.nan_to_num(y - g[f"{metric}_lo"].to_numpy(float) * 100)
-                hi = np.nan_to_num(g[f"{metric}_hi"].to_numpy(float) * 100 - y)
+                err = error_bars(y, g[f"{metric}_lo"], g[f"{metric}_hi"], 100)
                 n = int(g["n"].max()) if len(g) else 0
-                ax.errorbar(x, y, yerr=[lo, hi], fmt="o-", capsize=3, ms=4, lw=1,
+                ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3, ms=4, lw=1,
                             label=f"{cond} (n={n}/model)")  # fmt: skip
             ax.axhline(0 if metric == "bias" else 100 / 3, color="grey", lw=0.8, ls="--")
             ax.set_xticks(
@@ -153,8 +151,7 @@ def rounds_figure(summary: pd.DataFrame, flips: pd.DataFrame, out: Path) -> list
             h = g[g["context"] == ctx].sort_values("round")
             y = h[metric].to_numpy(float) * 100
             ax.errorbar(h["round"], y,
-                        yerr=[np.nan_to_num(y - h[f"{metric}_lo"].to_numpy(float) * 100),
-                              np.nan_to_num(h[f"{metric}_hi"].to_numpy(float) * 100 - y)],
+                        yerr=error_bars(y, h[f"{metric}_lo"], h[f"{metric}_hi"], 100),
                         fmt="o-", capsize=3, ms=4, label=f"{key[0][:24]} / {key[1]}")  # fmt: skip
             ax.set_xlabel("round (0 = first answer)")
             ax.set_ylabel(label)

@@ -22,3 +22,15 @@ def save_figure(fig, out: Path, stem: str) -> list[Path]:
         fig.savefig(p, dpi=130)
     pyplot().close(fig)
     return paths
+
+
+def error_bars(y, lo, hi, scale: float = 1.0) -> list:
+    """matplotlib's yerr for an estimate y (already scaled) and its CI lo..hi (unscaled):
+    distances below and above, 0 where the CI is missing or (by float rounding of an exact
+    floor) a hair inside the estimate."""
+    import numpy as np
+
+    y = np.asarray(y, dtype=float)
+    below = y - np.asarray(lo, dtype=float) * scale
+    above = np.asarray(hi, dtype=float) * scale - y
+    return [np.clip(np.nan_to_num(below), 0, None), np.clip(np.nan_to_num(above), 0, None)]

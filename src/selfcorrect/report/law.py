@@ -12,7 +12,7 @@ import pandas as pd
 
 from selfcorrect.metrics.format import fmt_ci
 from selfcorrect.metrics.law import ORIENTATION, PAIRS, p_yes
-from selfcorrect.report.figures import pyplot, save_figure
+from selfcorrect.report.figures import error_bars, pyplot, save_figure
 from selfcorrect.report.render import Block
 from selfcorrect.report.section import Section, Tables
 
@@ -88,8 +88,7 @@ def parity_figure(summary: pd.DataFrame, out: Path) -> list[Path]:
         x = np.arange(len(conds)) + (k - (len(series) - 1) / 2) * 0.12
         y = g["parity"].to_numpy(float)
         n = int(g["n_students"].max())
-        ax.errorbar(x, y, yerr=[np.nan_to_num(y - g["parity_lo"].to_numpy(float)),
-                                np.nan_to_num(g["parity_hi"].to_numpy(float) - y)],
+        ax.errorbar(x, y, yerr=error_bars(y, g["parity_lo"], g["parity_hi"]),
                     fmt="o", capsize=3,
                     label=f"{model[:28]} ({readout}, {n} students)")  # fmt: skip
     ref = [ORIENTATION.get(c, np.nan) for c in conds]

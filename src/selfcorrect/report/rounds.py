@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from selfcorrect.metrics.format import fmt_ci
-from selfcorrect.report.figures import pyplot, save_figure
+from selfcorrect.report.figures import error_bars, pyplot, save_figure
 from selfcorrect.report.render import Block
 from selfcorrect.report.section import Tables
 
@@ -76,8 +75,7 @@ def figures(tables: Tables, out: Path) -> list[Path]:
                 continue
             g = g.sort_values("round")
             y = g[metric].to_numpy(float)
-            err = [np.nan_to_num(y - g[f"{metric}_lo"].to_numpy(float)),
-                   np.nan_to_num(g[f"{metric}_hi"].to_numpy(float) - y)]  # fmt: skip
+            err = error_bars(y, g[f"{metric}_lo"], g[f"{metric}_hi"])
             ax.errorbar(g["round"], y, yerr=err, fmt="o-", capsize=3, ms=4,
                         label=f"{model[:20]} / {cond} ({readout})")  # fmt: skip
         ax.set_xlabel("round (0 = first answer)")

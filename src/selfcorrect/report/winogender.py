@@ -10,7 +10,7 @@ import pandas as pd
 
 from selfcorrect.metrics.format import fmt_ci
 from selfcorrect.metrics.winogender import pearson_fisher
-from selfcorrect.report.figures import pyplot, save_figure
+from selfcorrect.report.figures import error_bars, pyplot, save_figure
 from selfcorrect.report.render import Block
 from selfcorrect.report.section import Section, Tables
 
@@ -128,8 +128,7 @@ def r_figure(summary: pd.DataFrame, out: Path) -> list[Path]:
         x = np.arange(len(conds)) + (k - (len(series) - 1) / 2) * 0.12
         y = g["pearson_r"].to_numpy(float)
         occ = int(g["n_occupations"].max())
-        ax.errorbar(x, y, yerr=[np.nan_to_num(y - g["r_lo"].to_numpy(float)),
-                                np.nan_to_num(g["r_hi"].to_numpy(float) - y)],
+        ax.errorbar(x, y, yerr=error_bars(y, g["r_lo"], g["r_hi"]),
                     fmt="o", capsize=3,
                     label=f"{model[:28]} ({readout}, {occ} occupations)")  # fmt: skip
     ax.axhline(0, color="grey", lw=0.8, ls="--")
