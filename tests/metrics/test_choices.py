@@ -220,6 +220,14 @@ def test_a_permuted_sample_inside_an_original_order_run_is_read_in_one_design():
     combined = both[both["orders"] == "combined"].iloc[0]["pred"]
     alone = both[both["orders"] == "original only"].iloc[0]["pred"]
     assert [x is pd.NA for x in combined] == [True, True] and list(alone) == [0, 0]
+    # sampled reasonings in the original order are all read (uids Age:k#s1 ...); another
+    # model with only the permuted sample is read in the original order too (models compared)
+    cot = [variant((0, 1, 2), [0.1, 0.8, 0.1], uid="Age:1", condition="cot")]
+    cot += [dict(cot[0], uid=f"Age:1#s{k}") for k in (1, 2)]
+    other = [dict(r, model="m2") for r in rows[:6]]
+    metric = split_designs(frame(rows + cot + other))[0]
+    assert len(metric[metric["condition"] == "cot"]) == 3
+    assert len(metric[metric["model"] == "m2"]) == 2 and set(metric["order"]) == {"012"}
     # one design (every item under three orders, or every item under one): unchanged
     uniform = frame(rows[:6])
     assert split_designs(uniform)[0].equals(uniform) and split_designs(uniform)[1].equals(uniform)

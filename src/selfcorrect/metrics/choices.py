@@ -107,17 +107,18 @@ def content_answers(df: pd.DataFrame) -> np.ndarray:
 
 
 def _is_identity(df: pd.DataFrame) -> np.ndarray:
-    """Rows asked under the item's original option order."""
-    return (_orders(df) == [0, 1, 2]).all(axis=1) & (_base(df) == df["uid"]).to_numpy()
+    """Rows asked under the item's original option order (every sampled reasoning of it)."""
+    return (_orders(df) == [0, 1, 2]).all(axis=1)
 
 
 def split_designs(variants: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the answers the metrics read, the answers the validity diagnostics read).
 
-    Conditions and rounds are compared within a model x readout, so every answer compared
-    must come from the same design: where a model x readout holds items asked under several
-    option orders beside items asked under one (a permuted gate sample inside a larger run
-    in the original order), the metrics read every item in its original order only. The
+    Conditions and rounds are compared within a model x readout and models with each other,
+    so every answer compared must come from the same design: where a readout holds items
+    asked under different numbers of option orders (a permuted gate sample beside runs in the
+    original order, for any model, or an item whose orders are not all stored yet), the
+    metrics read every item of that readout, for every model, in its original order only. The
     diagnostics read, per model x condition x readout x round, the items asked under several
     orders where there are any (the gate sample), else every item."""
     if variants.empty:
@@ -126,7 +127,7 @@ def split_designs(variants: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     orders = pd.Series(["".join(map(str, o)) for o in _orders(v)], index=v.index)
     frame = v[RUN_KEYS].assign(_base=_base(v).to_numpy(), _order=orders)
     n_orders = frame.groupby([*RUN_KEYS, "_base"])["_order"].transform("nunique")
-    mixed = n_orders.groupby([frame["model"], frame["readout"]]).transform("nunique") > 1
+    mixed = n_orders.groupby(frame["readout"]).transform("nunique") > 1
     metric = v[~mixed.to_numpy() | _is_identity(v)]
     multi = n_orders.groupby([frame[k] for k in RUN_KEYS]).transform("max") > 1
     gate = v[~multi.to_numpy() | (n_orders > 1).to_numpy()]
