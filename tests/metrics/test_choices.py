@@ -227,6 +227,8 @@ def test_a_permuted_sample_inside_an_original_order_run_is_read_in_one_design():
     other = [dict(r, model="m2") for r in rows[:6]]
     metric = split_designs(frame(rows + cot + other))[0]
     assert len(metric[metric["condition"] == "cot"]) == 3
+    one = combine_orders(frame(cot + rows[:3]))  # three reasonings in one order; three orders
+    assert one.set_index("condition")["n_orders"].to_dict() == {"cot": 1, "baseline": 3}
     assert len(metric[metric["model"] == "m2"]) == 2 and set(metric["order"]) == {"012"}
     # one design (every item under three orders, or every item under one): unchanged
     uniform = frame(rows[:6])

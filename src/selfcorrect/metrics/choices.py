@@ -175,7 +175,9 @@ def combine_orders(df: pd.DataFrame) -> pd.DataFrame:
             out[col] = pd.array(mapped, dtype="Int64")
     out["uid"] = out["_base"]
     out["order"] = "012"
-    out["n_orders"] = np.bincount(codes, minlength=n_groups)
+    # distinct orders (an item's sampled reasonings are several rows under one order)
+    labels = pd.Series(["".join(map(str, o)) for o in orders])
+    out["n_orders"] = labels.groupby(codes).nunique().reindex(range(n_groups)).to_numpy()
     out["pred"], out["parse_status"], out["probs"], out["tied"] = _vote(df, codes, n_groups, orders)
     return out.drop(columns=["_base"])
 
