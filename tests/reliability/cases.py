@@ -148,7 +148,14 @@ CASES = [
         ),
     ),  # fmt: skip
     # plans
-    ("plan with --model", _plan('[[runs]]\nconditions = ["baseline"]\n', "--model", MODEL)),
+    (
+        "plan with a --model not in it",
+        _plan(
+            f'models = ["{MODEL}"]\n[[runs]]\nconditions = ["baseline"]\n',
+            "--model",
+            "qwen2.5-coder-0.5b-instruct",
+        ),
+    ),  # fmt: skip
     (
         "plan with --conditions",
         _plan('[[runs]]\nconditions = ["baseline"]\n', "--conditions", "instruct"),
