@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Literal, get_origin
@@ -361,7 +362,14 @@ def analyze_hidden(
         out_console.print(f"wrote {f}")
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a scheduler, `timeout`, `kill`) stops like Ctrl-C
+
+
 def main() -> None:
+    # the run's status, wall time and peak memory are recorded, and the store closed, as
+    # after Ctrl-C; without this SIGTERM ends the process where it stands
+    signal.signal(signal.SIGTERM, _terminate)
     app()
 
 

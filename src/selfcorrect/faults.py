@@ -16,7 +16,7 @@ def point(name: str) -> None:
     if not spec:
         return
     want, _, nth = spec.partition(":")
-    kind, _, where = want.partition("@")  # kill@NAME or disk_full@NAME
+    kind, _, where = want.partition("@")  # kill@NAME, term@NAME or disk_full@NAME
     if where != name:
         return
     _COUNTS[name] = _COUNTS.get(name, 0) + 1
@@ -24,5 +24,7 @@ def point(name: str) -> None:
         return
     if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    elif kind == "term":  # what a job scheduler or `timeout` sends
+        os.kill(os.getpid(), signal.SIGTERM)
     elif kind == "disk_full":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

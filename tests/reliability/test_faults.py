@@ -122,6 +122,20 @@ def test_simulated_full_disk_keeps_stored_answers(tmp_path):
     assert len(answers(tmp_path)) == 2 * 264 and sound(tmp_path)
 
 
+def test_sigterm_stops_like_ctrl_c_and_records_the_run(tmp_path):
+    """SIGTERM (a job scheduler, `timeout`) inside a store transaction: that batch is rolled
+    back, the run is recorded as interrupted with its wall time and peak memory, exit 130;
+    the same command resumes."""
+    r = cli([*FAKE_RUN, "--out", str(tmp_path)], fault="term@write:4", cmd=FAKE_CLI)
+    assert r.returncode == 130 and "interrupted" in r.stderr, (r.returncode, r.stderr[-300:])
+    assert len(answers(tmp_path)) == 3 * 8 and sound(tmp_path)
+    ((status, manifest),) = query(tmp_path, "SELECT status, manifest FROM runs")
+    assert status == "interrupted" and json.loads(manifest)["wall_s"] > 0
+    r = cli([*FAKE_RUN, "--out", str(tmp_path)], cmd=FAKE_CLI)
+    assert r.returncode == 0, r.stderr
+    assert len(answers(tmp_path)) == 2 * 264 and sound(tmp_path)
+
+
 def _mount(*args) -> bool:
     return subprocess.run(["mount", *args], capture_output=True).returncode == 0
 
