@@ -142,3 +142,23 @@ def test_error_bars_never_go_negative_and_missing_cis_draw_none():
     below, above = error_bars(np.array([0.0, 50.0, 20.0]), [2.8e-17, 0.4, np.nan],
                               [0.39, 0.7, np.nan], scale=100)  # fmt: skip
     assert below.tolist() == [0.0, 10.0, 0.0] and np.allclose(above, [39.0, 20.0, 0.0])
+
+
+def test_cost_table_sums_resumed_runs_of_one_part_per_model(tmp_path):
+    """Two commands of one part (the second resumes: nothing left but its timing) and one
+    other part: two rows per model, wall summed, answers counted per part."""
+    from selfcorrect import api
+    from selfcorrect.report.study import cost_table
+
+    common = {"limit": 8, "bootstrap": 0, "permute": "none", "out": tmp_path, "progress": False}
+    api.run("fake:a", conditions="baseline,instruct", **common)
+    api.run("fake:a", conditions="baseline,instruct", **common)
+    api.run("fake:a", conditions="s2", **common)
+    store = Store(tmp_path, create=False, read_only=True)
+    table = cost_table(store).set_index("part")
+    store.close()
+    assert len(table) == 2 and set(table["model"]) == {"fake:a"}
+    both = table.loc[[p for p in table.index if "baseline, instruct" in p][0]]
+    assert both["runs"] == 2 and both["answers"] == 16 and both["untimed runs"] == 0
+    assert both["wall_s"] > 0 and re.fullmatch(r"\d+:\d\d:\d\d", both["wall"])
+    assert table.loc[[p for p in table.index if ": s2;" in p][0]]["answers"] == 8

@@ -108,6 +108,39 @@ def manifest_blocks(store: Store) -> list[Block]:
             ("h2", "Conditions"), ("list", conditions), *_probe_blocks(store)]  # fmt: skip
 
 
+def cost_table(store: Store) -> pd.DataFrame:
+    """Wall time and peak memory per model x part (the runs of one command, resumed or not,
+    summed): what each part of a study cost. A run whose process was killed has no timing."""
+    per_run = store.answers_per_run()
+    parts: dict[tuple, dict] = {}
+    for r in store.runs():
+        m = r["manifest"]
+        spec = m.get("spec") or {}
+        sampled = m.get("reasoning_sampling") or {}
+        part = (f"{m.get('benchmark')}: {', '.join(spec.get('conditions') or [])}; "
+                f"{m.get('n_items')} items; readout {', '.join(m.get('readouts') or [])}; "
+                f"rounds {m.get('rounds', 0)}; system prompt {m.get('system_prompt', 'default')}"
+                + (f"; {m.get('reasoning_samples', 1)} reasoning(s) at T = "
+                   f"{sampled.get('temperature')}" if sampled else ""))  # fmt: skip
+        key = (", ".join(m.get("models") or {}), part)
+        blank = {"model": key[0], "part": part, "runs": 0, "wall_s": 0.0, "untimed runs": 0,
+                 "peak_rss_mb": 0.0, "answers": 0}  # fmt: skip
+        row = parts.setdefault(key, blank)
+        row["runs"] += 1
+        row["answers"] += per_run.get(r["run_id"], 0)
+        if m.get("wall_s") is None:
+            row["untimed runs"] += 1
+        else:
+            row["wall_s"] += m["wall_s"]
+            row["peak_rss_mb"] = max(row["peak_rss_mb"], m.get("peak_rss_mb") or 0.0)
+    out = pd.DataFrame(parts.values())
+    if not out.empty:
+        out["wall"] = [f"{int(w // 3600)}:{int(w % 3600 // 60):02d}:{int(w % 60):02d}"
+                       for w in out["wall_s"]]  # fmt: skip
+        out["peak RSS GB"] = (out.pop("peak_rss_mb") / 1024).round(2)
+    return out
+
+
 def _probe_blocks(store: Store) -> list[Block]:
     """What each model was shown around a question (its template's system text, or none),
     per system-prompt setting, from the runs' manifests."""
@@ -232,6 +265,8 @@ def _study_blocks(store, models, verdict_blocks, bias_variant, reference, study,
     return [
         ("h1", "selfcorrect study report"),
         *manifest_blocks(store),
+        ("h2", "Cost per model and part (wall time summed over resumed runs, peak memory)"),
+        ("table", cost_table(store)),
         ("h2", "Model metadata (parameters, family, chat or base, alignment, weights)"),
         ("table", model_table(models)),
         *verdict_blocks,
