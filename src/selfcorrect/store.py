@@ -466,6 +466,7 @@ class Store:
         """How many answers each run stored."""
         return dict(self.conn.execute("SELECT run_id, COUNT(*) FROM answers GROUP BY run_id"))
 
+    @_guarded
     def answered(self) -> dict[str, set]:
         """The models, and (benchmark, condition) pairs, that have at least one answer
         (conditions with a critic are stored as NAME+critic:MODEL)."""
