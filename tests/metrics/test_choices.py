@@ -216,7 +216,7 @@ def test_a_permuted_sample_inside_an_original_order_run_is_read_in_one_design():
     items = combine_orders(metric)
     assert (items[items["condition"] == "baseline"]["pred"] == 0).all()  # no ties: one order
     preds = lambda d: d.groupby("condition")["pred"].apply(list).reset_index()  # noqa: E731
-    both = orders_compared(gated, preds)
+    both = orders_compared(gated, combine_orders(gated), preds)
     combined = both[both["orders"] == "combined"].iloc[0]["pred"]
     alone = both[both["orders"] == "original only"].iloc[0]["pred"]
     assert [x is pd.NA for x in combined] == [True, True] and list(alone) == [0, 0]

@@ -406,13 +406,13 @@ def bbq_tables(
 
     df, branches = split_branches(df)
     metric, gated = split_designs(_variants(df))
-    items = combine_orders(metric)
-    validity = diagnostics(gated, combine_orders(gated))
+    items, gated_items = combine_orders(metric), combine_orders(gated)
+    validity = diagnostics(gated, gated_items)
     matrix, flips = transitions(items, bbq_states(items))
     return {
         "summary": summary(items, n_boot, seed, bias_variant, unparseable),
         "orders": orders_compared(
-            gated, lambda d: summary(d, n_boot, seed, bias_variant, unparseable)
+            gated, gated_items, lambda d: summary(d, n_boot, seed, bias_variant, unparseable)
         ),
         "paired": paired(items, reference, n_boot, seed, bias_variant, unparseable),
         "transitions": matrix,

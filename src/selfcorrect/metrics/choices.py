@@ -106,6 +106,17 @@ def content_answers(df: pd.DataFrame) -> np.ndarray:
     return out
 
 
+def _order_labels(df: pd.DataFrame) -> pd.Series:
+    """Each row's option order as a label ("012", "120", ...)."""
+    return pd.Series(["".join(map(str, o)) for o in _orders(df)], index=df.index)
+
+
+def _orders_per_item(df: pd.DataFrame) -> pd.Series:
+    """For each row, how many distinct orders its item was asked under in its run."""
+    keys = [df[k] for k in RUN_KEYS] + [_base(df).rename("_base")]
+    return _order_labels(df).groupby(keys).transform("nunique")
+
+
 def _is_identity(df: pd.DataFrame) -> np.ndarray:
     """Rows asked under the item's original option order (every sampled reasoning of it)."""
     return (_orders(df) == [0, 1, 2]).all(axis=1)
@@ -124,31 +135,28 @@ def split_designs(variants: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     if variants.empty:
         return variants, variants
     v = variants.reset_index(drop=True)
-    orders = pd.Series(["".join(map(str, o)) for o in _orders(v)], index=v.index)
-    frame = v[RUN_KEYS].assign(_base=_base(v).to_numpy(), _order=orders)
-    n_orders = frame.groupby([*RUN_KEYS, "_base"])["_order"].transform("nunique")
-    mixed = n_orders.groupby(frame["readout"]).transform("nunique") > 1
+    n_orders = _orders_per_item(v)
+    mixed = n_orders.groupby(v["readout"]).transform("nunique") > 1
     metric = v[~mixed.to_numpy() | _is_identity(v)]
-    multi = n_orders.groupby([frame[k] for k in RUN_KEYS]).transform("max") > 1
+    multi = n_orders.groupby([v[k] for k in RUN_KEYS]).transform("max") > 1
     gate = v[~multi.to_numpy() | (n_orders > 1).to_numpy()]
     return metric.reset_index(drop=True), gate.reset_index(drop=True)
 
 
-def orders_compared(gate: pd.DataFrame, summarise) -> pd.DataFrame:
+def orders_compared(gate: pd.DataFrame, gate_items: pd.DataFrame, summarise) -> pd.DataFrame:
     """The readout comparison on the items asked under several orders (round 0): each
-    model x condition x readout summarised with its answers combined over the orders and
-    with the original order alone (the same answers, read without the permutation)."""
-    g = gate[gate["round"] == 0] if not gate.empty else gate
+    model x condition x readout summarised with its answers combined over the orders (the
+    items of `gate_items` = combine_orders(gate)) and with the original order alone (the
+    same answers, read without the permutation)."""
+    if gate.empty:
+        return pd.DataFrame()
+    g = gate[(gate["round"] == 0).to_numpy() & (_orders_per_item(gate) > 1).to_numpy()]
     if g.empty:
         return pd.DataFrame()
-    orders = pd.Series(["".join(map(str, o)) for o in _orders(g)], index=g.index)
-    n = orders.groupby([g[k] for k in RUN_KEYS] + [_base(g)]).transform("nunique")
-    g = g[(n > 1).to_numpy()]
-    if g.empty:
-        return pd.DataFrame()
-    both = summarise(combine_orders(g)).assign(orders="combined")
-    alone = summarise(combine_orders(g[_is_identity(g)])).assign(orders="original only")
-    return pd.concat([both, alone], ignore_index=True)
+    both = summarise(gate_items[(gate_items["round"] == 0) & (gate_items["n_orders"] > 1)])
+    alone = summarise(combine_orders(g[_is_identity(g)]))
+    return pd.concat([both.assign(orders="combined"), alone.assign(orders="original only")],
+                     ignore_index=True)  # fmt: skip
 
 
 def combine_orders(df: pd.DataFrame) -> pd.DataFrame:
@@ -176,7 +184,7 @@ def combine_orders(df: pd.DataFrame) -> pd.DataFrame:
     out["uid"] = out["_base"]
     out["order"] = "012"
     # distinct orders (an item's sampled reasonings are several rows under one order)
-    labels = pd.Series(["".join(map(str, o)) for o in orders])
+    labels = _order_labels(df)
     out["n_orders"] = labels.groupby(codes).nunique().reindex(range(n_groups)).to_numpy()
     out["pred"], out["parse_status"], out["probs"], out["tied"] = _vote(df, codes, n_groups, orders)
     return out.drop(columns=["_base"])
