@@ -29,6 +29,7 @@ def test_ladder_is_the_packaged_models_smallest_first():
         ("[[runs]]\nconditions = ['baseline']\ncolour = 1", "runs.0: colour: unknown option"),
         ("[[runs]]\nconditions = []", "runs.0: conditions needs at least one name"),
         ("[[runs]]\nconditions = ['baseline']\nmodels = ['x']", "runs.0.models: set it once"),
+        ("[[runs]]\nconditions = ['baseline']\nrules = 'r.toml'", "runs.0.rules: set it once"),
         ("[[runs]]\nconditions = ['baseline']\nlimit = -3", "runs.0: limit must be >= 1"),
         ("limit = 'some'\n[[runs]]\nconditions = ['baseline']", "limit"),
         ("models = ['ladder']", "runs: Field required"),

@@ -175,6 +175,30 @@ def test_changed_rules_make_every_verdict_exploratory(tmp_path):
     assert manifest[0]["manifest"]["rules"]["sha256"] == load_rules()[1]
 
 
+def test_a_run_and_a_plan_report_under_their_own_rules(tmp_path):
+    """The report written at the end of `run` and of `run --plan` judges by the rules the runs
+    recorded (the plan's rules.toml), not the shipped ones: a pre-registered study's own report
+    must not call itself exploratory."""
+    from selfcorrect import api
+    from tests.fakes import BEHAVIOUR  # noqa: F401  (registers the fake backend)
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text(default_rules_path().read_text().replace("rope = 0.05", "rope = 0.10"))
+    rep = api.run("fake:a", conditions="baseline,instruct", limit=8, out=tmp_path / "o",
+                  bootstrap=0, progress=False, permute="none", rules=rules)  # fmt: skip
+    page = (tmp_path / "o" / "report" / "report.md").read_text()
+    assert load_rules(rules)[1] in page and "pre-registered" in page
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        f'out = "{tmp_path / "p"}"\nmodels = ["fake:a"]\nbootstrap = 0\n'
+        f'rules = "{rules}"\n[[runs]]\nbenchmark = "bbq"\n'
+        'conditions = ["baseline", "instruct"]\nlimit = 8\npermute = "none"\n'
+    )
+    rep = api.run_plan(plan, progress=False)
+    assert set(rep.tables["verdicts"]["status"]) == {"pre-registered"}
+    assert load_rules(rules)[1] in (tmp_path / "p" / "report" / "report.md").read_text()
+
+
 def test_power_from_a_pilot_run(tmp_path):
     import zlib
 

@@ -49,7 +49,7 @@ def run(spec: RunSpec | str | list[str] | None = None, /, *, progress: bool = Tr
     res = runner.run(spec, progress)
     if not write_report:
         return RunResult(res.directory, res.run_id, pd.DataFrame(), pd.DataFrame(), res.manifest)
-    rep = report(res.directory, n_boot=spec.bootstrap, seed=spec.seed)
+    rep = report(res.directory, n_boot=spec.bootstrap, seed=spec.seed, rules=spec.rules)
     prefix = f"{spec.benchmark}_"
     mine = {k[len(prefix) :]: v for k, v in rep.tables.items() if k.startswith(prefix)}
     return RunResult(res.directory, res.run_id, mine.get("summary", pd.DataFrame()),
@@ -63,7 +63,7 @@ def run_plan(path: str | Path, out: str | Path | None = None, progress: bool = T
     verdicts."""
     plan = load_plan(path, out, only, **overrides)
     runner.run_all(plan.specs, progress)
-    return report(plan.out, n_boot=plan.bootstrap, seed=plan.seed)
+    return report(plan.out, n_boot=plan.bootstrap, seed=plan.seed, rules=plan.specs[0].rules)
 
 
 def report(directory: str | Path, n_boot: int = 1000, seed: int = 0,

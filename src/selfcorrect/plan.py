@@ -28,7 +28,7 @@ from selfcorrect.errors import SelfCorrectError
 from selfcorrect.spec import DEFAULT_OUT, RunSpec
 from selfcorrect.tomls import read_toml
 
-PER_PLAN = ("models", "out")  # set once for the whole plan
+PER_PLAN = ("models", "out", "rules")  # set once for the whole plan (one report, one set of rules)
 
 
 @dataclass(frozen=True)
