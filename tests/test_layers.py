@@ -14,6 +14,7 @@ LAYERS = [
     ["selfcorrect.spec", "selfcorrect.distributed", "selfcorrect.progress"],
     ["selfcorrect.catalog"],
     ["selfcorrect.report", "selfcorrect.predictions"],
+    ["selfcorrect.contrasts"],
     ["selfcorrect.verdicts"],
     ["selfcorrect.metrics", "selfcorrect.rules_file"],
     ["selfcorrect.engine"],

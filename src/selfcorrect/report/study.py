@@ -16,6 +16,7 @@ from typing import Protocol
 import pandas as pd
 
 from selfcorrect import faults
+from selfcorrect.contrasts import named_contrasts
 from selfcorrect.metrics.format import fmt_ci
 from selfcorrect.report import rounds
 from selfcorrect.report.render import Block, write_pages
@@ -242,11 +243,35 @@ def _verdict_blocks(verdict, tests, rules_text, digest, status) -> list[Block]:
     ]
 
 
+def _contrast_blocks(contrasts: pd.DataFrame) -> list[Block]:
+    if contrasts.empty:
+        return []
+    return [
+        ("h2", "Named contrasts (pre-registered; one Holm family)"),
+        (
+            "p",
+            "The contrasts named in the pre-registration before the data (numbered as "
+            "there): ambiguous BBQ bias x100 per model that passes the validity gate for the "
+            "rules' readout, paired on the same items (6: the last feedback round against "
+            "round 0 of the same condition; 9: the S1 effect in the larger minus the smaller "
+            "model of one family, on the templates both answered; 7: law-school parity and "
+            "its changes, on the same students). CIs and p as in the table above, with the "
+            "rules' bootstrap and permutations; p adj is Holm over every test of this table. "
+            "Unknown rate: the share of ambiguous answers that are 'cannot be determined' "
+            "under the condition / its reference. Winogender (contrast 8) is in its own "
+            "tables.",
+        ),
+        ("table", _tests_view(contrasts)),
+    ]
+
+
 def _tests_view(tests: pd.DataFrame) -> pd.DataFrame:
+    """The tests with CIs and p formatted; the contrast table's extra columns kept."""
     if tests.empty:
         return tests
-    return pd.DataFrame({
-        "hypothesis": tests["hypothesis"], "test": tests["test"], "range": tests["range"],
+    first = {k: tests[k] for k in ("hypothesis", "contrast", "test", "range") if k in tests}
+    extra = {k: tests[k] for k in ("unknown rate (condition / reference)",) if k in tests}
+    return pd.DataFrame(first | {
         "estimate x100 [95% CI]": [fmt_ci(v, lo, hi, 100) for v, lo, hi in
                                    zip(tests["estimate"], tests["ci_lo"], tests["ci_hi"],
                                        strict=True)],
@@ -254,8 +279,7 @@ def _tests_view(tests: pd.DataFrame) -> pd.DataFrame:
         "p adj": tests["p_adj"].map(lambda x: f"{x:.3g}"),
         "family": tests["family_size"], "MDE x100": (tests["mde"] * 100).round(1),
         "underpowered": tests["underpowered"], "n items": tests["n_items"],
-        "outcome": tests["outcome"],
-    })  # fmt: skip
+    } | extra | {"outcome": tests["outcome"]})  # fmt: skip
 
 
 def _study_blocks(store, models, verdict_blocks, bias_variant, reference, study,
@@ -279,13 +303,14 @@ def _study_blocks(store, models, verdict_blocks, bias_variant, reference, study,
     ]
 
 
-def _write_study_files(store, out, blocks, verdict, tests, outcomes) -> list[Path]:
+def _write_study_files(store, out, blocks, csvs: dict[str, pd.DataFrame],
+                       outcomes) -> list[Path]:  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     files = write_pages(blocks, out)
     faults.point("report")
-    for name, df in (("verdicts.csv", verdict), ("verdict_tests.csv", tests)):
-        df.to_csv(out / name, index=False)
-        files.append(out / name)
+    for name, df in csvs.items():
+        df.to_csv(out / f"{name}.csv", index=False)
+        files.append(out / f"{name}.csv")
     manifest = out / "manifest.json"
     manifest.write_text(json.dumps(store.runs(), indent=2), encoding="utf-8")
     files.append(manifest)
@@ -346,15 +371,19 @@ def report_dir(directory: str | Path, kits: Mapping[str, Kit], out: str | Path |
                          if f"winogender_{k}" in tables},
                         opt.bias_variant, opt.unparseable)  # fmt: skip
         verdict, tests = judge(inputs, models, rules)
+        contrasts = named_contrasts(inputs, models, rules)
         status = rules_status(store, digest)
         verdict.insert(4, "status", "pre-registered" if status == "pre-registered"
                        else "exploratory")  # fmt: skip
         tables["verdicts"], tables["verdict_tests"] = verdict, tests
+        tables["contrasts"] = contrasts
         text = Path(opt.rules or default_rules_path()).read_text(encoding="utf-8")
-        blocks = _study_blocks(store, models, _verdict_blocks(verdict, tests, text, digest,
-                                                              status),
+        judged = _verdict_blocks(verdict, tests, text, digest, status)
+        blocks = _study_blocks(store, models, judged + _contrast_blocks(contrasts),
                                opt.bias_variant, opt.reference, study, opt.unparseable)  # fmt: skip
-        files += _write_study_files(store, out, blocks, verdict, tests, outcomes)
+        files += _write_study_files(store, out, blocks,
+                                    {"verdicts": verdict, "verdict_tests": tests,
+                                     "contrasts": contrasts}, outcomes)  # fmt: skip
         return Report(Path(directory), tables, files)
     finally:
         store.close()

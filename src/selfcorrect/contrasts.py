@@ -1,0 +1,128 @@
+"""The pre-registered study's named contrasts (docs/results/preregistration.md, "Descriptive
+contrasts", numbered as there): paired differences on the same items, per model that passes
+the validity gate for the rules' readout, ambiguous BBQ bias, with the verdicts' cluster
+bootstrap and permutation test, all in ONE Holm family. The report's paired table adjusts
+over its every row (thousands), where no p could reach alpha; these are the contrasts named
+before the data. A contrast whose conditions a store lacks is left out, not failed.
+
+Winogender (contrast 8) is estimates, not tests: its r, Match Stats error and slope are in the
+Winogender tables."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+
+from selfcorrect.metrics.choices import answer_weights
+from selfcorrect.rules_file import Rules
+from selfcorrect.verdicts import (
+    Inputs,
+    _Evidence,
+    _evidence,
+    _interaction_test,
+    _law_model,
+    _outcomes,
+    _paired_test,
+    tests_table,
+)
+
+ROUND_TAG = " (round {})"  # a later round's answers, as a condition of their own
+
+# (number, condition, reference); "cot" stands for the store's chain-of-thought condition
+PAIRED = [
+    ("1", "instruct", "baseline"),
+    ("2", "s4", "baseline"),
+    ("2", "s4", "instruct"),
+    ("3", "prefer-unknown", "baseline"),
+    ("3", "s4", "prefer-unknown"),
+    ("4", "negation", "baseline"),
+    ("5", "cot", "instruct"),
+]
+ROUNDS = ("baseline", "instruct")  # contrast 6: last round - round 0 after each
+INTERACTION = ("instruct", "baseline")  # contrast 9: larger - smaller model of one family
+
+
+def _cot(conditions) -> str | None:
+    """The store's chain-of-thought condition (sampled or greedy), if exactly one."""
+    found = sorted(c for c in set(conditions) if c.split("+")[0] == "cot")
+    return found[0] if len(found) == 1 else None
+
+
+def _with_last_round(ev: _Evidence, items: pd.DataFrame, readout: str) -> int | None:
+    """Adds each model's last-round answers of the rounds conditions to the evidence, named
+    'condition (round R)'; returns R (None without rounds)."""
+    if items.empty:
+        return None
+    part = items[(items["readout"] == readout) & items["condition"].isin(ROUNDS)]
+    last = int(part["round"].max()) if not part.empty else 0
+    if last == 0:
+        return None
+    late = part[part["round"] == last]
+    late = late.assign(condition=late["condition"] + ROUND_TAG.format(last))
+    ev.items = pd.concat([ev.items, late], ignore_index=True)
+    return last
+
+
+def _unknown_rate(ev: _Evidence, model: str, condition: str, uids: set) -> float:
+    """The share of 'unknown' among the answered ambiguous items of the test."""
+    d = ev.items
+    part = d[(d["model"] == model) & (d["condition"] == condition)
+             & (d["context_condition"] == "ambig") & d["uid"].isin(uids)]  # fmt: skip
+    if part.empty:
+        return float("nan")
+    w = answer_weights(part.reset_index(drop=True))
+    answered = w.sum(axis=1) > 0
+    rows = np.arange(len(part))
+    unknown = w[rows, part["unknown_index"].to_numpy(dtype=int)]
+    return float(unknown[answered].mean()) if answered.any() else float("nan")
+
+
+def _family_pairs(ev: _Evidence) -> list[tuple[str, str]]:
+    """(larger, smaller) for every two gate-passing models of one family."""
+    out = []
+    models = sorted(ev.eligible, key=ev.params)
+    for i, small in enumerate(models):
+        for big in models[i + 1 :]:
+            fam = ev.models.get(small, {}).get("family")
+            if fam and fam == ev.models.get(big, {}).get("family"):
+                out.append((big, small))
+    return out
+
+
+def named_contrasts(inputs: Inputs, models: dict[str, dict], rules: Rules) -> pd.DataFrame:
+    """One row per test: contrast number, the verdicts' test columns, and for BBQ the rate of
+    'unknown' answers (ambiguous items) under the condition and its reference."""
+    ev = _evidence(inputs, models, rules)
+    last = _with_last_round(ev, inputs.items, rules.readout)
+    cot = _cot(ev.items["condition"]) if not ev.items.empty else None
+    unknown: dict[int, str] = {}
+
+    def add(test, model, cond, ref):
+        if test is not None:
+            uids = ev.uids(model, cond) & ev.uids(model, ref)  # the test's items
+            rates = [_unknown_rate(ev, model, c, uids) for c in (cond, ref)]
+            unknown[id(test)] = " / ".join(f"{r:.0%}" if r == r else "n/a" for r in rates)
+
+    for model in sorted(ev.eligible, key=ev.params):
+        for number, cond, ref in PAIRED:
+            cond = cot if cond == "cot" else cond
+            if cond is not None:
+                add(_paired_test(ev, number, model, cond, ref, "bias", "ambig", False),
+                    model, cond, ref)  # fmt: skip
+        for cond in ROUNDS if last else ():
+            late = cond + ROUND_TAG.format(last)
+            add(_paired_test(ev, "6", model, late, cond, "bias", "ambig", False),
+                model, late, cond)  # fmt: skip
+    for big, small in _family_pairs(ev):
+        _interaction_test(ev, "9", big, small, *INTERACTION, "bias", "ambig", False)
+    law_cot = _cot(ev.law["condition"]) if not ev.law.empty else None
+    steps = [["instruct", "baseline"]] + ([[law_cot, "baseline"]] if law_cot else [])
+    for model in ev.law_models():
+        _law_model(ev, "7", SimpleNamespace(steps=steps), model, False)
+    _outcomes(ev)  # one family: every test above
+    table = tests_table(ev).rename(columns={"hypothesis": "contrast"})
+    table.insert(len(table.columns) - 1, "unknown rate (condition / reference)",
+                 [unknown.get(id(t), "") for t in ev.tests])  # fmt: skip
+    return table.drop(columns=["range"])

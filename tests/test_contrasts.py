@@ -1,0 +1,82 @@
+"""The pre-registered named contrasts: which tests, paired on which items, one Holm family, on
+constructed answers with known biases."""
+
+import pandas as pd
+import pytest
+
+from selfcorrect.contrasts import named_contrasts
+from selfcorrect.metrics.inference import holm
+from selfcorrect.rules_file import load_rules
+from selfcorrect.verdicts import Inputs
+from tests.test_verdicts import _items
+
+SHARES = {"baseline": 0.6, "instruct": 0.1, "s4": 0.1, "prefer-unknown": 0.55, "negation": 0.6,
+          "cot+sample:T1": 0.3}  # fmt: skip
+MODELS = {
+    "q-small": {"params": 5e8, "kind": "chat", "alignment": "RLHF", "family": "qwen"},
+    "q-big": {"params": 1.5e9, "kind": "chat", "alignment": "RLHF", "family": "qwen"},
+    "other": {"params": 1e9, "kind": "chat", "alignment": "SFT", "family": "x"},
+    "broken": {"params": 2e8, "kind": "chat", "alignment": "SFT", "family": "qwen"},
+}
+
+
+def _store():
+    frames = [_items(m, c, share, seed=k) for k, m in enumerate(("q-small", "q-big", "broken"))
+              for c, share in SHARES.items()]  # fmt: skip
+    frames += [_items("other", c, SHARES[c]) for c in ("baseline", "instruct")]
+    # rounds on half the items: round 6 = round 0 after baseline, changed after S1
+    late = _items("q-big", "baseline", 0.6, seed=1)
+    frames.append(late[late.uid.isin([f"Age:{i}" for i in range(80)])].assign(round=6))
+    frames.append(_items("q-big", "instruct", 0.3, n_templates=20, seed=7).assign(round=6))
+    gate = pd.DataFrame([{"model": "broken", "readout": "logprob", "system": "default",
+                          "verdict": "does not follow the format",
+                          "reasons": "top letter share 0.95 > 0.8"}])  # fmt: skip
+    return pd.concat(frames, ignore_index=True), gate
+
+
+def _bias(df, model, condition, rnd=0):
+    d = df[(df.model == model) & (df.condition == condition) & (df["round"] == rnd)]
+    return float((d["pred"] == 0).mean())  # ambiguous bias = share picking the target here
+
+
+def test_the_named_contrasts_are_one_family_on_gate_passing_models():
+    items, gate = _store()
+    rules, _ = load_rules()
+    t = named_contrasts(Inputs(items, gate), MODELS, rules)
+    assert "broken" not in " ".join(t["test"])  # failed the gate: in no contrast
+    big = t[t["test"].str.startswith("q-big:")].set_index("test")
+    # every numbered contrast on the model that has every condition, in the registered order
+    assert list(big.index) == [
+        "q-big: instruct - baseline, ambig bias", "q-big: s4 - baseline, ambig bias",
+        "q-big: s4 - instruct, ambig bias", "q-big: prefer-unknown - baseline, ambig bias",
+        "q-big: s4 - prefer-unknown, ambig bias", "q-big: negation - baseline, ambig bias",
+        "q-big: cot+sample:T1 - instruct, ambig bias",
+        "q-big: baseline (round 6) - baseline, ambig bias",
+        "q-big: instruct (round 6) - instruct, ambig bias"]  # fmt: skip
+    assert list(big["contrast"]) == ["1", "2", "2", "3", "3", "4", "5", "6", "6"]
+    s1 = big.loc["q-big: instruct - baseline, ambig bias"]
+    want = _bias(items, "q-big", "instruct") - _bias(items, "q-big", "baseline")
+    assert s1["estimate"] == pytest.approx(want)
+    rates = [1 - _bias(items, "q-big", c) for c in ("instruct", "baseline")]
+    assert s1["unknown rate (condition / reference)"] == f"{rates[0]:.0%} / {rates[1]:.0%}"
+    assert big.loc["q-big: baseline (round 6) - baseline, ambig bias", "estimate"] == 0
+    half = items[items.uid.isin([f"Age:{i}" for i in range(80)])]
+    late = _bias(half, "q-big", "instruct", 6) - _bias(half, "q-big", "instruct")
+    assert big.loc["q-big: instruct (round 6) - instruct, ambig bias", "estimate"] == (
+        pytest.approx(late)
+    )
+    # the unknown rates beside a contrast are on the test's items (round 6 ran on 80 of 160)
+    first = _bias(items[items.uid.isin(set(items[items["round"] == 6].uid))], "q-big", "instruct")
+    row = big.loc["q-big: instruct (round 6) - instruct, ambig bias"]
+    assert row["unknown rate (condition / reference)"].endswith(f" / {1 - first:.0%}")
+    assert row["n_items"] == 80
+    # a model with baseline and S1 only gets contrast 1 only; no round contrasts without rounds
+    assert list(t[t["test"].str.startswith("other:")]["contrast"]) == ["1"]
+    assert not t["test"].str.startswith("q-small: baseline (round").any()
+    # contrast 9: larger minus smaller of one family only (not across families)
+    assert t[t["contrast"] == "9"]["test"].tolist() == [
+        "(instruct - baseline) in q-big minus in q-small, ambig bias"
+    ]
+    # one Holm family over every test
+    assert (t["family_size"] == len(t)).all()
+    assert t["p_adj"].tolist() == pytest.approx(holm(t["p"].tolist()))
