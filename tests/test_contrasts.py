@@ -7,7 +7,7 @@ import pytest
 from selfcorrect.contrasts import named_contrasts
 from selfcorrect.metrics.inference import holm
 from selfcorrect.rules_file import load_rules
-from selfcorrect.verdicts import Inputs
+from selfcorrect.verdicts import Inputs, by_protocol
 from tests.test_verdicts import _items
 
 SHARES = {"baseline": 0.6, "instruct": 0.1, "s4": 0.1, "prefer-unknown": 0.55, "negation": 0.6,
@@ -42,7 +42,7 @@ def _bias(df, model, condition, rnd=0):
 def test_the_named_contrasts_are_one_family_on_gate_passing_models():
     items, gate = _store()
     rules, _ = load_rules()
-    t = named_contrasts(Inputs(items, gate), MODELS, rules)
+    t = named_contrasts(by_protocol(Inputs(items, gate)), MODELS, rules)
     assert "broken" not in " ".join(t["test"])  # failed the gate: in no contrast
     big = t[t["test"].str.startswith("q-big:")].set_index("test")
     # every numbered contrast on the model that has every condition, in the registered order
@@ -50,7 +50,7 @@ def test_the_named_contrasts_are_one_family_on_gate_passing_models():
         "q-big: instruct - baseline, ambig bias", "q-big: s4 - baseline, ambig bias",
         "q-big: s4 - instruct, ambig bias", "q-big: prefer-unknown - baseline, ambig bias",
         "q-big: s4 - prefer-unknown, ambig bias", "q-big: negation - baseline, ambig bias",
-        "q-big: cot+sample:T1 - instruct, ambig bias",
+        "q-big: cot - instruct, ambig bias",  # the store's sampled CoT, read as the protocol
         "q-big: baseline (round 6) - baseline, ambig bias",
         "q-big: instruct (round 6) - instruct, ambig bias"]  # fmt: skip
     assert list(big["contrast"]) == ["1", "2", "2", "3", "3", "4", "5", "6", "6"]

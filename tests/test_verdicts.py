@@ -419,3 +419,41 @@ def test_out_of_scope_names_the_benchmarks_own_models():
     v, _ = judge(Inputs(law=law), {"m": TINY}, rules)
     g5 = v.set_index("id").loc["G5", "verdict"]
     assert g5.startswith("out of scope") and "models here: m (135M)" in g5
+
+
+def test_a_sampled_protocol_answers_for_the_protocol_the_rules_name():
+    """The rules name 'cot'; a sampled study stores 'cot+sample:T1'. The report's inputs read
+    it as 'cot' (so H4 and G1's CoT step get their tests), but not when the greedy protocol is
+    there too, nor under another system prompt."""
+    from selfcorrect.verdicts import _sampled_as_protocol, by_protocol
+
+    rules, _ = load_rules()
+    small = {"params": 3.0e8, "kind": "chat", "alignment": "SFT"}
+    items = pd.concat([_items(m, c, s) for m in ("big", "small")
+                       for c, s in (("baseline", 0.6), ("instruct", 0.3),
+                                    ("cot+sample:T1", 0.1))])  # fmt: skip
+    models = {"big": BIG, "small": small}
+    _, before = judge(Inputs(items), models, rules)
+    _, after = judge(by_protocol(Inputs(items)), models, rules)
+    assert not before["test"].str.contains("cot").any()
+    assert "big: cot - instruct, ambig bias" in set(after["test"])
+    assert after["hypothesis"].eq("H4").any() and not before["hypothesis"].eq("H4").any()
+    both = pd.DataFrame({"condition": ["cot", "cot+sample:T1", "instruct+sample:T1+system:x"]})
+    assert _sampled_as_protocol(both)["condition"].tolist() == both["condition"].tolist()
+
+
+def test_an_underpowered_test_is_never_no_effect():
+    """preregistration.md, "Power": a CI inside the +-5 points from a test whose MDE exceeds
+    them is inconclusive, not "no effect"; an exact floor inside the region is its own bound."""
+    from selfcorrect.metrics.inference import Estimate
+    from selfcorrect.verdicts import _Evidence, _outcomes, _Test
+
+    rules, _ = load_rules()
+    coarse = Estimate(0.0, -0.039, 0.039, 0.02, 1.0, 40, 400)  # MDE 2.8 x 2 = 5.6 points
+    fine = Estimate(0.0, -0.029, 0.029, 0.015, 1.0, 40, 400)  # MDE 4.2 points
+    floor = Estimate(0.0, -0.01, 0.01, 0.0, 1.0, 40, 400, "exact floor (no item differs)")
+    ev = _Evidence(pd.DataFrame(), {}, [], {}, rules)
+    ev.tests = [_Test("X", name, est, "paired") for name, est in
+                (("coarse", coarse), ("fine", fine), ("floor", floor))]  # fmt: skip
+    _outcomes(ev)
+    assert [t.outcome for t in ev.tests] == ["inconclusive", "no effect", "no effect"]

@@ -30,7 +30,8 @@ from selfcorrect.verdicts import (
 
 ROUND_TAG = " (round {})"  # a later round's answers, as a condition of their own
 
-# (number, condition, reference); "cot" stands for the store's chain-of-thought condition
+# (number, condition, reference); the report reads a sampled "cot+sample:T1" as "cot"
+# (verdicts.by_protocol)
 PAIRED = [
     ("1", "instruct", "baseline"),
     ("2", "s4", "baseline"),
@@ -42,12 +43,6 @@ PAIRED = [
 ]
 ROUNDS = ("baseline", "instruct")  # contrast 6: last round - round 0 after each
 INTERACTION = ("instruct", "baseline")  # contrast 9: larger - smaller model of one family
-
-
-def _cot(conditions) -> str | None:
-    """The store's chain-of-thought condition (sampled or greedy), if exactly one."""
-    found = sorted(c for c in set(conditions) if c.split("+")[0] == "cot")
-    return found[0] if len(found) == 1 else None
 
 
 def _with_last_round(ev: _Evidence, items: pd.DataFrame, readout: str) -> int | None:
@@ -96,7 +91,6 @@ def named_contrasts(inputs: Inputs, models: dict[str, dict], rules: Rules) -> pd
     'unknown' answers (ambiguous items) under the condition and its reference."""
     ev = _evidence(inputs, models, rules)
     last = _with_last_round(ev, inputs.items, rules.readout)
-    cot = _cot(ev.items["condition"]) if not ev.items.empty else None
     unknown: dict[int, str] = {}
 
     def add(test, model, cond, ref):
@@ -107,18 +101,16 @@ def named_contrasts(inputs: Inputs, models: dict[str, dict], rules: Rules) -> pd
 
     for model in sorted(ev.eligible, key=ev.params):
         for number, cond, ref in PAIRED:
-            cond = cot if cond == "cot" else cond
-            if cond is not None:
-                add(_paired_test(ev, number, model, cond, ref, "bias", "ambig", False),
-                    model, cond, ref)  # fmt: skip
+            add(_paired_test(ev, number, model, cond, ref, "bias", "ambig", False),
+                model, cond, ref)  # fmt: skip
         for cond in ROUNDS if last else ():
             late = cond + ROUND_TAG.format(last)
             add(_paired_test(ev, "6", model, late, cond, "bias", "ambig", False),
                 model, late, cond)  # fmt: skip
     for big, small in _family_pairs(ev):
         _interaction_test(ev, "9", big, small, *INTERACTION, "bias", "ambig", False)
-    law_cot = _cot(ev.law["condition"]) if not ev.law.empty else None
-    steps = [["instruct", "baseline"]] + ([[law_cot, "baseline"]] if law_cot else [])
+    conds = set(ev.law["condition"]) if not ev.law.empty else set()
+    steps = [["instruct", "baseline"]] + ([["cot", "baseline"]] if "cot" in conds else [])
     for model in ev.law_models():
         _law_model(ev, "7", SimpleNamespace(steps=steps), model, False)
     _outcomes(ev)  # one family: every test above

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from selfcorrect.engine import system_of
 from selfcorrect.metrics.bbq import (
     CORRECT,
     UNP,
@@ -210,9 +211,27 @@ def _gap_test(ev: _Evidence, hid: str, a: str, b: str, x: str, y: str, metric: s
     return test
 
 
+def _too_coarse(t: _Test, rules: Rules) -> bool:
+    """The test's MDE (power 0.8, alpha shared by its family) exceeds the ROPE or it has no
+    usable standard error; an exact floor (no item differs) is its own bound: too coarse when
+    that bound leaves the ROPE."""
+    e = t.est
+    if str(e.ci_method).startswith("exact floor"):
+        return not (-rules.rope <= e.lo and e.hi <= rules.rope)
+    mde = e.mde_for(t.family_size, rules.alpha)
+    return not (mde == mde and e.se > 0) or bool(mde > rules.rope)
+
+
+def _underpowered(t: _Test, rules: Rules) -> bool:
+    """Too coarse to show a ROPE-sized effect, or its family cannot reach alpha at all."""
+    return _too_coarse(t, rules) or bool(t.unreachable)
+
+
 def _outcomes(ev: _Evidence) -> None:
     """Adjust p within each family (in range; descriptive), then classify each test: an
-    effect when its adjusted p < alpha, no effect when its CI lies inside the ROPE."""
+    effect when its adjusted p < alpha, no effect when its CI lies inside the ROPE and the
+    test is not underpowered (preregistration.md, "Power": an underpowered test can give an
+    effect or inconclusive, never no effect)."""
     for descriptive in (False, True):
         family = [t for t in ev.tests if t.descriptive == descriptive]
         adjusted = ADJUST[ev.rules.multiplicity]([t.est.p for t in family])
@@ -223,7 +242,8 @@ def _outcomes(ev: _Evidence) -> None:
             e, rope = t.est, ev.rules.rope
             if p == p and p < ev.rules.alpha:
                 t.outcome = UP if e.value > 0 else DOWN
-            elif e.lo == e.lo and -rope <= e.lo and e.hi <= rope:
+            elif e.lo == e.lo and -rope <= e.lo and e.hi <= rope and not _too_coarse(
+                    t, ev.rules):  # fmt: skip
                 t.outcome = NONE
             else:
                 t.outcome = UNCLEAR
@@ -612,8 +632,7 @@ def tests_table(ev: _Evidence) -> pd.DataFrame:
             "range": DESCRIPTIVE if t.descriptive else IN_RANGE, "family_size": t.family_size,
             "estimate": t.est.value, "ci_lo": t.est.lo, "ci_hi": t.est.hi,
             "ci": t.est.ci_method, "p": t.est.p, "p_adj": t.p_adj, "mde": mde,
-            "underpowered": not (mde == mde and t.est.se > 0) or bool(mde > ev.rules.rope)
-                            or bool(t.unreachable),
+            "underpowered": _underpowered(t, ev.rules),
             "n_items": t.est.n_items, "n_clusters": t.est.n_clusters, "outcome": t.outcome,
         })  # fmt: skip
     return pd.DataFrame(rows, columns=TEST_COLUMNS)
@@ -641,6 +660,31 @@ class Inputs:
     winogender: dict[str, pd.DataFrame] = field(default_factory=dict)
     bias_variant: str = "bbq"
     unparseable: str = "drop"
+
+
+def _sampled_as_protocol(df: pd.DataFrame, columns=("condition", "reference")) -> pd.DataFrame:
+    """The store keys a sampled variant of a protocol 'cot+sample:T1'; the rules name the
+    protocol ('cot'). Where a table holds one sampled variant of a protocol and not the protocol
+    itself, that variant answers for it (conditions under another system prompt never do)."""
+    if df is None or df.empty or "condition" not in df:
+        return df
+    keys = set(df["condition"])
+    rename = {}
+    for key in keys:
+        base, sep, _ = str(key).partition("+sample:")
+        variants = [k for k in keys if str(k).startswith(base + "+sample:")]
+        if sep and base not in keys and len(variants) == 1 and system_of(key) == "default":
+            rename[key] = base
+    if not rename:
+        return df
+    return df.assign(**{c: df[c].replace(rename) for c in columns if c in df})
+
+
+def by_protocol(inputs: Inputs) -> Inputs:
+    """The inputs with sampled condition keys read as the protocols the rules name."""
+    return dataclasses.replace(
+        inputs, items=_sampled_as_protocol(inputs.items), law=_sampled_as_protocol(inputs.law),
+        winogender={k: _sampled_as_protocol(v) for k, v in inputs.winogender.items()})  # fmt: skip
 
 
 def _judged_readout(readout: str) -> str:

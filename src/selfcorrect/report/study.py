@@ -23,7 +23,7 @@ from selfcorrect.report.render import Block, write_pages
 from selfcorrect.report.section import Section, Tables
 from selfcorrect.rules_file import default_rules_path, load_rules
 from selfcorrect.store import Store
-from selfcorrect.verdicts import Inputs, judge
+from selfcorrect.verdicts import Inputs, by_protocol, judge
 
 
 class Kit(Protocol):
@@ -365,11 +365,12 @@ def report_dir(directory: str | Path, kits: Mapping[str, Kit], out: str | Path |
         models = store.models()
         out = Path(out) if out is not None else Path(directory) / "report"
         tables, files, study, items = _benchmarks(store, outcomes, kits, models, out, opt)
-        inputs = Inputs(items.get("bbq", pd.DataFrame()), tables.get("bbq_gate", pd.DataFrame()),
-                        items.get("law", pd.DataFrame()),
-                        {k: tables[f"winogender_{k}"] for k in ("summary", "paired")
-                         if f"winogender_{k}" in tables},
-                        opt.bias_variant, opt.unparseable)  # fmt: skip
+        inputs = by_protocol(Inputs(
+            items.get("bbq", pd.DataFrame()), tables.get("bbq_gate", pd.DataFrame()),
+            items.get("law", pd.DataFrame()),
+            {k: tables[f"winogender_{k}"] for k in ("summary", "paired")
+             if f"winogender_{k}" in tables},
+            opt.bias_variant, opt.unparseable))  # fmt: skip
         verdict, tests = judge(inputs, models, rules)
         contrasts = named_contrasts(inputs, models, rules)
         status = rules_status(store, digest)
