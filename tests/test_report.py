@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
 from selfcorrect.api import report as report_dir
@@ -162,3 +163,19 @@ def test_cost_table_sums_resumed_runs_of_one_part_per_model(tmp_path):
     assert both["runs"] == 2 and both["answers"] == 16 and both["untimed runs"] == 0
     assert both["wall_s"] > 0 and re.fullmatch(r"\d+:\d\d:\d\d", both["wall"])
     assert table.loc[[p for p in table.index if ": s2;" in p][0]]["answers"] == 8
+
+
+def test_the_ci_of_two_templates_spans_their_values_not_a_row_count():
+    """The hidden-state analysis' CIs resample templates, not rows (an item's rounds and a
+    template's items are not independent draws)."""
+    from selfcorrect.report.hidden import _template_ci
+
+    groups = ["t1"] * 100 + ["t2"] * 100
+    values = np.r_[np.zeros(100), np.ones(100)]
+    lo, hi = _template_ci(groups, values, seed=0)
+    # 200 independent rows would give about [0.43, 0.57]; two templates can give 0 or 1
+    assert lo == 0.0 and hi == 1.0
+    many = [f"t{k}" for k in range(200)]
+    lo, hi = _template_ci(many, values, seed=0)
+    assert 0.4 < lo < 0.45 and 0.55 < hi < 0.6
+    assert np.isnan(_template_ci([], np.array([]), seed=0)[0])

@@ -263,6 +263,16 @@ def test_hidden_states_are_kept_keyed_and_resumed(tmp_path):
         BEHAVIOUR.clear()
     assert "branch" in set(load_hidden(tmp_path / "x")[0]["readout"])
     assert set(analyze(tmp_path / "x")["readout"]) == {"logprob"}
+    # two models with different layer selections: each is read from its own folder
+    BEHAVIOUR["fake:g"] = {"prefer": lambda p: 1 if "Religion" in p or "church" in p else 0}
+    try:
+        api.run("fake:g", conditions="baseline", rounds=1, save_hidden="1,-1", out=tmp_path / "x",
+                **COMMON)  # fmt: skip
+    finally:
+        BEHAVIOUR.clear()
+    both = analyze(tmp_path / "x")
+    assert {m: sorted(set(g["layer"])) for m, g in both.groupby("model")} == {
+        "fake:g": [1, 2], "fake:h": [0, 2]}  # fmt: skip
     r = CliRunner().invoke(app, ["run", "--model", "fake:h", "--save-hidden", "12x"])
     assert r.exit_code == 2 and "--save-hidden must be 'all' or comma-separated" in r.output
 

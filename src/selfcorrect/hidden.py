@@ -55,19 +55,29 @@ class HiddenWriter:
         return path
 
 
-def load_hidden(directory: str | Path) -> tuple[pd.DataFrame, np.ndarray, list[int]]:
-    """(keys, states [n, layers, hidden] float32, layers) of every stored state; the last copy
-    of a key wins. Empty when the run saved none."""
+def hidden_folders(directory: str | Path) -> list[Path]:
+    """One folder of states per model (models differ in layers and width)."""
+    root = Path(directory) / "hidden"
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def load_hidden(directory: str | Path, folder: Path | None = None,
+                ) -> tuple[pd.DataFrame, np.ndarray, list[int]]:  # fmt: skip
+    """(keys, states [n, layers, hidden] float32, layers) of the stored states of one model's
+    folder (default: the first); the last copy of a key wins. Empty when the run saved none.
+    Files of another layer selection than the first one read are kept apart (not read)."""
     from safetensors import safe_open
 
-    files = sorted((Path(directory) / "hidden").rglob("*.safetensors"))
+    folders = hidden_folders(directory)
+    folder = folder or (folders[0] if folders else None)
+    files = sorted(folder.glob("*.safetensors")) if folder else []
     keys, arrays, layers = [], [], None
     for f in files:
         with safe_open(str(f), framework="numpy") as fh:
             meta = fh.metadata()
             these = json.loads(meta["layers"])
             if layers is not None and these != layers:
-                continue  # another layer selection: kept apart (the first one read is used)
+                continue
             layers = these
             keys += json.loads(meta["keys"])
             arrays.append(fh.get_tensor("states").astype(np.float32))

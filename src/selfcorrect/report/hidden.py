@@ -6,7 +6,10 @@
   minus unbiased answer" (answers with a target option; fitted on half of the templates,
   measured on the other half), with a bootstrap CI over templates;
 - probe: held-out accuracy of a logistic probe predicting whether the answer read at that state
-  is the biased one (Wilson CI), beside the majority-class accuracy of the same test rows.
+  is the biased one, beside the majority-class accuracy of the same test rows; its CI resamples
+  the held-out templates (an item's rounds and a template's items are not independent).
+
+Each model's states are read from its own folder (models differ in layers and width).
 
 Tables and figures go to DIR/report/hidden/."""
 
@@ -17,22 +20,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from selfcorrect.hidden import load_hidden
+from selfcorrect.hidden import hidden_folders, load_hidden
 from selfcorrect.metrics.probes import cosines, diff_in_means, fit_probe, halves, predict
-from selfcorrect.metrics.stats import percentile_ci, wilson
+from selfcorrect.metrics.stats import bootstrap, ratio
 from selfcorrect.report.figures import pyplot, save_figure
 from selfcorrect.store import Store
 
 
-def _joined(directory) -> tuple[pd.DataFrame, np.ndarray, list[int]]:
-    keys, states, layers = load_hidden(directory)
+def _joined(keys: pd.DataFrame, out: pd.DataFrame) -> pd.DataFrame:
+    """The states' keys with their answers (row numbers into the states in _row)."""
     if keys.empty:
-        return keys, states, layers
-    store = Store(directory, read_only=True)
-    try:
-        out = store.outcomes("bbq")
-    finally:
-        store.close()
+        return keys
     meta = out[["model", "benchmark", "condition", "readout", "uid", "round", "pred",
                 "target_loc", "category", "question_index"]]  # fmt: skip
     keys = keys.assign(_row=np.arange(len(keys))).merge(meta, on=list(keys.columns[:6]))
@@ -41,7 +39,19 @@ def _joined(directory) -> tuple[pd.DataFrame, np.ndarray, list[int]]:
     keys = keys[keys["target_loc"].notna() & keys["pred"].notna() & (keys["readout"] != "branch")]
     keys["biased"] = (keys["pred"].astype(int) == keys["target_loc"].astype(int)).to_numpy()
     keys["template"] = keys["category"] + ":" + keys["question_index"].astype(str)
-    return keys.reset_index(drop=True), states, layers
+    return keys.reset_index(drop=True)
+
+
+def _template_ci(groups, values: np.ndarray, seed: int) -> tuple[float, float]:
+    """95% CI of the mean of `values` resampling templates (clusters) with their rows."""
+    values = np.asarray(values, dtype=float)
+    ok = np.isfinite(values)
+    codes = pd.factorize(np.asarray(groups, dtype=object)[ok])[0]
+    if codes.size == 0:
+        return (np.nan, np.nan)
+    counts = np.column_stack([np.bincount(codes), np.bincount(codes, weights=values[ok])])
+    _, ci, _ = bootstrap(counts, ratio, 1000, seed)
+    return ci
 
 
 def _layer_row(part, x, layer, seed) -> dict:
@@ -53,7 +63,7 @@ def _layer_row(part, x, layer, seed) -> dict:
     direction = diff_in_means(x[fit], y[fit])
     probe = fit_probe(x[fit], y[fit])
     hit = predict(probe, x[~fit]) == y[~fit]
-    lo, hi = wilson(hit.sum(), len(hit))
+    lo, hi = _template_ci(part["template"].to_numpy()[~fit], hit, seed)
     majority = max(y[~fit].mean(), 1 - y[~fit].mean())
     row |= {"probe_accuracy": float(hit.mean()), "probe_lo": lo, "probe_hi": hi,
             "majority_accuracy": float(majority)}  # fmt: skip
@@ -61,9 +71,7 @@ def _layer_row(part, x, layer, seed) -> dict:
     if len(shifts):
         test = ~halves(groups)
         cos = cosines(shifts[test], direction)
-        rng = np.random.default_rng(seed)
-        draws = [np.nanmean(cos[rng.integers(0, len(cos), len(cos))]) for _ in range(500)]
-        lo, hi = percentile_ci(np.array(draws)) if len(cos) > 1 else (np.nan, np.nan)
+        lo, hi = _template_ci(np.asarray(groups, dtype=object)[test], cos, seed)
         row |= {"shift_norm": float(np.linalg.norm(shifts, axis=1).mean()),
                 "cosine": float(np.nanmean(cos)) if len(cos) else np.nan,
                 "cosine_lo": lo, "cosine_hi": hi, "n_shifts": int(len(cos))}  # fmt: skip
@@ -83,14 +91,21 @@ def _shifts(part: pd.DataFrame, x: np.ndarray):
 
 
 def analyze(directory: str | Path, seed: int = 0) -> pd.DataFrame:
-    keys, states, layers = _joined(directory)
+    store = Store(directory, read_only=True)
+    try:
+        out = store.outcomes("bbq")
+    finally:
+        store.close()
     rows = []
-    for (model, cond, readout), part in keys.groupby(["model", "condition", "readout"]):
-        part = part.reset_index(drop=True)
-        for j, layer in enumerate(layers):
-            x = states[part["_row"].to_numpy(), j]
-            rows.append({"model": model, "condition": cond, "readout": readout,
-                         **_layer_row(part, x, layer, seed)})  # fmt: skip
+    for folder in hidden_folders(directory):
+        keys, states, layers = load_hidden(directory, folder)
+        keys = _joined(keys, out)
+        for (model, cond, readout), part in keys.groupby(["model", "condition", "readout"]):
+            part = part.reset_index(drop=True)
+            for j, layer in enumerate(layers):
+                x = states[part["_row"].to_numpy(), j]
+                rows.append({"model": model, "condition": cond, "readout": readout,
+                             **_layer_row(part, x, layer, seed)})  # fmt: skip
     return pd.DataFrame(rows)
 
 
