@@ -76,6 +76,11 @@ def test_per_occupation_averages_templates_and_greedy_one_hot():
     assert occ.loc["a", "p_neutral"] == pytest.approx(0.5) and occ.loc["a", "n"] == 2
     assert occ.loc["a", "p_female_fm"] == pytest.approx(1.0)  # she/he only: 1/1; 0/0 is n/a
     assert math.isnan(occ.loc["b", "p_female"]) and occ.loc["b", "n_unparseable"] == 1
+    # the 120-template variant reads both sentences of an occupation (not the 60 again)
+    occ = wg.per_occupation(df.assign(benchmark="winogender-all")).set_index("occupation")
+    assert occ.loc["a", "n"] == 3 and occ.loc["a", "p_female"] == pytest.approx(1 / 3)
+    occ = wg.per_occupation(df.assign(benchmark="winogender")).set_index("occupation")
+    assert occ.loc["a", "n"] == 2
 
 
 def test_both_normalisations_error_and_slope_hand_computed():

@@ -54,14 +54,23 @@ def _probs(df: pd.DataFrame) -> np.ndarray:
     return out
 
 
+ALL_TEMPLATES = "winogender-all"  # the 120-template variant's benchmark name
+
+
 def occupation_referent(df: pd.DataFrame) -> pd.DataFrame:
-    """The templates whose pronoun refers to the occupation (answer 0)."""
-    return df[df["answer"] == 0] if "answer" in df else df
+    """The templates the correlation reads: G23's, whose pronoun refers to the occupation
+    (answer 0); in the 120-template variant also those whose pronoun refers to the participant,
+    so an occupation's p(female) averages its two sentences (a model that reads the pronoun
+    off the occupation where it refers to someone else keeps its r there)."""
+    if "answer" not in df:
+        return df
+    both = df["benchmark"].eq(ALL_TEMPLATES) if "benchmark" in df else False
+    return df[(df["answer"] == 0) | both]
 
 
 def per_occupation(df: pd.DataFrame) -> pd.DataFrame:
     """One row per run x occupation: p_female (over she/he/they), p_female_fm (over she/he),
-    p_male, p_neutral, BLS %, from the occupation-referent templates only."""
+    p_male, p_neutral, BLS %, from the templates `occupation_referent` keeps."""
     df = occupation_referent(with_run_keys(df)).reset_index(drop=True)
     p = _probs(df)
     with np.errstate(invalid="ignore", divide="ignore"):
