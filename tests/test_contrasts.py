@@ -80,3 +80,25 @@ def test_the_named_contrasts_are_one_family_on_gate_passing_models():
     # one Holm family over every test
     assert (t["family_size"] == len(t)).all()
     assert t["p_adj"].tolist() == pytest.approx(holm(t["p"].tolist()))
+
+
+def test_the_system_prompt_comparison_pairs_each_condition_with_itself_in_its_own_family():
+    items, gate = _store()
+    none = [_items("q-big", f"{c}+system:none", s, seed=5)
+            for c, s in (("baseline", 0.6), ("instruct", 0.6))]  # fmt: skip
+    rules, _ = load_rules()
+    t = named_contrasts(by_protocol(Inputs(pd.concat([items, *none]), gate)), MODELS, rules)
+    sp = t[t["holm family"] == "system prompt (part 8)"].set_index("test")
+    assert list(sp.index) == [
+        "q-big: baseline+system:none - baseline, ambig bias",
+        "q-big: instruct+system:none - instruct, ambig bias",  # S1 against S1, not baseline
+        "q-big: (instruct - baseline) without system prompt minus with, ambig bias"]  # fmt: skip
+    effect = {k: _bias(pd.concat([items, *none]), "q-big", f"instruct{k}")
+              - _bias(pd.concat([items, *none]), "q-big", f"baseline{k}")
+              for k in ("+system:none", "")}  # fmt: skip
+    inter = sp.iloc[2]
+    assert inter["estimate"] == pytest.approx(effect["+system:none"] - effect[""])
+    assert inter["estimate"] > 0.3 and inter["p"] < 0.01
+    assert (sp["family_size"] == 3).all()  # a Holm family of its own
+    named = t[t["holm family"] == "named contrasts"]
+    assert (named["family_size"] == len(named)).all()

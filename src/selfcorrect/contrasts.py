@@ -15,16 +15,21 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
+from selfcorrect.engine import SYSTEM_SUFFIX
 from selfcorrect.metrics.choices import answer_weights
+from selfcorrect.metrics.inference import interaction
 from selfcorrect.rules_file import Rules
 from selfcorrect.verdicts import (
     Inputs,
+    _aligned,
     _Evidence,
     _evidence,
+    _floored,
     _interaction_test,
     _law_model,
     _outcomes,
     _paired_test,
+    _Test,
     tests_table,
 )
 
@@ -86,18 +91,66 @@ def _family_pairs(ev: _Evidence) -> list[tuple[str, str]]:
     return out
 
 
-def named_contrasts(inputs: Inputs, models: dict[str, dict], rules: Rules) -> pd.DataFrame:
-    """One row per test: contrast number, the verdicts' test columns, and for BBQ the rate of
-    'unknown' answers (ambiguous items) under the condition and its reference."""
-    ev = _evidence(inputs, models, rules)
-    last = _with_last_round(ev, inputs.items, rules.readout)
-    unknown: dict[int, str] = {}
+def _system_tests(ev: _Evidence, unknown) -> None:
+    """Part 8: per gate-passing model asked without a system prompt, baseline and S1 without
+    it minus with the template's default, and the S1 effect without minus with (an
+    interaction within the model: the permutation swaps the two settings within templates)."""
+    none = SYSTEM_SUFFIX + "none"
+    for model in sorted(ev.eligible, key=ev.params):
+        if not ev.ran(model, "baseline" + none, "instruct" + none):
+            continue
+        for cond in ("baseline", "instruct"):
+            unknown(_paired_test(ev, "8s", model, cond + none, cond, "bias", "ambig", False),
+                    model, cond + none, cond)  # fmt: skip
+        conds = ("baseline" + none, "instruct" + none, "baseline", "instruct")
+        uids = set.intersection(*(ev.uids(model, c) for c in conds))
+        parts = _aligned([ev.counts(model, c, "ambig", uids) for c in conds])
+        r = ev.rules
+        est = interaction(*parts, ev.metric("bias", "ambig"), int(parts[0][:, 0].sum()),
+                          r.bootstrap, r.permutations, r.seed)  # fmt: skip
+        est = _floored(est, [(parts[0], parts[1]), (parts[2], parts[3])], [1, -1], "bias",
+                       "ambig")  # fmt: skip
+        label = f"{model}: (instruct - baseline) without system prompt minus with, ambig bias"
+        ev.tests.append(_Test("8s", label, est, "interaction"))
 
+
+def named_contrasts(inputs: Inputs, models: dict[str, dict], rules: Rules) -> pd.DataFrame:
+    """One row per test: its family (the named contrasts; the system-prompt comparison of
+    part 8, a Holm family of its own), contrast number, the verdicts' test columns, and for BBQ
+    the rate of 'unknown' answers (ambiguous items) under the condition and its reference."""
+    named = _named(inputs, models, rules)
+    ev = _evidence(inputs, models, rules)
+    unknown: dict[int, str] = {}
+    _system_tests(ev, _recorder(ev, unknown))
+    _outcomes(ev)
+    system = _table(ev, unknown)
+    return pd.concat([named.assign(**{"holm family": "named contrasts"}),
+                      system.assign(**{"holm family": "system prompt (part 8)"})],
+                     ignore_index=True)  # fmt: skip
+
+
+def _recorder(ev: _Evidence, unknown: dict[int, str]):
     def add(test, model, cond, ref):
         if test is not None:
             uids = ev.uids(model, cond) & ev.uids(model, ref)  # the test's items
             rates = [_unknown_rate(ev, model, c, uids) for c in (cond, ref)]
             unknown[id(test)] = " / ".join(f"{r:.0%}" if r == r else "n/a" for r in rates)
+
+    return add
+
+
+def _table(ev: _Evidence, unknown: dict[int, str]) -> pd.DataFrame:
+    table = tests_table(ev).rename(columns={"hypothesis": "contrast"})
+    table.insert(len(table.columns) - 1, "unknown rate (condition / reference)",
+                 [unknown.get(id(t), "") for t in ev.tests])  # fmt: skip
+    return table.drop(columns=["range"])
+
+
+def _named(inputs: Inputs, models: dict[str, dict], rules: Rules) -> pd.DataFrame:
+    ev = _evidence(inputs, models, rules)
+    last = _with_last_round(ev, inputs.items, rules.readout)
+    unknown: dict[int, str] = {}
+    add = _recorder(ev, unknown)
 
     for model in sorted(ev.eligible, key=ev.params):
         for number, cond, ref in PAIRED:
@@ -114,7 +167,4 @@ def named_contrasts(inputs: Inputs, models: dict[str, dict], rules: Rules) -> pd
     for model in ev.law_models():
         _law_model(ev, "7", SimpleNamespace(steps=steps), model, False)
     _outcomes(ev)  # one family: every test above
-    table = tests_table(ev).rename(columns={"hypothesis": "contrast"})
-    table.insert(len(table.columns) - 1, "unknown rate (condition / reference)",
-                 [unknown.get(id(t), "") for t in ev.tests])  # fmt: skip
-    return table.drop(columns=["range"])
+    return _table(ev, unknown)

@@ -256,7 +256,10 @@ def _contrast_blocks(contrasts: pd.DataFrame) -> list[Block]:
             "round 0 of the same condition; 9: the S1 effect in the larger minus the smaller "
             "model of one family, on the templates both answered; 7: law-school parity and "
             "its changes, on the same students). CIs and p as in the table above, with the "
-            "rules' bootstrap and permutations; p adj is Holm over every test of this table. "
+            "rules' bootstrap and permutations; p adj is Holm over every test of its family (the "
+            "named contrasts; part 8's system-prompt comparison is a family of its own: "
+            "baseline and S1 without a system prompt against the same condition with the "
+            "template's default, and the S1 effect without minus with). "
             "Unknown rate: the share of ambiguous answers that are 'cannot be determined' "
             "under the condition / its reference. Winogender (contrast 8) is in its own "
             "tables.",
@@ -269,7 +272,8 @@ def _tests_view(tests: pd.DataFrame) -> pd.DataFrame:
     """The tests with CIs and p formatted; the contrast table's extra columns kept."""
     if tests.empty:
         return tests
-    first = {k: tests[k] for k in ("hypothesis", "contrast", "test", "range") if k in tests}
+    keys = ("hypothesis", "holm family", "contrast", "test", "range")
+    first = {k: tests[k] for k in keys if k in tests}
     extra = {k: tests[k] for k in ("unknown rate (condition / reference)",) if k in tests}
     return pd.DataFrame(first | {
         "estimate x100 [95% CI]": [fmt_ci(v, lo, hi, 100) for v, lo, hi in
