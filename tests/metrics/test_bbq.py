@@ -252,3 +252,26 @@ def test_wilson_hand_computed():
     assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
     lo, hi = wilson(5, 10)
     assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+
+
+def test_gate_context_flags_an_unknown_habit_the_pooled_gate_passes():
+    from selfcorrect.metrics.bbq import gate_by_context
+
+    def row(cond, ctx, n, non_unknown, acc):
+        return {"model": "m", "readout": "cloze", "condition": cond, "round": 0,
+                "group": "overall", "context": ctx, "n": n, "n_unparseable": 0,
+                "n_non_unknown": non_unknown, "accuracy": acc}  # fmt: skip
+
+    summ = pd.DataFrame([row("baseline", "ambig", 100, 2, 0.98),
+                         row("baseline", "disambig", 100, 4, 0.04),
+                         row("oracle", "ambig", 100, 0, 1.0),
+                         row("oracle", "disambig", 100, 30, 0.3)])  # fmt: skip
+    gate = pd.DataFrame([{"model": "m", "readout": "cloze", "system": "default",
+                          "verdict": "passes", "reasons": "all hold"}])  # fmt: skip
+    g = gate_by_context(summ, gate).iloc[0]
+    assert g["baseline unknown disambig"] == pytest.approx(0.96)
+    assert g["oracle accuracy disambig"] == pytest.approx(0.3)
+    assert g["flag"] == ("told the answer, gives it in 30% of disambiguated items; answers "
+                         "'unknown' in 96% of disambiguated items at baseline")  # fmt: skip
+    fine = summ.assign(n_non_unknown=[40, 90, 0, 95], accuracy=[0.6, 0.8, 1.0, 0.9])
+    assert gate_by_context(fine, gate).iloc[0]["flag"] == ""

@@ -112,6 +112,14 @@ def validity_table(validity: pd.DataFrame) -> pd.DataFrame:
     })  # fmt: skip
 
 
+def _gate_context_view(gc: pd.DataFrame) -> pd.DataFrame:
+    if gc.empty:
+        return gc
+    pct = lambda x: "n/a" if x != x else f"{100 * x:.0f}%"  # noqa: E731
+    num = [c for c in gc.columns if c.startswith(("oracle", "baseline"))]
+    return gc.assign(**{c: gc[c].map(pct) for c in num})
+
+
 def validity_blocks(tables: Tables) -> list[Block]:
     from selfcorrect.metrics.choices import GATE
 
@@ -125,6 +133,15 @@ def validity_blocks(tables: Tables) -> list[Block]:
         ("h2", "Validity: does the model answer by content or by letter?"),
         ("table", gate),
         ("p", note),
+        (
+            "p",
+            "Per context (the gate pools them): oracle accuracy, and the share of baseline "
+            "answers that are 'unknown'; flagged where told the answer it gives it in fewer "
+            "than half of the disambiguated items, or where it answers 'unknown' in more "
+            "than 90% of them (a habit that passes the pooled gate with a perfect ambiguous "
+            "score). A flag is read beside every result of that model; it excludes nothing.",
+        ),
+        ("table", _gate_context_view(tables.get("gate_context", pd.DataFrame()))),
         ("table", validity_table(tables.get("validity", pd.DataFrame()))),
     ]
 
