@@ -212,6 +212,9 @@ def test_exact_transitions_on_a_fake_with_known_answers(tmp_path):
     top = math.exp(-1) / (math.exp(-1) + 2 * math.exp(-3))
     low = (1 - top) / 2
     assert ex.p_change == pytest.approx(top * (1 - top) + 2 * low * (1 - low))
+    page = (tmp_path / "report" / "bbq" / "report.md").read_text()
+    assert (tmp_path / "report" / "bbq" / "exact_transitions.png").is_file()
+    assert "exact_transitions.png" in page
     out = Store(tmp_path, read_only=True).outcomes()
     base = out[(out.readout == "logprob") & (out["round"] == 0)]
     golds = base["gold"].to_numpy()

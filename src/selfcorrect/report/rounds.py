@@ -50,7 +50,7 @@ def blocks(tables: Tables) -> list[Block]:
     exact = tables.get("exact_transitions", pd.DataFrame())
     if not exact.empty:
         out += [("h2", "Exact transitions: confidence and critique (arXiv 2412.19513)"),
-                ("table", exact)]  # fmt: skip
+                ("table", exact), ("img", "exact_transitions.png")]  # fmt: skip
     u = tables.get("uncertainty", pd.DataFrame())
     if not u.empty:
         out += [("h2", "Uncertainty and calibration per round"), ("table", _uncertainty_view(u))]
@@ -61,11 +61,41 @@ def blocks(tables: Tables) -> list[Block]:
     return out
 
 
+EXACT_BARS = {"confidence": "confidence (keeps a right answer)",
+              "critique": "critique (fixes a wrong one)",
+              "p_change": "p(answer changes)"}  # fmt: skip
+
+
+def exact_figure(exact: pd.DataFrame, out: Path) -> list[Path]:
+    """Confidence, critique and the change probability of round 1 given round 0, per model x
+    condition, with 95% CIs (exact transitions, letter readout)."""
+    if exact.empty:
+        return []
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(exact)), 4))
+    width = 0.8 / len(EXACT_BARS)
+    labels = [f"{m[:20]}\n{c}" for m, c in zip(exact["model"], exact["condition"], strict=True)]
+    for k, (col, name) in enumerate(EXACT_BARS.items()):
+        y = exact[col].to_numpy(float)
+        err = error_bars(y, exact[f"{col}_lo"], exact[f"{col}_hi"])
+        ax.bar([i + (k - 1) * width for i in range(len(exact))], y, width, yerr=err,
+               capsize=3, label=name)  # fmt: skip
+    ax.set_xticks(range(len(exact)), labels, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_title("Exact transitions, round 0 -> 1 (letter readout; 95% CI)", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, out, "exact_transitions")
+
+
 def figures(tables: Tables, out: Path) -> list[Path]:
-    """Entropy and p(gold) against round for every run with rounds (95% CIs)."""
+    """Entropy and p(gold) against round for every run with rounds (95% CIs), and the exact
+    transitions."""
+    made = exact_figure(tables.get("exact_transitions", pd.DataFrame()), out)
     u = tables.get("uncertainty", pd.DataFrame())
     if u.empty or u["round"].max() == 0:
-        return []
+        return made
     plt = pyplot()
     metrics = [m for m in ("entropy", "p_gold") if m in u]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
@@ -84,4 +114,4 @@ def figures(tables: Tables, out: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     fig.tight_layout()
-    return save_figure(fig, out, "rounds_uncertainty")
+    return made + save_figure(fig, out, "rounds_uncertainty")
