@@ -196,7 +196,14 @@ def test_a_run_and_a_plan_report_under_their_own_rules(tmp_path):
     )
     rep = api.run_plan(plan, progress=False)
     assert set(rep.tables["verdicts"]["status"]) == {"pre-registered"}
-    assert load_rules(rules)[1] in (tmp_path / "p" / "report" / "report.md").read_text()
+    page = (tmp_path / "p" / "report" / "report.md").read_text()
+    assert load_rules(rules)[1] in page
+    # the page says when the hash was recorded and when the first answer came
+    import re
+
+    when = re.search(r"recorded the rules' hash \w+ when it started, (.+?) UTC; the store's "
+                     r"first answer was stored at (.+?) UTC", page)  # fmt: skip
+    assert when and when.group(1) <= when.group(2)
 
 
 def test_power_from_a_pilot_run(tmp_path):

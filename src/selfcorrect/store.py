@@ -467,6 +467,11 @@ class Store:
         return dict(self.conn.execute("SELECT run_id, COUNT(*) FROM answers GROUP BY run_id"))
 
     @_guarded
+    def first_answer_time(self) -> float | None:
+        """When the store's first answer was stored (epoch seconds), None without answers."""
+        return self.conn.execute("SELECT MIN(created) FROM answers").fetchone()[0]
+
+    @_guarded
     def answered(self) -> dict[str, set]:
         """The models, and (benchmark, condition) pairs, that have at least one answer
         (conditions with a critic are stored as NAME+critic:MODEL)."""

@@ -222,10 +222,23 @@ def rules_status(store: Store, digest: str) -> str:
             f"first answer was stored ({was})")  # fmt: skip
 
 
-def _verdict_blocks(verdict, tests, rules_text, digest, status) -> list[Block]:
+def rules_record(store: Store) -> str:
+    """When the rules' hash was recorded, against when the first answer was stored."""
+    runs = [r for r in store.runs() if r["manifest"].get("rules", {}).get("sha256")]
+    first = store.first_answer_time()
+    if not runs or first is None:
+        return ""
+    utc = lambda t: time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))  # noqa: E731
+    r = runs[0]
+    return (f"The first run ({r['run_id']}) recorded the rules' hash "
+            f"{r['manifest']['rules']['sha256'][:12]} when it started, {utc(r['started'])}; "
+            f"the store's first answer was stored at {utc(first)}.")  # fmt: skip
+
+
+def _verdict_blocks(verdict, tests, rules_text, digest, status, record="") -> list[Block]:
     return [
         ("h2", "Verdicts on the hypotheses (methodology.md section 1), by the rules below"),
-        ("p", f"Rules sha256 {digest}: {status}."),
+        ("p", f"Rules sha256 {digest}: {status}. {record}".strip()),
         ("table", verdict),
         ("h2", "Every test behind the verdicts (paired differences and interactions)"),
         ("table", _tests_view(tests)),
@@ -383,7 +396,7 @@ def report_dir(directory: str | Path, kits: Mapping[str, Kit], out: str | Path |
         tables["verdicts"], tables["verdict_tests"] = verdict, tests
         tables["contrasts"] = contrasts
         text = Path(opt.rules or default_rules_path()).read_text(encoding="utf-8")
-        judged = _verdict_blocks(verdict, tests, text, digest, status)
+        judged = _verdict_blocks(verdict, tests, text, digest, status, rules_record(store))
         blocks = _study_blocks(store, models, judged + _contrast_blocks(contrasts),
                                opt.bias_variant, opt.reference, study, opt.unparseable)  # fmt: skip
         files += _write_study_files(store, out, blocks,
