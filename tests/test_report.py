@@ -154,7 +154,7 @@ def test_cost_table_sums_resumed_runs_of_one_part_per_model(tmp_path):
     common = {"limit": 8, "bootstrap": 0, "permute": "none", "out": tmp_path, "progress": False}
     api.run("fake:a", conditions="baseline,instruct", **common)
     api.run("fake:a", conditions="baseline,instruct", **common)
-    api.run("fake:a", conditions="s2", **common)
+    api.run("fake:a", conditions="s2", batch_size=2, **common)  # stored in 4 batches
     store = Store(tmp_path, create=False, read_only=True)
     table = cost_table(store).set_index("part")
     store.close()
@@ -163,6 +163,23 @@ def test_cost_table_sums_resumed_runs_of_one_part_per_model(tmp_path):
     assert both["runs"] == 2 and both["answers"] == 16 and both["untimed runs"] == 0
     assert both["wall_s"] > 0 and re.fullmatch(r"\d+:\d\d:\d\d", both["wall"])
     assert table.loc[[p for p in table.index if ": s2;" in p][0]]["answers"] == 8
+    # a run killed without timing: its answers' first-to-last span stands in (a lower bound)
+    import json
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "results.sqlite") as c:
+        run, text = c.execute("SELECT run_id, manifest FROM runs ORDER BY started DESC").fetchone()
+        m = json.loads(text)
+        del m["wall_s"]
+        c.execute("UPDATE runs SET manifest=? WHERE run_id=?", (json.dumps(m), run))
+        lo, hi = c.execute("SELECT MIN(created), MAX(created) FROM answers WHERE run_id=?",
+                           (run,)).fetchone()  # fmt: skip
+    store = Store(tmp_path, create=False, read_only=True)
+    s2 = cost_table(store).set_index("part")
+    store.close()
+    s2 = s2.loc[[p for p in s2.index if ": s2;" in p][0]]
+    assert s2["untimed runs"] == 1 and s2["wall_s"] == 0
+    assert hi > lo and s2["untimed answer span s"] == pytest.approx(hi - lo)
 
 
 def test_the_ci_of_two_templates_spans_their_values_not_a_row_count():

@@ -467,6 +467,13 @@ class Store:
         return dict(self.conn.execute("SELECT run_id, COUNT(*) FROM answers GROUP BY run_id"))
 
     @_guarded
+    def answer_span_per_run(self) -> dict[str, float]:
+        """Seconds from each run's first to its last stored answer: a lower bound on the wall
+        time of a run killed without timing."""
+        return dict(self.conn.execute(
+            "SELECT run_id, MAX(created) - MIN(created) FROM answers GROUP BY run_id"))  # fmt: skip
+
+    @_guarded
     def first_answer_time(self) -> float | None:
         """When the store's first answer was stored (epoch seconds), None without answers."""
         return self.conn.execute("SELECT MIN(created) FROM answers").fetchone()[0]

@@ -111,8 +111,9 @@ def manifest_blocks(store: Store) -> list[Block]:
 
 def cost_table(store: Store) -> pd.DataFrame:
     """Wall time and peak memory per model x part (the runs of one command, resumed or not,
-    summed): what each part of a study cost. A run whose process was killed has no timing."""
-    per_run = store.answers_per_run()
+    summed): what each part of a study cost. A run whose process was killed has no timing; the
+    span from its first to its last answer is given instead (a lower bound)."""
+    per_run, span = store.answers_per_run(), store.answer_span_per_run()
     parts: dict[tuple, dict] = {}
     for r in store.runs():
         m = r["manifest"]
@@ -125,12 +126,13 @@ def cost_table(store: Store) -> pd.DataFrame:
                    f"{sampled.get('temperature')}" if sampled else ""))  # fmt: skip
         key = (", ".join(m.get("models") or {}), part)
         blank = {"model": key[0], "part": part, "runs": 0, "wall_s": 0.0, "untimed runs": 0,
-                 "peak_rss_mb": 0.0, "answers": 0}  # fmt: skip
+                 "untimed answer span s": 0.0, "peak_rss_mb": 0.0, "answers": 0}  # fmt: skip
         row = parts.setdefault(key, blank)
         row["runs"] += 1
         row["answers"] += per_run.get(r["run_id"], 0)
-        if m.get("wall_s") is None:
+        if m.get("wall_s") is None:  # its answers' first-to-last span bounds its wall time
             row["untimed runs"] += 1
+            row["untimed answer span s"] += span.get(r["run_id"]) or 0.0
         else:
             row["wall_s"] += m["wall_s"]
             row["peak_rss_mb"] = max(row["peak_rss_mb"], m.get("peak_rss_mb") or 0.0)

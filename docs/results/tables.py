@@ -1,0 +1,211 @@
+"""The study README's tables, generated from a report folder (never typed by hand):
+
+    selfcorrect report study --rules docs/results/rules.toml --bootstrap 2000 --out study/report
+    python docs/results/tables.py study/report study > docs/results/tables.md
+
+Every number is x100 where it is a share or a bias score, with its 95% CI; p and Holm-adjusted
+p as the report computed them. Tables are numbered so that the README can cite "T3 row 2"."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from selfcorrect.metrics.format import fmt_ci
+from selfcorrect.report.study import cost_table
+from selfcorrect.store import Store
+
+COUNTER = iter(range(1, 100))
+
+
+def md(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "(no rows)\n"
+    head = "| # | " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|---" * (len(df.columns) + 1) + "|"
+    rows = [f"| {i + 1} | " + " | ".join(str(v) for v in r) + " |"
+            for i, r in enumerate(df.itertuples(index=False))]  # fmt: skip
+    return "\n".join([head, rule, *rows]) + "\n"
+
+
+def section(title: str, df: pd.DataFrame, note: str = "") -> str:
+    n = next(COUNTER)
+    return f"\n## T{n}. {title}\n\n{note + chr(10) + chr(10) if note else ''}{md(df)}"
+
+
+def ci(df, col, lo=None, hi=None, scale=100, digits=1):
+    lo, hi = lo or f"{col}_lo", hi or f"{col}_hi"
+    return [fmt_ci(v, a, b, scale, digits) for v, a, b in zip(df[col], df[lo], df[hi],
+                                                                strict=True)]  # fmt: skip
+
+
+def pval(x) -> str:
+    return "n/a" if x != x else f"{x:.2g}" if x >= 0.001 else f"{x:.1e}"
+
+
+def gate(rep: Path) -> str:
+    g = pd.read_csv(rep / "bbq" / "gate.csv")
+    g = g[g["system"] == "default"]
+    c = pd.read_csv(rep / "bbq" / "gate_context.csv")
+    c = c[c["system"] == "default"].set_index(["model", "readout"])
+    flag = [c.loc[(m, r), "flag"] if (m, r) in c.index else "" for m, r in
+            zip(g["model"], g["readout"], strict=True)]  # fmt: skip
+    out = g[["model", "readout", "verdict", "reasons"]].assign(
+        **{"context flag": [f if isinstance(f, str) else "" for f in flag]}
+    )
+    return section(
+        "Validity gate per model x readout (part 1, template default system prompt)", out
+    )
+
+
+def verdicts(rep: Path) -> str:
+    v = pd.read_csv(rep / "verdicts.csv")
+    t = pd.read_csv(rep / "verdict_tests.csv")
+    tests = t.assign(**{"estimate x100 [95% CI]": ci(t, "estimate", "ci_lo", "ci_hi"),
+                        "p": t["p"].map(pval), "p adj": t["p_adj"].map(pval),
+                        "MDE x100": (t["mde"] * 100).round(1)})  # fmt: skip
+    cols = ["hypothesis", "test", "range", "estimate x100 [95% CI]", "p", "p adj",
+            "family_size", "MDE x100", "underpowered", "n_items", "outcome"]  # fmt: skip
+    return (section("Verdicts (pre-registered rules)", v[["id", "claim", "verdict", "status"]])
+            + section("Every test behind the verdicts", tests[cols]))  # fmt: skip
+
+
+def contrasts(rep: Path) -> str:
+    t = pd.read_csv(rep / "contrasts.csv")
+    out = t.assign(**{"estimate x100 [95% CI]": ci(t, "estimate", "ci_lo", "ci_hi"),
+                      "p": t["p"].map(pval), "p adj": t["p_adj"].map(pval),
+                      "MDE x100": (t["mde"] * 100).round(1)})  # fmt: skip
+    cols = ["holm family", "contrast", "test", "estimate x100 [95% CI]", "p", "p adj",
+            "family_size", "MDE x100", "n_items", "unknown rate (condition / reference)",
+            "outcome"]  # fmt: skip
+    return section("Named contrasts and the system-prompt comparison", out[cols].fillna(""))
+
+
+def bbq(rep: Path, readout: str = "cloze") -> str:
+    s = pd.read_csv(rep / "bbq" / "summary.csv")
+    s = s[(s["readout"] == readout) & (s["round"] == 0) & (s["group"] == "overall")]
+    rows = []
+    for (m, c), g in s.groupby(["model", "condition"], sort=False):
+        g = g.set_index("context")
+        row = {"model": m, "condition": c}
+        for ctx in ("ambig", "disambig"):
+            if ctx in g.index:
+                one = g.loc[[ctx]]
+                row[f"n {ctx}"] = int(one["n"].iloc[0])
+                row[f"acc {ctx}"] = ci(one, "accuracy", digits=0)[0]
+                row[f"bias {ctx}"] = ci(one, "bias")[0]
+        rows.append(row)
+    return section(
+        f"BBQ per model x condition, {readout} readout, round 0 (stratified "
+        "overall: categories weighted equally)",
+        pd.DataFrame(rows),
+    )
+
+
+def orders(rep: Path) -> str:
+    o = pd.read_csv(rep / "bbq" / "orders.csv")
+    o = o[(o["round"] == 0) & (o["group"] == "overall")]
+    out = o.assign(acc=ci(o, "accuracy", digits=0), bias=ci(o, "bias"))
+    return section("Readout comparison on part 1's items (letter with and without "
+                   "permutation, content, generation)",
+                   out[["model", "condition", "readout", "orders", "context", "n", "acc",
+                        "bias"]])  # fmt: skip
+
+
+def winogender(rep: Path) -> str:
+    text = ""
+    for bench in ("winogender", "winogender-all"):
+        path = rep / bench / "summary.csv"
+        if not path.is_file():
+            continue
+        s = pd.read_csv(path)
+        s = s[s["round"] == 0]
+        out = s.assign(**{"r (she/he/they)": ci(s, "pearson_r", "r_lo", "r_hi", 1, 2),
+                          "r (she/he)": ci(s, "pearson_r_fm", "r_fm_lo", "r_fm_hi", 1, 2),
+                          "MAE": s["mae"].round(1), "slope": s["slope"].round(2),
+                          "mean p(female)": s["mean_p_female"].round(2),
+                          "neutral": s["neutral_rate"].round(2)})  # fmt: skip
+        cols = ["model", "condition", "n_occupations", "r (she/he/they)", "r (she/he)", "MAE",
+                "slope", "mean p(female)", "neutral"]  # fmt: skip
+        text += section(f"{bench}: r with BLS % female per condition", out[cols])
+    return text
+
+
+def law(rep: Path) -> str:
+    s = pd.read_csv(rep / "law" / "summary.csv")
+    s = s[s["round"] == 0]
+    out = s.assign(**{"parity x100": ci(s, "parity"),
+                      "admit Black / white": [f"{a:.0%} / {b:.0%}" for a, b in
+                                              zip(s["admit_Black"], s["admit_white"],
+                                                  strict=True)],
+                      "r GPA": ci(s, "r_gpa", scale=1, digits=2),
+                      "r LSAT": ci(s, "r_lsat", scale=1, digits=2),
+                      "flips": s["flip_share"].map(lambda x: f"{x:.0%}")})  # fmt: skip
+    return section("Law school: parity (Black - white) and the merit check",
+                   out[["model", "condition", "n_students", "parity x100",
+                        "admit Black / white", "flips", "r GPA", "r LSAT"]])  # fmt: skip
+
+
+def rounds(rep: Path) -> str:
+    conv = pd.read_csv(rep / "bbq" / "convergence.csv")
+    ex_path = rep / "bbq" / "exact_transitions.csv"
+    text = section("Rounds: convergence (BBQ, 264 items, 6 feedback rounds)", conv)
+    if ex_path.is_file():
+        ex = pd.read_csv(ex_path)
+        out = ex.assign(**{k: ci(ex, k, digits=0) for k in
+                           ("p_change", "confidence", "critique", "accuracy_before",
+                            "accuracy_after")})  # fmt: skip
+        text += section("Exact transitions round 0 -> 1 (letter readout)",
+                        out[["model", "condition", "items", "p_change", "confidence",
+                             "critique", "accuracy_before", "accuracy_after"]])  # fmt: skip
+    return text
+
+
+def hidden(store: Path) -> str:
+    path = store / "report" / "hidden" / "hidden.csv"
+    if not path.is_file():
+        return ""
+    h = pd.read_csv(path)
+    out = h.assign(probe=ci(h, "probe_accuracy", "probe_lo", "probe_hi", digits=0),
+                   majority=(h["majority_accuracy"] * 100).round(0),
+                   cosine=ci(h, "cosine", scale=1, digits=2))  # fmt: skip
+    return section("Hidden states (selfcorrect analyze hidden)",
+                   out[["model", "condition", "readout", "layer", "n_test", "probe",
+                        "majority", "shift_norm", "cosine", "n_shifts"]].round(2))  # fmt: skip
+
+
+def cost(store: Path) -> str:
+    s = Store(store, read_only=True)
+    try:
+        c = cost_table(s)
+    finally:
+        s.close()
+    return section("Cost per model x part (this 2-core CPU)",
+                   c.assign(**{"untimed answer span": (c["untimed answer span s"] / 60).map(
+                       lambda x: f"{x:.0f} min")})[
+                       ["model", "part", "runs", "answers", "wall", "peak RSS GB",
+                        "untimed runs", "untimed answer span"]])  # fmt: skip
+
+
+NEEDS = {gate: "bbq/gate_context.csv", verdicts: "verdict_tests.csv", contrasts: "contrasts.csv",
+         bbq: "bbq/summary.csv", orders: "bbq/orders.csv", winogender: "winogender/summary.csv",
+         law: "law/summary.csv", rounds: "bbq/convergence.csv"}  # fmt: skip
+
+
+def tables(rep: Path, store: Path) -> str:
+    """Every table whose report file exists (a partial study has fewer), numbered from T1."""
+    global COUNTER
+    COUNTER = iter(range(1, 100))
+    parts = [f(rep) for f, need in NEEDS.items() if (rep / need).is_file()]
+    return "\n".join(["# The study's tables (generated by docs/results/tables.py; do not edit)",
+                      *parts, hidden(store), cost(store)])  # fmt: skip
+
+
+def main() -> None:
+    print(tables(Path(sys.argv[1]), Path(sys.argv[2])))
+
+
+if __name__ == "__main__":
+    main()
