@@ -196,3 +196,15 @@ def test_the_ci_of_two_templates_spans_their_values_not_a_row_count():
     lo, hi = _template_ci(many, values, seed=0)
     assert 0.4 < lo < 0.45 and 0.55 < hi < 0.6
     assert np.isnan(_template_ci([], np.array([]), seed=0)[0])
+
+
+def test_the_readout_comparison_has_a_figure(tmp_path):
+    """Items asked under every option order: the report draws each readout read both ways."""
+    from selfcorrect import api
+    from tests.fakes import BEHAVIOUR  # noqa: F401  (registers the fake backend)
+
+    api.run("fake:a", conditions="baseline,instruct", limit=24, out=tmp_path, bootstrap=20,
+            progress=False, permute="cyclic", readout="logprob,cloze")  # fmt: skip
+    page = (tmp_path / "report" / "bbq" / "report.md").read_text()
+    assert (tmp_path / "report" / "bbq" / "bbq_readouts.png").is_file()
+    assert page.index("Readout comparison") < page.index("bbq_readouts.png")

@@ -193,6 +193,7 @@ def blocks(tables: Tables) -> list[Block]:
                   "also holds items asked in the original order only, the tables above read "
                   "every item in its original order, so that all compared answers share one "
                   "design."),
+            ("img", "bbq_readouts.png"),
         ]  # fmt: skip
     for ctx in ("ambig", "disambig"):
         if not summary.empty:
@@ -215,6 +216,9 @@ def figures(tables: Tables, models: dict[str, dict], out: Path) -> list[Path]:
         paths += bbq_figures.category_heatmap(paired, out, "ambig")
         paths += bbq_figures.category_heatmap(paired, out, "disambig")
     paths += bbq_figures.rounds_figure(summary, tables.get("flips", pd.DataFrame()), out)
+    orders = tables.get("orders", pd.DataFrame())
+    if not orders.empty:
+        paths += bbq_figures.readout_figure(orders, out)
     return paths
 
 

@@ -177,3 +177,40 @@ def rounds_figure(summary: pd.DataFrame, flips: pd.DataFrame, out: Path) -> list
                      fontsize=9)  # fmt: skip
     fig.tight_layout()
     return save_figure(fig, out, "bbq_rounds")
+
+
+def readout_figure(orders: pd.DataFrame, out: Path) -> list[Path]:
+    """The readout comparison (orders.csv): ambiguous bias and accuracy per readout, read
+    over every option order and in the original order only, baseline and S1 side by side,
+    one column per model: how much the readout alone moves a conclusion."""
+    part = orders[(orders["group"] == "overall") & (orders["round"] == 0)
+                  & (orders["context"] == "ambig")
+                  & orders["condition"].isin(["baseline", "instruct"])]  # fmt: skip
+    if part.empty:
+        return []
+    part = part.assign(way=part["readout"] + np.where(part["orders"] == "combined",
+                                                      " (all orders)", " (original)"))  # fmt: skip
+    ways = sorted(part["way"].unique())
+    models = sorted(part["model"].unique())
+    plt = pyplot()
+    fig, axes = plt.subplots(2, len(models), figsize=(max(6, 4.5 * len(models)), 7),
+                             squeeze=False, sharey="row")  # fmt: skip
+    for col, model in enumerate(models):
+        for row, metric in enumerate(("bias", "accuracy")):
+            ax = axes[row][col]
+            for k, cond in enumerate(("baseline", "instruct")):
+                g = part[(part["model"] == model) & (part["condition"] == cond)]
+                g = g.set_index("way").reindex(ways)
+                y = g[metric].to_numpy(float) * 100
+                err = error_bars(y, g[f"{metric}_lo"], g[f"{metric}_hi"], 100)
+                ax.errorbar(np.arange(len(ways)) + (k - 0.5) * 0.2, y, yerr=err, fmt="o",
+                            capsize=3, label=cond)  # fmt: skip
+            ax.axhline(0 if metric == "bias" else 100 / 3, color="grey", lw=0.8, ls="--")
+            ax.set_xticks(range(len(ways)), ways, rotation=35, ha="right", fontsize=7)
+            ax.set_title(f"{model[:28]}: ambiguous {metric} (95% CI)", fontsize=8)
+            ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("bias score x100")
+    axes[1][0].set_ylabel("accuracy %")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, out, "bbq_readouts")
