@@ -235,3 +235,15 @@ def test_a_permuted_sample_inside_an_original_order_run_is_read_in_one_design():
     assert split_designs(uniform)[0].equals(uniform) and split_designs(uniform)[1].equals(uniform)
     single = frame(rows[6:])
     assert split_designs(single)[0].equals(single)
+
+
+def test_sampled_reasonings_in_one_order_are_no_position_test():
+    """Three reasonings of one item in the original order that disagree: their spread is the
+    sample agreement, not position consistency (NaN: no second order was asked)."""
+    cot = [variant((0, 1, 2), p, uid="Age:1", condition="cot")
+           for p in ([0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.8, 0.1, 0.1])]  # fmt: skip
+    for k, row in enumerate(cot[1:], start=1):
+        row["uid"], row["sample"] = f"Age:1#s{k}", k
+    cot[0]["sample"] = 0
+    v = diagnostics(frame(cot), combine_orders(frame(cot))).iloc[0]
+    assert math.isnan(v.position_consistency) and v.sample_agreement == 0.0

@@ -244,7 +244,8 @@ def diagnostics(variants: pd.DataFrame, combined: pd.DataFrame) -> pd.DataFrame:
         row |= {"n_items": int(base.loc[idx].nunique()), "n_asked": len(part)}
         row |= {f"share_{'abc'[j]}": float(shares[j]) for j in range(3)}
         row["top_letter_share"] = float(shares.max()) if parsed.any() else math.nan
-        row["position_consistency"] = _consistency(answers[idx], base.loc[idx].to_numpy())
+        row["position_consistency"] = _consistency(answers[idx], base.loc[idx].to_numpy(),
+                                                   _order_labels(part).to_numpy())  # fmt: skip
         row["sample_agreement"] = _sample_agreement(part, answers[idx], base.loc[idx])
         row["option_mass"] = _mass(part) if key[2] == "logprob" else math.nan
         row["unparseable_rate"] = float((~parsed).mean())
@@ -253,12 +254,13 @@ def diagnostics(variants: pd.DataFrame, combined: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _consistency(answers: np.ndarray, base: np.ndarray) -> float:
-    """Share of items asked under two or more orders whose content answer is the same (and
-    given) under all of them; NaN when no item was asked twice."""
-    frame = pd.DataFrame({"base": base, "a": answers})
+def _consistency(answers: np.ndarray, base: np.ndarray, order: np.ndarray) -> float:
+    """Share of items asked under two or more option orders whose content answer is the same
+    (and given) under all of them (every sampled reasoning too); NaN when no item was asked
+    under two orders (several samples in one order are no position test)."""
+    frame = pd.DataFrame({"base": base, "a": answers, "order": order})
     g = frame.groupby("base")["a"]
-    multi = g.size() >= 2
+    multi = frame.groupby("base")["order"].nunique() >= 2
     if not multi.any():
         return math.nan
     same = (g.nunique() == 1) & (g.min() >= 0)
