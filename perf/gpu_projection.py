@@ -2,13 +2,15 @@
 
 Scoring (every stored answer read from log-probabilities: letter, cloze, pronoun, yes/no) is
 projected at the H100 throughput measured by perf/gpu_full_bbq.py on 2026-11-27 (156.6
-answers/s, a random-weight Llama-2-7B shape, letter readout; docs/performance.md): an upper
-bound on time for the packaged models, which are 5-50 times smaller, since that run was bound
-by host work per answer (60% GPU utilisation). Generation (reasonings, generated answers) is
+answers/s, a random-weight Llama-2-7B shape, letter readout; docs/performance.md). The
+packaged models are 5-50 times smaller and that run was bound by host work per answer (60%
+GPU utilisation), but most of a study's answers are cloze answers, which score three option
+texts of a few tokens each instead of three letters: the rate was not measured for them, so
+the scoring time is a projection, not a bound. Generation (reasonings, generated answers) is
 projected at --decode-rate tokens/s, which was NOT measured on a GPU here (no device was lent
-to the study's sessions): the default, 5,000 tokens/s for 64 rows per step, is an assumption,
-and the table gives 2,000 and 20,000 beside it. Generated tokens are counted with each model's
-tokenizer where it loads (else characters / 4).
+to the study's sessions): the default, 5,000 tokens/s for 64 rows per step, is an
+assumption, and the table gives 2,000 and 20,000 beside it. Generated tokens are counted with
+each model's tokenizer where it loads (else characters / 4).
 
     python perf/gpu_projection.py STORE [--decode-rate 5000] [--json out.json]"""
 

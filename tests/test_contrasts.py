@@ -102,3 +102,33 @@ def test_the_system_prompt_comparison_pairs_each_condition_with_itself_in_its_ow
     assert (sp["family_size"] == 3).all()  # a Holm family of its own
     named = t[t["holm family"] == "named contrasts"]
     assert (named["family_size"] == len(named)).all()
+
+
+def test_each_model_gets_its_own_last_round_and_law_steps():
+    """Rounds: a model with 3 rounds beside one with 6 gets round 3 - round 0 (not nothing).
+    Law school: a model without chain-of-thought answers keeps Q+IF - Q. A model asked
+    without a system prompt under baseline only gets no system-prompt interaction row."""
+    import numpy as np
+
+    from tests.test_verdicts import _law
+
+    items, gate = _store()
+    short = _items("q-small", "baseline", 0.6, seed=0).assign(round=3)
+    rng = np.random.default_rng(0)
+    white = rng.uniform(0.3, 0.7, 40)
+    law = pd.concat([_law("q-big", c, white - s, white)
+                     for c, s in (("baseline", 0.0), ("instruct", 0.05), ("cot+sample:T1", 0.1))]
+                    + [_law("q-small", c, white - s, white)
+                       for c, s in (("baseline", 0.0), ("instruct", 0.05))])  # fmt: skip
+    lone = _items("q-small", "baseline+system:none", 0.6, seed=9)
+    rules, _ = load_rules()
+    t = named_contrasts(Inputs(pd.concat([items, short, lone]), gate, law), MODELS, rules)
+    rounds = t[t["contrast"] == "6"]["test"].tolist()
+    assert "q-small: baseline (round 3) - baseline, ambig bias" in rounds
+    assert "q-big: instruct (round 6) - instruct, ambig bias" in rounds
+    law_tests = t[t["contrast"] == "7"]["test"].tolist()
+    assert "q-small: parity under instruct - under baseline" in law_tests
+    assert "q-big: parity under cot - under baseline" in law_tests
+    assert not any("q-small: parity under cot" in x for x in law_tests)
+    system = t[t["holm family"] == "system prompt (part 8)"]
+    assert system.empty  # q-small lacks S1 without a system prompt: no row, no NaN test

@@ -198,12 +198,20 @@ def test_a_run_and_a_plan_report_under_their_own_rules(tmp_path):
     assert set(rep.tables["verdicts"]["status"]) == {"pre-registered"}
     page = (tmp_path / "p" / "report" / "report.md").read_text()
     assert load_rules(rules)[1] in page
-    # the page says when the hash was recorded and when the first answer came
-    import re
+    # the page says when the hash was recorded (the first run's start) and when the first
+    # answer was stored, both read from the store
+    import sqlite3
+    import time
 
-    when = re.search(r"recorded the rules' hash \w+ when it started, (.+?) UTC; the store's "
-                     r"first answer was stored at (.+?) UTC", page)  # fmt: skip
-    assert when and when.group(1) <= when.group(2)
+    with sqlite3.connect(tmp_path / "p" / "results.sqlite") as c:
+        started = c.execute("SELECT MIN(started) FROM runs").fetchone()[0]
+        first = c.execute("SELECT MIN(created) FROM answers").fetchone()[0]
+    utc = lambda t: time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))  # noqa: E731
+    assert started <= first
+    assert (
+        f"recorded the rules' hash {load_rules(rules)[1][:12]} when it started, "
+        f"{utc(started)}; the store's first answer was stored at {utc(first)}."
+    ) in page
 
 
 def test_power_from_a_pilot_run(tmp_path):
@@ -429,24 +437,24 @@ def test_out_of_scope_names_the_benchmarks_own_models():
 
 
 def test_a_sampled_protocol_answers_for_the_protocol_the_rules_name():
-    """The rules name 'cot'; a sampled study stores 'cot+sample:T1'. The report's inputs read
-    it as 'cot' (so H4 and G1's CoT step get their tests), but not when the greedy protocol is
-    there too, nor under another system prompt."""
-    from selfcorrect.verdicts import _sampled_as_protocol, by_protocol
+    """The rules name 'cot'; a sampled study stores 'cot+sample:T1'. The verdicts read it as
+    'cot' (so H4 and G1's CoT step get their tests), but not when the greedy protocol is there
+    too; a variant under another system prompt neither is renamed nor blocks the default's."""
+    from selfcorrect.verdicts import _sampled_as_protocol
 
     rules, _ = load_rules()
     small = {"params": 3.0e8, "kind": "chat", "alignment": "SFT"}
     items = pd.concat([_items(m, c, s) for m in ("big", "small")
                        for c, s in (("baseline", 0.6), ("instruct", 0.3),
                                     ("cot+sample:T1", 0.1))])  # fmt: skip
-    models = {"big": BIG, "small": small}
-    _, before = judge(Inputs(items), models, rules)
-    _, after = judge(by_protocol(Inputs(items)), models, rules)
-    assert not before["test"].str.contains("cot").any()
-    assert "big: cot - instruct, ambig bias" in set(after["test"])
-    assert after["hypothesis"].eq("H4").any() and not before["hypothesis"].eq("H4").any()
+    _, tests = judge(Inputs(items), {"big": BIG, "small": small}, rules)
+    assert "big: cot - instruct, ambig bias" in set(tests["test"])
+    assert tests["hypothesis"].eq("H4").any()
     both = pd.DataFrame({"condition": ["cot", "cot+sample:T1", "instruct+sample:T1+system:x"]})
     assert _sampled_as_protocol(both)["condition"].tolist() == both["condition"].tolist()
+    system = pd.DataFrame({"condition": ["cot+sample:T1", "cot+sample:T1+system:none"]})
+    assert _sampled_as_protocol(system)["condition"].tolist() == [
+        "cot", "cot+sample:T1+system:none"]  # fmt: skip
 
 
 def test_an_underpowered_test_is_never_no_effect():
@@ -456,8 +464,9 @@ def test_an_underpowered_test_is_never_no_effect():
     from selfcorrect.verdicts import _Evidence, _outcomes, _Test
 
     rules, _ = load_rules()
-    coarse = Estimate(0.0, -0.039, 0.039, 0.02, 1.0, 40, 400)  # MDE 2.8 x 2 = 5.6 points
-    fine = Estimate(0.0, -0.029, 0.029, 0.015, 1.0, 40, 400)  # MDE 4.2 points
+    # a family of 3: z(1 - 0.05/6) + z(0.8) = 3.24, so the MDEs are 3.24 x SE
+    coarse = Estimate(0.0, -0.039, 0.039, 0.02, 1.0, 40, 400)  # MDE 6.5 points
+    fine = Estimate(0.0, -0.02, 0.02, 0.01, 1.0, 40, 400)  # MDE 3.2 points
     floor = Estimate(0.0, -0.01, 0.01, 0.0, 1.0, 40, 400, "exact floor (no item differs)")
     ev = _Evidence(pd.DataFrame(), {}, [], {}, rules)
     ev.tests = [_Test("X", name, est, "paired") for name, est in

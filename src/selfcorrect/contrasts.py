@@ -10,8 +10,6 @@ Winogender tables."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pandas as pd
 
@@ -50,18 +48,19 @@ ROUNDS = ("baseline", "instruct")  # contrast 6: last round - round 0 after each
 INTERACTION = ("instruct", "baseline")  # contrast 9: larger - smaller model of one family
 
 
-def _with_last_round(ev: _Evidence, items: pd.DataFrame, readout: str) -> int | None:
+def _with_last_round(ev: _Evidence, items: pd.DataFrame, readout: str) -> dict[str, int]:
     """Adds each model's last-round answers of the rounds conditions to the evidence, named
-    'condition (round R)'; returns R (None without rounds)."""
+    'condition (round R)' with that model's own last round R; returns R per model (models
+    without rounds are absent)."""
     if items.empty:
-        return None
+        return {}
     part = items[(items["readout"] == readout) & items["condition"].isin(ROUNDS)]
-    last = int(part["round"].max()) if not part.empty else 0
-    if last == 0:
-        return None
-    late = part[part["round"] == last]
-    late = late.assign(condition=late["condition"] + ROUND_TAG.format(last))
-    ev.items = pd.concat([ev.items, late], ignore_index=True)
+    last = {m: int(r) for m, r in part.groupby("model")["round"].max().items() if r > 0}
+    late = part[[last.get(m) == r for m, r in zip(part["model"], part["round"], strict=True)]]
+    if not late.empty:
+        tags = [ROUND_TAG.format(last[m]) for m in late["model"]]
+        ev.items = pd.concat([ev.items, late.assign(condition=late["condition"] + tags)],
+                             ignore_index=True)  # fmt: skip
     return last
 
 
@@ -103,6 +102,8 @@ def _system_tests(ev: _Evidence, unknown) -> None:
             unknown(_paired_test(ev, "8s", model, cond + none, cond, "bias", "ambig", False),
                     model, cond + none, cond)  # fmt: skip
         conds = ("baseline" + none, "instruct" + none, "baseline", "instruct")
+        if not ev.ran(model, *conds):
+            continue
         uids = set.intersection(*(ev.uids(model, c) for c in conds))
         parts = _aligned([ev.counts(model, c, "ambig", uids) for c in conds])
         r = ev.rules
@@ -156,15 +157,15 @@ def _named(inputs: Inputs, models: dict[str, dict], rules: Rules) -> pd.DataFram
         for number, cond, ref in PAIRED:
             add(_paired_test(ev, number, model, cond, ref, "bias", "ambig", False),
                 model, cond, ref)  # fmt: skip
-        for cond in ROUNDS if last else ():
-            late = cond + ROUND_TAG.format(last)
+        for cond in ROUNDS if model in last else ():
+            late = cond + ROUND_TAG.format(last[model])
             add(_paired_test(ev, "6", model, late, cond, "bias", "ambig", False),
                 model, late, cond)  # fmt: skip
     for big, small in _family_pairs(ev):
         _interaction_test(ev, "9", big, small, *INTERACTION, "bias", "ambig", False)
-    conds = set(ev.law["condition"]) if not ev.law.empty else set()
-    steps = [["instruct", "baseline"]] + ([["cot", "baseline"]] if "cot" in conds else [])
-    for model in ev.law_models():
-        _law_model(ev, "7", SimpleNamespace(steps=steps), model, False)
+    for model in ev.law_models():  # the steps this model has answers for
+        conds = set(ev.law.loc[ev.law["model"] == model, "condition"])
+        steps = [s for s in (["instruct", "baseline"], ["cot", "baseline"]) if s[0] in conds]
+        _law_model(ev, "7", steps, model, False)
     _outcomes(ev)  # one family: every test above
     return _table(ev, unknown)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -71,16 +72,20 @@ def load_hidden(directory: str | Path, folder: Path | None = None,
     folders = hidden_folders(directory)
     folder = folder or (folders[0] if folders else None)
     files = sorted(folder.glob("*.safetensors")) if folder else []
-    keys, arrays, layers = [], [], None
+    keys, arrays, layers, skipped = [], [], None, 0
     for f in files:
         with safe_open(str(f), framework="numpy") as fh:
             meta = fh.metadata()
             these = json.loads(meta["layers"])
             if layers is not None and these != layers:
+                skipped += 1
                 continue
             layers = these
             keys += json.loads(meta["keys"])
             arrays.append(fh.get_tensor("states").astype(np.float32))
+    if skipped:
+        warnings.warn(f"{folder}: {skipped} file(s) of another layer selection than "
+                      f"{layers} not read", stacklevel=2)  # fmt: skip
     if not arrays:
         return pd.DataFrame(columns=KEYS), np.zeros((0, 0, 0), np.float32), []
     df = pd.DataFrame(keys, columns=KEYS)

@@ -242,7 +242,7 @@ def _outcomes(ev: _Evidence) -> None:
             e, rope = t.est, ev.rules.rope
             if p == p and p < ev.rules.alpha:
                 t.outcome = UP if e.value > 0 else DOWN
-            elif e.lo == e.lo and -rope <= e.lo and e.hi <= rope and not _too_coarse(
+            elif e.lo == e.lo and -rope <= e.lo and e.hi <= rope and not _underpowered(
                     t, ev.rules):  # fmt: skip
                 t.outcome = NONE
             else:
@@ -503,11 +503,11 @@ def _law_students(ev: _Evidence, m: str, conditions: list[str]):
     return common
 
 
-def _law_model(ev: _Evidence, hid: str, h: Hypothesis, m: str, descriptive: bool):
-    """[parity under Q, then per step: parity under it, and its rise over the reference],
-    every test on the same students."""
+def _law_model(ev: _Evidence, hid: str, steps: list, m: str, descriptive: bool):
+    """[parity under Q, then per (condition, reference) step: parity under it, and its rise
+    over the reference], every test on the same students."""
     r = ev.rules
-    conds = ["baseline", *(c for step in h.steps or [] for c in step)]
+    conds = ["baseline", *(c for step in steps for c in step)]
     students = _law_students(ev, m, list(dict.fromkeys(conds)))
     if students is None or len(students) == 0:
         return None
@@ -515,7 +515,7 @@ def _law_model(ev: _Evidence, hid: str, h: Hypothesis, m: str, descriptive: bool
     base = _no_zero_width(paired_difference(white, black, _mean, len(students), r.bootstrap,
                                             r.permutations, r.seed))  # fmt: skip
     tests = [_Test(hid, f"{m}: parity under baseline (Q)", base, "paired", descriptive)]
-    for cond, ref in h.steps or []:
+    for cond, ref in steps:
         _, xw, xb = _law_pairs(ev, m, cond, students)
         _, rw, rb = _law_pairs(ev, m, ref, students)
         level = _no_zero_width(paired_difference(xw, xb, _mean, len(students), r.bootstrap,
@@ -535,7 +535,7 @@ def _law_parity(ev: _Evidence, hid: str, h: Hypothesis):
     (a significant interaction in that direction)."""
     large = ev.in_scope(h.scope, ev.law_models())
     pool = large or ev.law_models()
-    groups = [g for m in pool if (g := _law_model(ev, hid, h, m, not large))]
+    groups = [g for m in pool if (g := _law_model(ev, hid, h.steps or [], m, not large))]
     rope, up = ev.rules.rope, h.contrast.direction
 
     def past_zero(t: _Test) -> bool:
@@ -672,7 +672,9 @@ def _sampled_as_protocol(df: pd.DataFrame, columns=("condition", "reference")) -
     rename = {}
     for key in keys:
         base, sep, _ = str(key).partition("+sample:")
-        variants = [k for k in keys if str(k).startswith(base + "+sample:")]
+        variants = [
+            k for k in keys if str(k).startswith(base + "+sample:") and system_of(k) == "default"
+        ]
         if sep and base not in keys and len(variants) == 1 and system_of(key) == "default":
             rename[key] = base
     if not rename:
@@ -701,6 +703,7 @@ def _round0(df: pd.DataFrame | None, readout: str) -> pd.DataFrame:
 
 
 def _evidence(inputs: Inputs, models: dict[str, dict], rules: Rules) -> _Evidence:
+    inputs = by_protocol(inputs)  # idempotent: the report, power and contrasts read alike
     part = _round0(inputs.items, rules.readout)
     eligible, excluded = _eligible(part, inputs.gate, rules.readout)
     law = _round0(inputs.law, _judged_readout(rules.readout))

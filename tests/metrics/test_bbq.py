@@ -260,7 +260,8 @@ def test_gate_context_flags_an_unknown_habit_the_pooled_gate_passes():
     def row(cond, ctx, n, non_unknown, acc):
         return {"model": "m", "readout": "cloze", "condition": cond, "round": 0,
                 "group": "overall", "context": ctx, "n": n, "n_unparseable": 0,
-                "n_non_unknown": non_unknown, "accuracy": acc}  # fmt: skip
+                "n_excluded_na_target": 0, "n_non_unknown": non_unknown,
+                "accuracy": acc}  # fmt: skip
 
     summ = pd.DataFrame([row("baseline", "ambig", 100, 2, 0.98),
                          row("baseline", "disambig", 100, 4, 0.04),
@@ -275,3 +276,9 @@ def test_gate_context_flags_an_unknown_habit_the_pooled_gate_passes():
                          "'unknown' in 96% of disambiguated items at baseline")  # fmt: skip
     fine = summ.assign(n_non_unknown=[40, 90, 0, 95], accuracy=[0.6, 0.8, 1.0, 0.9])
     assert gate_by_context(fine, gate).iloc[0]["flag"] == ""
+    # items without a target (or unreadable, under "drop") are not counted as 'unknown'; a
+    # context with no such item at all has no share (and no crash)
+    some = fine.assign(n_excluded_na_target=[0, 10, 0, 0])
+    assert gate_by_context(some, gate).iloc[0]["baseline unknown disambig"] == 0.0
+    empty = fine.assign(n_excluded_na_target=[0, 100, 0, 0], n_non_unknown=[40, 0, 0, 95])
+    assert math.isnan(gate_by_context(empty, gate).iloc[0]["baseline unknown disambig"])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from selfcorrect.engine import SYSTEM_SUFFIX
 from selfcorrect.metrics.choices import answer_weights
 from selfcorrect.metrics.inference import permutation_p, with_holm
 from selfcorrect.metrics.runs import RUN_KEYS, with_run_keys
@@ -395,7 +396,7 @@ def gate_by_context(summ: pd.DataFrame, gate_table: pd.DataFrame) -> pd.DataFram
     s = summ[(summ["round"] == 0) & (summ["group"] == "overall")]
     s = s.set_index(["model", "readout", "condition", "context"])
     for g in gate_table.itertuples():
-        tail = "" if g.system == "default" else f"+system:{g.system}"
+        tail = "" if g.system == "default" else f"{SYSTEM_SUFFIX}{g.system}"
 
         def get(cond, ctx, col, g=g, tail=tail):
             key = (g.model, g.readout, cond + tail, ctx)
@@ -404,8 +405,11 @@ def gate_by_context(summ: pd.DataFrame, gate_table: pd.DataFrame) -> pd.DataFram
         row = {"model": g.model, "readout": g.readout, "system": g.system, "gate": g.verdict}
         for ctx in ("ambig", "disambig"):
             row[f"oracle accuracy {ctx}"] = get("oracle", ctx, "accuracy")
-            answered = get("baseline", ctx, "n") - get("baseline", ctx, "n_unparseable")
-            row[f"baseline unknown {ctx}"] = 1 - get("baseline", ctx, "n_non_unknown") / answered
+            # the answered items with a target: those n_non_unknown counts among
+            with_target = get("baseline", ctx, "n") - get("baseline", ctx, "n_excluded_na_target")
+            row[f"baseline unknown {ctx}"] = (
+                1 - get("baseline", ctx, "n_non_unknown") / with_target if with_target > 0
+                else float("nan"))  # fmt: skip
         flags = []
         if row["oracle accuracy disambig"] < CONTEXT_FLAGS["oracle_disambig_min"]:
             flags.append(f"told the answer, gives it in {row['oracle accuracy disambig']:.0%} "

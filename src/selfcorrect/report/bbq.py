@@ -135,8 +135,10 @@ def validity_blocks(tables: Tables) -> list[Block]:
         ("p", note),
         (
             "p",
-            "Per context (the gate pools them): oracle accuracy, and the share of baseline "
-            "answers that are 'unknown'; flagged where told the answer it gives it in fewer "
+            "Per context (the gate pools them), on every item the metrics read (in its "
+            "original order; the gate reads the permuted items over their orders): oracle "
+            "accuracy, and the share of baseline answers that are 'unknown'; flagged where "
+            "told the answer it gives it in fewer "
             "than half of the disambiguated items, or where it answers 'unknown' in more "
             "than 90% of them (a habit that passes the pooled gate with a perfect ambiguous "
             "score). A flag is read beside every result of that model; it excludes nothing.",

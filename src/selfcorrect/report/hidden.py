@@ -91,6 +91,8 @@ def _shifts(part: pd.DataFrame, x: np.ndarray):
 
 
 def analyze(directory: str | Path, seed: int = 0) -> pd.DataFrame:
+    if not hidden_folders(directory):
+        return pd.DataFrame()
     store = Store(directory, read_only=True)
     try:
         out = store.outcomes("bbq")

@@ -23,7 +23,7 @@ from selfcorrect.report.render import Block, write_pages
 from selfcorrect.report.section import Section, Tables
 from selfcorrect.rules_file import default_rules_path, load_rules
 from selfcorrect.store import Store
-from selfcorrect.verdicts import Inputs, by_protocol, judge
+from selfcorrect.verdicts import Inputs, judge
 
 
 class Kit(Protocol):
@@ -224,16 +224,19 @@ def rules_status(store: Store, digest: str) -> str:
             f"first answer was stored ({was})")  # fmt: skip
 
 
-def rules_record(store: Store) -> str:
-    """When the rules' hash was recorded, against when the first answer was stored."""
-    runs = [r for r in store.runs() if r["manifest"].get("rules", {}).get("sha256")]
+def rules_record(store: Store, digest: str) -> str:
+    """When the applied rules' hash was first recorded, against when the first answer was
+    stored."""
+    runs = [r for r in store.runs() if r["manifest"].get("rules", {}).get("sha256") == digest]
     first = store.first_answer_time()
-    if not runs or first is None:
+    if first is None:
         return ""
     utc = lambda t: time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))  # noqa: E731
+    if not runs:
+        return f"No run recorded these rules; the store's first answer was stored at {utc(first)}."
     r = runs[0]
     return (f"The first run ({r['run_id']}) recorded the rules' hash "
-            f"{r['manifest']['rules']['sha256'][:12]} when it started, {utc(r['started'])}; "
+            f"{digest[:12]} when it started, {utc(r['started'])}; "
             f"the store's first answer was stored at {utc(first)}.")  # fmt: skip
 
 
@@ -384,12 +387,11 @@ def report_dir(directory: str | Path, kits: Mapping[str, Kit], out: str | Path |
         models = store.models()
         out = Path(out) if out is not None else Path(directory) / "report"
         tables, files, study, items = _benchmarks(store, outcomes, kits, models, out, opt)
-        inputs = by_protocol(Inputs(
-            items.get("bbq", pd.DataFrame()), tables.get("bbq_gate", pd.DataFrame()),
-            items.get("law", pd.DataFrame()),
-            {k: tables[f"winogender_{k}"] for k in ("summary", "paired")
-             if f"winogender_{k}" in tables},
-            opt.bias_variant, opt.unparseable))  # fmt: skip
+        inputs = Inputs(items.get("bbq", pd.DataFrame()), tables.get("bbq_gate", pd.DataFrame()),
+                        items.get("law", pd.DataFrame()),
+                        {k: tables[f"winogender_{k}"] for k in ("summary", "paired")
+                         if f"winogender_{k}" in tables},
+                        opt.bias_variant, opt.unparseable)  # fmt: skip
         verdict, tests = judge(inputs, models, rules)
         contrasts = named_contrasts(inputs, models, rules)
         status = rules_status(store, digest)
@@ -398,7 +400,7 @@ def report_dir(directory: str | Path, kits: Mapping[str, Kit], out: str | Path |
         tables["verdicts"], tables["verdict_tests"] = verdict, tests
         tables["contrasts"] = contrasts
         text = Path(opt.rules or default_rules_path()).read_text(encoding="utf-8")
-        judged = _verdict_blocks(verdict, tests, text, digest, status, rules_record(store))
+        judged = _verdict_blocks(verdict, tests, text, digest, status, rules_record(store, digest))
         blocks = _study_blocks(store, models, judged + _contrast_blocks(contrasts),
                                opt.bias_variant, opt.reference, study, opt.unparseable)  # fmt: skip
         files += _write_study_files(store, out, blocks,
