@@ -461,15 +461,15 @@ def test_an_underpowered_test_is_never_no_effect():
     """preregistration.md, "Power": a CI inside the +-5 points from a test whose MDE exceeds
     them is inconclusive, not "no effect"; an exact floor inside the region is its own bound."""
     from selfcorrect.metrics.inference import Estimate
-    from selfcorrect.verdicts import _Evidence, _outcomes, _Test
+    from selfcorrect.verdicts import Evidence, Test, classify
 
     rules, _ = load_rules()
     # a family of 3: z(1 - 0.05/6) + z(0.8) = 3.24, so the MDEs are 3.24 x SE
     coarse = Estimate(0.0, -0.039, 0.039, 0.02, 1.0, 40, 400)  # MDE 6.5 points
     fine = Estimate(0.0, -0.02, 0.02, 0.01, 1.0, 40, 400)  # MDE 3.2 points
     floor = Estimate(0.0, -0.01, 0.01, 0.0, 1.0, 40, 400, "exact floor (no item differs)")
-    ev = _Evidence(pd.DataFrame(), {}, [], {}, rules)
-    ev.tests = [_Test("X", name, est, "paired") for name, est in
+    ev = Evidence(pd.DataFrame(), {}, [], {}, rules)
+    ev.tests = [Test("X", name, est, "paired") for name, est in
                 (("coarse", coarse), ("fine", fine), ("floor", floor))]  # fmt: skip
-    _outcomes(ev)
+    classify(ev)
     assert [t.outcome for t in ev.tests] == ["inconclusive", "no effect", "no effect"]

@@ -18,16 +18,16 @@ from selfcorrect.metrics.choices import answer_weights
 from selfcorrect.metrics.inference import interaction
 from selfcorrect.rules_file import Rules
 from selfcorrect.verdicts import (
+    Evidence,
     Inputs,
-    _aligned,
-    _Evidence,
-    _evidence,
-    _floored,
-    _interaction_test,
-    _law_model,
-    _outcomes,
-    _paired_test,
-    _Test,
+    Test,
+    aligned_counts,
+    classify,
+    floored,
+    gather_evidence,
+    interaction_test,
+    law_model,
+    paired_test,
     tests_table,
 )
 
@@ -48,7 +48,7 @@ ROUNDS = ("baseline", "instruct")  # contrast 6: last round - round 0 after each
 INTERACTION = ("instruct", "baseline")  # contrast 9: larger - smaller model of one family
 
 
-def _with_last_round(ev: _Evidence, items: pd.DataFrame, readout: str) -> dict[str, int]:
+def _with_last_round(ev: Evidence, items: pd.DataFrame, readout: str) -> dict[str, int]:
     """Adds each model's last-round answers of the rounds conditions to the evidence, named
     'condition (round R)' with that model's own last round R; returns R per model (models
     without rounds are absent)."""
@@ -64,7 +64,7 @@ def _with_last_round(ev: _Evidence, items: pd.DataFrame, readout: str) -> dict[s
     return last
 
 
-def _unknown_rate(ev: _Evidence, model: str, condition: str, uids: set) -> float:
+def _unknown_rate(ev: Evidence, model: str, condition: str, uids: set) -> float:
     """The share of 'unknown' among the answered ambiguous items of the test."""
     d = ev.items
     part = d[(d["model"] == model) & (d["condition"] == condition)
@@ -78,7 +78,7 @@ def _unknown_rate(ev: _Evidence, model: str, condition: str, uids: set) -> float
     return float(unknown[answered].mean()) if answered.any() else float("nan")
 
 
-def _family_pairs(ev: _Evidence) -> list[tuple[str, str]]:
+def _family_pairs(ev: Evidence) -> list[tuple[str, str]]:
     """(larger, smaller) for every two gate-passing models of one family."""
     out = []
     models = sorted(ev.eligible, key=ev.params)
@@ -90,7 +90,7 @@ def _family_pairs(ev: _Evidence) -> list[tuple[str, str]]:
     return out
 
 
-def _system_tests(ev: _Evidence, unknown) -> None:
+def _system_tests(ev: Evidence, unknown) -> None:
     """Part 8: per gate-passing model asked without a system prompt, baseline and S1 without
     it minus with the template's default, and the S1 effect without minus with (an
     interaction within the model: the permutation swaps the two settings within templates)."""
@@ -99,20 +99,20 @@ def _system_tests(ev: _Evidence, unknown) -> None:
         if not ev.ran(model, "baseline" + none, "instruct" + none):
             continue
         for cond in ("baseline", "instruct"):
-            unknown(_paired_test(ev, "8s", model, cond + none, cond, "bias", "ambig", False),
+            unknown(paired_test(ev, "8s", model, cond + none, cond, "bias", "ambig", False),
                     model, cond + none, cond)  # fmt: skip
         conds = ("baseline" + none, "instruct" + none, "baseline", "instruct")
         if not ev.ran(model, *conds):
             continue
         uids = set.intersection(*(ev.uids(model, c) for c in conds))
-        parts = _aligned([ev.counts(model, c, "ambig", uids) for c in conds])
+        parts = aligned_counts([ev.counts(model, c, "ambig", uids) for c in conds])
         r = ev.rules
         est = interaction(*parts, ev.metric("bias", "ambig"), int(parts[0][:, 0].sum()),
                           r.bootstrap, r.permutations, r.seed)  # fmt: skip
-        est = _floored(est, [(parts[0], parts[1]), (parts[2], parts[3])], [1, -1], "bias",
+        est = floored(est, [(parts[0], parts[1]), (parts[2], parts[3])], [1, -1], "bias",
                        "ambig")  # fmt: skip
         label = f"{model}: (instruct - baseline) without system prompt minus with, ambig bias"
-        ev.tests.append(_Test("8s", label, est, "interaction"))
+        ev.tests.append(Test("8s", label, est, "interaction"))
 
 
 def named_contrasts(inputs: Inputs, models: dict[str, dict], rules: Rules) -> pd.DataFrame:
@@ -120,17 +120,17 @@ def named_contrasts(inputs: Inputs, models: dict[str, dict], rules: Rules) -> pd
     part 8, a Holm family of its own), contrast number, the verdicts' test columns, and for BBQ
     the rate of 'unknown' answers (ambiguous items) under the condition and its reference."""
     named = _named(inputs, models, rules)
-    ev = _evidence(inputs, models, rules)
+    ev = gather_evidence(inputs, models, rules)
     unknown: dict[int, str] = {}
     _system_tests(ev, _recorder(ev, unknown))
-    _outcomes(ev)
+    classify(ev)
     system = _table(ev, unknown)
     return pd.concat([named.assign(**{"holm family": "named contrasts"}),
                       system.assign(**{"holm family": "system prompt (part 8)"})],
                      ignore_index=True)  # fmt: skip
 
 
-def _recorder(ev: _Evidence, unknown: dict[int, str]):
+def _recorder(ev: Evidence, unknown: dict[int, str]):
     def add(test, model, cond, ref):
         if test is not None:
             uids = ev.uids(model, cond) & ev.uids(model, ref)  # the test's items
@@ -140,7 +140,7 @@ def _recorder(ev: _Evidence, unknown: dict[int, str]):
     return add
 
 
-def _table(ev: _Evidence, unknown: dict[int, str]) -> pd.DataFrame:
+def _table(ev: Evidence, unknown: dict[int, str]) -> pd.DataFrame:
     table = tests_table(ev).rename(columns={"hypothesis": "contrast"})
     table.insert(len(table.columns) - 1, "unknown rate (condition / reference)",
                  [unknown.get(id(t), "") for t in ev.tests])  # fmt: skip
@@ -148,24 +148,24 @@ def _table(ev: _Evidence, unknown: dict[int, str]) -> pd.DataFrame:
 
 
 def _named(inputs: Inputs, models: dict[str, dict], rules: Rules) -> pd.DataFrame:
-    ev = _evidence(inputs, models, rules)
+    ev = gather_evidence(inputs, models, rules)
     last = _with_last_round(ev, inputs.items, rules.readout)
     unknown: dict[int, str] = {}
     add = _recorder(ev, unknown)
 
     for model in sorted(ev.eligible, key=ev.params):
         for number, cond, ref in PAIRED:
-            add(_paired_test(ev, number, model, cond, ref, "bias", "ambig", False),
+            add(paired_test(ev, number, model, cond, ref, "bias", "ambig", False),
                 model, cond, ref)  # fmt: skip
         for cond in ROUNDS if model in last else ():
             late = cond + ROUND_TAG.format(last[model])
-            add(_paired_test(ev, "6", model, late, cond, "bias", "ambig", False),
+            add(paired_test(ev, "6", model, late, cond, "bias", "ambig", False),
                 model, late, cond)  # fmt: skip
     for big, small in _family_pairs(ev):
-        _interaction_test(ev, "9", big, small, *INTERACTION, "bias", "ambig", False)
+        interaction_test(ev, "9", big, small, *INTERACTION, "bias", "ambig", False)
     for model in ev.law_models():  # the steps this model has answers for
         conds = set(ev.law.loc[ev.law["model"] == model, "condition"])
         steps = [s for s in (["instruct", "baseline"], ["cot", "baseline"]) if s[0] in conds]
-        _law_model(ev, "7", steps, model, False)
-    _outcomes(ev)  # one family: every test above
+        law_model(ev, "7", steps, model, False)
+    classify(ev)  # one family: every test above
     return _table(ev, unknown)

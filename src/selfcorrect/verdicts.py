@@ -57,7 +57,7 @@ def _opposite(direction: str) -> str:
 
 
 @dataclass
-class _Test:
+class Test:
     hypothesis: str
     label: str
     est: Estimate
@@ -70,7 +70,7 @@ class _Test:
 
 
 @dataclass
-class _Evidence:
+class Evidence:
     """Item-level BBQ answers (one readout, round 0, combined over orders), the models'
     metadata, which models passed the gate, and every test made."""
 
@@ -85,7 +85,7 @@ class _Evidence:
     law_excluded: dict[str, str] = field(default_factory=dict)
     winogender: dict[str, pd.DataFrame] = field(default_factory=dict)  # summary, paired
     oracle_only: list[str] = field(default_factory=list)  # excluded by the oracle rule alone
-    tests: list[_Test] = field(default_factory=list)
+    tests: list[Test] = field(default_factory=list)
     _cache: dict = field(default_factory=dict)
 
     def metric(self, name: str, context: str):
@@ -127,14 +127,14 @@ class _Evidence:
         return all(self.uids(model, c) for c in conditions)
 
 
-def _aligned(frames: list[pd.DataFrame]) -> list[np.ndarray]:
+def aligned_counts(frames: list[pd.DataFrame]) -> list[np.ndarray]:
     common = frames[0].index
     for f in frames[1:]:
         common = common.intersection(f.index)
     return [f.loc[common].to_numpy() for f in frames]
 
 
-def _floored(est: Estimate, pairs: list[tuple[np.ndarray, np.ndarray]], coefs: list[int],
+def floored(est: Estimate, pairs: list[tuple[np.ndarray, np.ndarray]], coefs: list[int],
              metric: str, context: str) -> Estimate:  # fmt: skip
     """A test whose bootstrap gave every replicate the same value has no CI to judge by: when
     no item differs between the two sides of every pair, the exact bound on what could still
@@ -160,58 +160,58 @@ def _no_zero_width(est: Estimate) -> Estimate:
                                ci_method="no interval (bootstrap degenerate)")  # fmt: skip
 
 
-def _paired_test(ev: _Evidence, hid: str, model: str, cond: str, ref: str, metric: str,
-                 context: str, descriptive: bool) -> _Test | None:  # fmt: skip
+def paired_test(ev: Evidence, hid: str, model: str, cond: str, ref: str, metric: str,
+                 context: str, descriptive: bool) -> Test | None:  # fmt: skip
     if not ev.ran(model, cond, ref):
         return None
     uids = ev.uids(model, cond) & ev.uids(model, ref)
-    a, b = _aligned([ev.counts(model, ref, context, uids), ev.counts(model, cond, context, uids)])
+    a, b = aligned_counts([ev.counts(model, c, context, uids) for c in (ref, cond)])
     n = int(a[:, 0].sum())
     r = ev.rules
     est = paired_difference(a, b, ev.metric(metric, context), n, r.bootstrap, r.permutations,
                             r.seed)  # fmt: skip
-    est = _floored(est, [(a, b)], [1], metric, context)
+    est = floored(est, [(a, b)], [1], metric, context)
     label = f"{model}: {cond} - {ref}, {context} {metric}"
-    test = _Test(hid, label, est, "paired", descriptive)
+    test = Test(hid, label, est, "paired", descriptive)
     ev.tests.append(test)
     return test
 
 
-def _interaction_test(ev: _Evidence, hid: str, a: str, b: str, cond: str, ref: str,
-                      metric: str, context: str, descriptive: bool) -> _Test | None:  # fmt: skip
+def interaction_test(ev: Evidence, hid: str, a: str, b: str, cond: str, ref: str,
+                      metric: str, context: str, descriptive: bool) -> Test | None:  # fmt: skip
     if not (ev.ran(a, cond, ref) and ev.ran(b, cond, ref)):
         return None
     uids = ev.uids(a, cond) & ev.uids(a, ref) & ev.uids(b, cond) & ev.uids(b, ref)
-    parts = _aligned([ev.counts(m, c, context, uids) for m in (a, b) for c in (ref, cond)])
+    parts = aligned_counts([ev.counts(m, c, context, uids) for m in (a, b) for c in (ref, cond)])
     r = ev.rules
     est = interaction(*parts, ev.metric(metric, context), int(parts[0][:, 0].sum()),
                       r.bootstrap, r.permutations, r.seed)  # fmt: skip
-    est = _floored(est, [(parts[0], parts[1]), (parts[2], parts[3])], [1, -1], metric, context)
+    est = floored(est, [(parts[0], parts[1]), (parts[2], parts[3])], [1, -1], metric, context)
     label = f"({cond} - {ref}) in {a} minus in {b}, {context} {metric}"
-    test = _Test(hid, label, est, "interaction", descriptive)
+    test = Test(hid, label, est, "interaction", descriptive)
     ev.tests.append(test)
     return test
 
 
-def _gap_test(ev: _Evidence, hid: str, a: str, b: str, x: str, y: str, metric: str,
-              context: str, descriptive: bool) -> _Test | None:  # fmt: skip
+def _gap_test(ev: Evidence, hid: str, a: str, b: str, x: str, y: str, metric: str,
+              context: str, descriptive: bool) -> Test | None:  # fmt: skip
     """(the a - b gap under x) - (the a - b gap under y): does the models' gap shrink?"""
     if not (ev.ran(a, x, y) and ev.ran(b, x, y)):
         return None
     uids = ev.uids(a, x) & ev.uids(a, y) & ev.uids(b, x) & ev.uids(b, y)
-    parts = _aligned([ev.counts(m, c, context, uids) for m in (a, b) for c in (x, y)])
+    parts = aligned_counts([ev.counts(m, c, context, uids) for m in (a, b) for c in (x, y)])
     r = ev.rules
     est = interaction_difference(*parts, ev.metric(metric, context),
                                  int(parts[0][:, 0].sum()), r.bootstrap, r.permutations,
                                  r.seed)  # fmt: skip
-    est = _floored(est, [(parts[1], parts[0]), (parts[3], parts[2])], [1, -1], metric, context)
+    est = floored(est, [(parts[1], parts[0]), (parts[3], parts[2])], [1, -1], metric, context)
     label = f"({a} - {b} gap under {x}) minus (under {y}), {context} {metric}"
-    test = _Test(hid, label, est, "difference of interactions", descriptive)
+    test = Test(hid, label, est, "difference of interactions", descriptive)
     ev.tests.append(test)
     return test
 
 
-def _too_coarse(t: _Test, rules: Rules) -> bool:
+def _too_coarse(t: Test, rules: Rules) -> bool:
     """The test's MDE (power 0.8, alpha shared by its family) exceeds the ROPE or it has no
     usable standard error; an exact floor (no item differs) is its own bound: too coarse when
     that bound leaves the ROPE."""
@@ -222,12 +222,12 @@ def _too_coarse(t: _Test, rules: Rules) -> bool:
     return not (mde == mde and e.se > 0) or bool(mde > rules.rope)
 
 
-def _underpowered(t: _Test, rules: Rules) -> bool:
+def _underpowered(t: Test, rules: Rules) -> bool:
     """Too coarse to show a ROPE-sized effect, or its family cannot reach alpha at all."""
     return _too_coarse(t, rules) or bool(t.unreachable)
 
 
-def _outcomes(ev: _Evidence) -> None:
+def classify(ev: Evidence) -> None:
     """Adjust p within each family (in range; descriptive), then classify each test: an
     effect when its adjusted p < alpha, no effect when its CI lies inside the ROPE and the
     test is not underpowered (preregistration.md, "Power": an underpowered test can give an
@@ -264,7 +264,7 @@ def _reachable(rules: Rules, size: int) -> str:
     )
 
 
-def _judge(tests: list[_Test], direction: str) -> str:
+def _judge(tests: list[Test], direction: str) -> str:
     """supported: every test shows the effect in `direction`; not supported: one shows none
     or the opposite; else inconclusive."""
     if not tests:
@@ -276,7 +276,7 @@ def _judge(tests: list[_Test], direction: str) -> str:
     return "inconclusive"
 
 
-def _out_of_scope(ev: _Evidence, h: Hypothesis, *scopes: str) -> str:
+def _out_of_scope(ev: Evidence, h: Hypothesis, *scopes: str) -> str:
     pool = {"law_parity": ev.law_models, "winogender": lambda: _winogender_models(ev)}.get(
         h.kind, lambda: ev.eligible
     )()
@@ -288,21 +288,21 @@ def _out_of_scope(ev: _Evidence, h: Hypothesis, *scopes: str) -> str:
     return f"out of scope here: the claim is about {needs} models; models here: {here}"
 
 
-def _effect(ev: _Evidence, hid: str, h: Hypothesis):
+def _effect(ev: Evidence, hid: str, h: Hypothesis):
     c = h.contrast
     large = ev.in_scope(h.scope)
     pool = large or ev.eligible
     main = [t for m in pool
-            if (t := _paired_test(ev, hid, m, c.condition, c.reference, c.metric, c.context,
+            if (t := paired_test(ev, hid, m, c.condition, c.reference, c.metric, c.context,
                                   not large))]  # fmt: skip
     if h.also:
         for m in pool:
-            _paired_test(ev, hid, m, c.condition, c.reference, h.also.metric, h.also.context,
+            paired_test(ev, hid, m, c.condition, c.reference, h.also.metric, h.also.context,
                          not large)  # fmt: skip
     control = []
     if large and h.control:
         control = [t for a in large for b in ev.in_scope(h.control) if a != b
-                   if (t := _interaction_test(ev, hid, a, b, c.condition, c.reference, c.metric,
+                   if (t := interaction_test(ev, hid, a, b, c.condition, c.reference, c.metric,
                                               c.context, False))]  # fmt: skip
 
     def decide():
@@ -318,7 +318,7 @@ def _effect(ev: _Evidence, hid: str, h: Hypothesis):
     return decide
 
 
-def _pairs(ev: _Evidence, h: Hypothesis) -> tuple[list[tuple[str, str]], bool]:
+def _pairs(ev: Evidence, h: Hypothesis) -> tuple[list[tuple[str, str]], bool]:
     """(model pairs to compare, whether they are in the claim's range); out of range, the
     largest and smallest models here, as description."""
     pairs = [(a, b) for a in ev.in_scope(h.scope) for b in ev.in_scope(h.versus) if a != b
@@ -329,18 +329,18 @@ def _pairs(ev: _Evidence, h: Hypothesis) -> tuple[list[tuple[str, str]], bool]:
     return ([(chat[-1], chat[0])] if len(chat) >= 2 else []), False
 
 
-def _interaction(ev: _Evidence, hid: str, h: Hypothesis):
+def _interaction(ev: Evidence, hid: str, h: Hypothesis):
     c = h.contrast
     pairs, in_range = _pairs(ev, h)
     tests = [t for a, b in pairs
-             if (t := _interaction_test(ev, hid, a, b, c.condition, c.reference, c.metric,
+             if (t := interaction_test(ev, hid, a, b, c.condition, c.reference, c.metric,
                                         c.context, not in_range))]  # fmt: skip
     return lambda: (
         _judge(tests, c.direction) if in_range else _out_of_scope(ev, h, h.scope, h.versus)
     )
 
 
-def _gap_shrinks(ev: _Evidence, hid: str, h: Hypothesis):
+def _gap_shrinks(ev: Evidence, hid: str, h: Hypothesis):
     """The gap (an interaction) under the abstract instruction shows the effect, and it is
     larger than under the specific one: their difference, tested directly, is in the
     direction too."""
@@ -348,7 +348,7 @@ def _gap_shrinks(ev: _Evidence, hid: str, h: Hypothesis):
     pairs, in_range = _pairs(ev, h)
     duo = []
     for a, b in pairs:
-        abstract = _interaction_test(ev, hid, a, b, c.condition, c.reference, c.metric,
+        abstract = interaction_test(ev, hid, a, b, c.condition, c.reference, c.metric,
                                      c.context, not in_range)  # fmt: skip
         shrink = _gap_test(ev, hid, a, b, c.condition, h.specific, c.metric, c.context,
                            not in_range)  # fmt: skip
@@ -365,7 +365,7 @@ def _gap_shrinks(ev: _Evidence, hid: str, h: Hypothesis):
     return decide
 
 
-def _threshold(ev: _Evidence, hid: str, h: Hypothesis):
+def _threshold(ev: Evidence, hid: str, h: Hypothesis):
     rows = []
     pool = sorted(set(ev.eligible) | set(ev.oracle_only))
     for m in ev.in_scope(h.scope, pool):
@@ -394,7 +394,7 @@ def _threshold(ev: _Evidence, hid: str, h: Hypothesis):
     return decide
 
 
-def _ordered(ev: _Evidence, hid: str, h: Hypothesis):
+def _ordered(ev: Evidence, hid: str, h: Hypothesis):
     c = h.contrast
     large = ev.in_scope(h.scope)
     pool = large or ev.eligible
@@ -402,12 +402,12 @@ def _ordered(ev: _Evidence, hid: str, h: Hypothesis):
         t
         for m in pool
         for cond, ref in h.steps
-        if (t := _paired_test(ev, hid, m, cond, ref, c.metric, c.context, not large))
+        if (t := paired_test(ev, hid, m, cond, ref, c.metric, c.context, not large))
     ]
     return lambda: _judge(tests, c.direction) if large else _out_of_scope(ev, h, h.scope)
 
 
-def _winogender(ev: _Evidence, hid: str, h: Hypothesis):
+def _winogender(ev: Evidence, hid: str, h: Hypothesis):
     """Judged from the Winogender tables (occupation bootstrap CIs, unadjusted, outside the
     permutation family): the baseline Pearson r's CI meets baseline_range, and each step moves
     r in its direction (its paired CI excludes 0 on that side)."""
@@ -431,7 +431,7 @@ def _winogender(ev: _Evidence, hid: str, h: Hypothesis):
     return decide
 
 
-def _winogender_models(ev: _Evidence) -> list[str]:
+def _winogender_models(ev: Evidence) -> list[str]:
     s = ev.winogender.get("summary")
     return sorted(set(s["model"])) if s is not None and not s.empty else []
 
@@ -473,7 +473,7 @@ def _winogender_model(ev, h, m, summ, pair, lines) -> list[str]:
     return calls
 
 
-def _law_pairs(ev: _Evidence, model: str, condition: str, students=None):
+def _law_pairs(ev: Evidence, model: str, condition: str, students=None):
     """Per student [p(yes | Black), 1] and [p(yes | white), 1], for the students given."""
     from selfcorrect.metrics.law import per_student
 
@@ -492,7 +492,7 @@ def _mean(c):
     return c[..., 0] / c[..., 1]
 
 
-def _law_students(ev: _Evidence, m: str, conditions: list[str]):
+def _law_students(ev: Evidence, m: str, conditions: list[str]):
     """The students answered as both Black and white under every condition."""
     common = None
     for cond in conditions:
@@ -503,7 +503,7 @@ def _law_students(ev: _Evidence, m: str, conditions: list[str]):
     return common
 
 
-def _law_model(ev: _Evidence, hid: str, steps: list, m: str, descriptive: bool):
+def law_model(ev: Evidence, hid: str, steps: list, m: str, descriptive: bool):
     """[parity under Q, then per (condition, reference) step: parity under it, and its rise
     over the reference], every test on the same students."""
     r = ev.rules
@@ -514,7 +514,7 @@ def _law_model(ev: _Evidence, hid: str, steps: list, m: str, descriptive: bool):
     _, white, black = _law_pairs(ev, m, "baseline", students)
     base = _no_zero_width(paired_difference(white, black, _mean, len(students), r.bootstrap,
                                             r.permutations, r.seed))  # fmt: skip
-    tests = [_Test(hid, f"{m}: parity under baseline (Q)", base, "paired", descriptive)]
+    tests = [Test(hid, f"{m}: parity under baseline (Q)", base, "paired", descriptive)]
     for cond, ref in steps:
         _, xw, xb = _law_pairs(ev, m, cond, students)
         _, rw, rb = _law_pairs(ev, m, ref, students)
@@ -522,23 +522,23 @@ def _law_model(ev: _Evidence, hid: str, steps: list, m: str, descriptive: bool):
                                                  r.permutations, r.seed))  # fmt: skip
         rise = _no_zero_width(interaction(xw, xb, rw, rb, _mean, len(students), r.bootstrap,
                                           r.permutations, r.seed))  # fmt: skip
-        tests += [_Test(hid, f"{m}: parity under {cond}", level, "paired", descriptive),
-                  _Test(hid, f"{m}: parity under {cond} - under {ref}", rise, "interaction",
+        tests += [Test(hid, f"{m}: parity under {cond}", level, "paired", descriptive),
+                  Test(hid, f"{m}: parity under {cond} - under {ref}", rise, "interaction",
                         descriptive)]  # fmt: skip
     ev.tests += tests
     return tests
 
 
-def _law_parity(ev: _Evidence, hid: str, h: Hypothesis):
+def _law_parity(ev: Evidence, hid: str, h: Hypothesis):
     """Parity under Q lies outside the equivalence region (its CI entirely); under each step
     parity itself is past zero in the claimed direction (CI) and it rose from the reference
     (a significant interaction in that direction)."""
     large = ev.in_scope(h.scope, ev.law_models())
     pool = large or ev.law_models()
-    groups = [g for m in pool if (g := _law_model(ev, hid, h.steps or [], m, not large))]
+    groups = [g for m in pool if (g := law_model(ev, hid, h.steps or [], m, not large))]
     rope, up = ev.rules.rope, h.contrast.direction
 
-    def past_zero(t: _Test) -> bool:
+    def past_zero(t: Test) -> bool:
         return t.est.lo > 0 if up == UP else t.est.hi < 0
 
     def decide():
@@ -621,7 +621,7 @@ TEST_COLUMNS = ["hypothesis", "test", "kind", "range", "family_size", "estimate"
                 "outcome"]  # fmt: skip
 
 
-def tests_table(ev: _Evidence) -> pd.DataFrame:
+def tests_table(ev: Evidence) -> pd.DataFrame:
     """Every test; mde is at 80% power with alpha shared by the test's family (Bonferroni,
     Holm's first step); a test without a usable standard error counts as underpowered."""
     rows = []
@@ -638,7 +638,7 @@ def tests_table(ev: _Evidence) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TEST_COLUMNS)
 
 
-def _evidence_lines(ev: _Evidence, hid: str, decide) -> list[str]:
+def _evidence_lines(ev: Evidence, hid: str, decide) -> list[str]:
     lines = list(getattr(decide, "evidence", []))
     mine = [t for t in ev.tests if t.hypothesis == hid]
     lines += sorted({t.unreachable for t in mine if t.unreachable})
@@ -702,12 +702,12 @@ def _round0(df: pd.DataFrame | None, readout: str) -> pd.DataFrame:
     return df[(df["readout"] == readout) & (df["round"] == 0)]
 
 
-def _evidence(inputs: Inputs, models: dict[str, dict], rules: Rules) -> _Evidence:
+def gather_evidence(inputs: Inputs, models: dict[str, dict], rules: Rules) -> Evidence:
     inputs = by_protocol(inputs)  # idempotent: the report, power and contrasts read alike
     part = _round0(inputs.items, rules.readout)
     eligible, excluded = _eligible(part, inputs.gate, rules.readout)
     law = _round0(inputs.law, _judged_readout(rules.readout))
-    return _Evidence(part, models, eligible, excluded, rules, law, inputs.bias_variant,
+    return Evidence(part, models, eligible, excluded, rules, law, inputs.bias_variant,
                      inputs.unparseable, law_gate(law), inputs.winogender,
                      oracle_only=_oracle_only(inputs.gate, rules.readout))  # fmt: skip
 
@@ -715,9 +715,9 @@ def _evidence(inputs: Inputs, models: dict[str, dict], rules: Rules) -> _Evidenc
 def judge(inputs: Inputs, models: dict[str, dict],
           rules: Rules) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
     """(verdicts, tests), with the rules' seed for every bootstrap and permutation."""
-    ev = _evidence(inputs, models, rules)
+    ev = gather_evidence(inputs, models, rules)
     plans = {hid: KINDS[h.kind](ev, hid, h) for hid, h in rules.hypotheses.items()}
-    _outcomes(ev)
+    classify(ev)
     rows = []
     for hid, decide in plans.items():
         h = rules.hypotheses[hid]
@@ -743,10 +743,10 @@ def power_table(inputs: Inputs, models: dict[str, dict], rules: Rules, effect: f
     for `n_tests` tests, 80% power)."""
     from selfcorrect.metrics.inference import items_needed
 
-    ev = _evidence(inputs, models, rules)
+    ev = gather_evidence(inputs, models, rules)
     rows = []
     for m in sorted(set(ev.items["model"]), key=ev.params):
-        t = _paired_test(ev, "power", m, condition, reference, metric, context, False)
+        t = paired_test(ev, "power", m, condition, reference, metric, context, False)
         if t is None:
             continue
         item_se = _item_level_se(ev, m, condition, reference, metric, context)
@@ -765,7 +765,7 @@ def power_table(inputs: Inputs, models: dict[str, dict], rules: Rules, effect: f
     return pd.DataFrame(rows)
 
 
-def _item_level_se(ev: _Evidence, model, condition, reference, metric, context) -> float:
+def _item_level_se(ev: Evidence, model, condition, reference, metric, context) -> float:
     """The same contrast's bootstrap SE when every item is its own cluster."""
     from selfcorrect.metrics.bbq import counted
 
@@ -777,7 +777,7 @@ def _item_level_se(ev: _Evidence, model, condition, reference, metric, context) 
                  & (d["context_condition"] == context) & d["uid"].isin(uids)]  # fmt: skip
         frames.append(pd.DataFrame(counted(part.reset_index(drop=True), ev.unparseable),
                                    index=part["uid"].to_numpy()).sort_index())  # fmt: skip
-    a, b = _aligned(frames)
+    a, b = aligned_counts(frames)
     est = paired_difference(a, b, ev.metric(metric, context), a.shape[0], ev.rules.bootstrap,
                             100, ev.rules.seed)  # fmt: skip
     return est.se
