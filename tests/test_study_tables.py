@@ -23,3 +23,44 @@ def test_tables_from_a_small_report(tmp_path):
     assert not any("Law school" in t for t in titles)  # no law answers: no law table
     row = next(line for line in text.splitlines() if line.startswith("| 1 | fake:a | baseline"))
     assert "[" in row  # estimates carry their CI
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("study_tables", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_law_winogender_and_hidden_tables_read_the_columns_the_report_writes(tmp_path):
+    """One hand-made row per table, with the report's column names: a renamed column fails
+    here, not on the study's last day."""
+    import pandas as pd
+
+    mod = _module()
+    (tmp_path / "law").mkdir()
+    pd.DataFrame([{"model": "m", "condition": "cot+sample:T1", "round": 0, "n_students": 1000,
+                   "parity": -0.17, "parity_lo": -0.194, "parity_hi": -0.146,
+                   "admit_Black": 0.44, "admit_white": 0.74, "flip_share": 0.33,
+                   "r_gpa": 0.55, "r_gpa_lo": 0.48, "r_gpa_hi": 0.61, "r_lsat": -0.1,
+                   "r_lsat_lo": -0.2, "r_lsat_hi": 0.0}]).to_csv(
+        tmp_path / "law" / "summary.csv", index=False)  # fmt: skip
+    assert "| 1 | m | cot+sample:T1 | 1000 | -17.0 [-19.4, -14.6] | 44% / 74% | 33% |" in (
+        mod.law(tmp_path)
+    )
+    (tmp_path / "winogender").mkdir()
+    pd.DataFrame([{"model": "m", "condition": "baseline", "round": 0, "n_occupations": 60,
+                   "pearson_r": 0.53, "r_lo": 0.31, "r_hi": 0.69, "pearson_r_fm": 0.6,
+                   "r_fm_lo": 0.4, "r_fm_hi": 0.75, "mae": 30.04, "slope": 0.21,
+                   "mean_p_female": 0.17, "neutral_rate": 0.05}]).to_csv(
+        tmp_path / "winogender" / "summary.csv", index=False)  # fmt: skip
+    assert "| 1 | m | baseline | 60 | 0.53 [0.31, 0.69] | 0.60 [0.40, 0.75] | 30.0 |" in (
+        mod.winogender(tmp_path)
+    )
+    (tmp_path / "report" / "hidden").mkdir(parents=True)
+    pd.DataFrame([{"model": "m", "condition": "baseline", "readout": "cloze", "layer": 14,
+                   "n_test": 500, "probe_accuracy": 0.8, "probe_lo": 0.7, "probe_hi": 0.9,
+                   "majority_accuracy": 0.6, "shift_norm": 3.2, "cosine": 0.1,
+                   "cosine_lo": 0.0, "cosine_hi": 0.2, "n_shifts": 400}]).to_csv(
+        tmp_path / "report" / "hidden" / "hidden.csv", index=False)  # fmt: skip
+    assert "| 1 | m | baseline | cloze | 14 | 500 | 80 [70, 90] | 60.0 |" in mod.hidden(tmp_path)
