@@ -121,6 +121,7 @@ def system_tag(system: str) -> str:
 
 
 SYSTEM_SUFFIX = "+system:"  # a condition key asked under a non-default system prompt ends so
+SAMPLE_SUFFIX = "+sample:"  # and one whose reasoning was sampled carries this
 
 
 def condition_key(name: str, critic: str = "", system: str = "default",
@@ -128,8 +129,15 @@ def condition_key(name: str, critic: str = "", system: str = "default",
     key = f"{name}+critic:{critic}" if critic else name
     if sampling is not None:
         top_p = "" if sampling.top_p == 1.0 else f",p{sampling.top_p:g}"
-        key += f"+sample:T{sampling.temperature:g}{top_p}"
+        key += f"{SAMPLE_SUFFIX}T{sampling.temperature:g}{top_p}"
     return key if system == "default" else f"{key}{SYSTEM_SUFFIX}{system_tag(system)}"
+
+
+def sampled_protocol(key: str) -> str | None:
+    """The condition a sampled, default-system key was asked under ('cot' for
+    'cot+sample:T1'); None for any other key."""
+    base, sep, _ = str(key).partition(SAMPLE_SUFFIX)
+    return base if sep and system_of(key) == "default" else None
 
 
 def system_of(key: str) -> str:

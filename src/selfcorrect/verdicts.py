@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from selfcorrect.engine import system_of
+from selfcorrect.engine import sampled_protocol
 from selfcorrect.metrics.bbq import (
     CORRECT,
     UNP,
@@ -669,14 +669,12 @@ def _sampled_as_protocol(df: pd.DataFrame, columns=("condition", "reference")) -
     if df is None or df.empty or "condition" not in df:
         return df
     keys = set(df["condition"])
-    rename = {}
-    for key in keys:
-        base, sep, _ = str(key).partition("+sample:")
-        variants = [
-            k for k in keys if str(k).startswith(base + "+sample:") and system_of(k) == "default"
-        ]
-        if sep and base not in keys and len(variants) == 1 and system_of(key) == "default":
-            rename[key] = base
+    protocols = {k: sampled_protocol(k) for k in keys}
+    variants: dict[str, list] = {}
+    for key, base in protocols.items():
+        if base is not None:
+            variants.setdefault(base, []).append(key)
+    rename = {vs[0]: base for base, vs in variants.items() if base not in keys and len(vs) == 1}
     if not rename:
         return df
     return df.assign(**{c: df[c].replace(rename) for c in columns if c in df})
