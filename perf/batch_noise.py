@@ -1,0 +1,69 @@
+"""Items per batch: speed, and how much bf16 arithmetic alone moves the answers. The same BBQ
+items under the same conditions are scored twice into fresh stores, at two batch sizes (the
+engine asks a batch under every condition before the next, so the batch size decides which
+prompts share the prompt KV cache and which shapes the forwards have); prints the wall time of
+each, the share of answers that agree and the spread of their log-probabilities.
+
+    python perf/batch_noise.py [--model smollm2-135m-instruct] [--items 512]
+        [--conditions baseline,instruct,s2,s3] [--batches 512,128] [--json out.json]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _answers(store: Path) -> pd.DataFrame:
+    with sqlite3.connect(f"file:{store / 'results.sqlite'}?mode=ro", uri=True) as c:
+        return pd.read_sql_query("SELECT condition, uid, pred, logprobs FROM answers", c)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--items", type=int, default=512)
+    ap.add_argument("--conditions", default="baseline,instruct,s2,s3")
+    ap.add_argument("--batches", default="512,128")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    from selfcorrect import api
+
+    runs, frames = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for bs in (int(b) for b in args.batches.split(",")):
+            out = Path(tmp) / f"b{bs}"
+            t = time.perf_counter()
+            api.run(args.model, conditions=args.conditions, limit=args.items, readout="cloze",
+                    permute="none", batch_size=bs, out=out, progress=False,
+                    write_report=False)  # fmt: skip
+            runs[bs] = round(time.perf_counter() - t, 1)
+            frames[bs] = _answers(out).set_index(["condition", "uid"])
+    (a, fa), (b, fb) = list(frames.items())[:2]
+    both = fa.merge(fb, left_index=True, right_index=True, suffixes=("_a", "_b"))
+    diffs = np.array([np.abs(np.array(json.loads(x)) - np.array(json.loads(y))).max()
+                      for x, y in zip(both["logprobs_a"], both["logprobs_b"], strict=True)
+                      if isinstance(x, str) and isinstance(y, str)])  # fmt: skip
+    result = {
+        "model": args.model, "items": args.items, "conditions": args.conditions,
+        "wall_s": runs, "answers": len(both),
+        "agree": int((both["pred_a"] == both["pred_b"]).sum()),
+        "agree_share": round(float((both["pred_a"] == both["pred_b"]).mean()), 4),
+        "max_abs_dlogprob_median": round(float(np.median(diffs)), 3),
+        "max_abs_dlogprob_p95": round(float(np.quantile(diffs, 0.95)), 3),
+        "max_abs_dlogprob_max": round(float(diffs.max()), 3),
+        "batches": [a, b],
+    }  # fmt: skip
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
