@@ -10,24 +10,20 @@ Winogender tables."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from selfcorrect.engine import SYSTEM_SUFFIX
-from selfcorrect.metrics.choices import answer_weights
-from selfcorrect.metrics.inference import interaction
+from selfcorrect.metrics.choices import unknown_rate
 from selfcorrect.rules_file import Rules
 from selfcorrect.verdicts import (
     Evidence,
     Inputs,
-    Test,
-    aligned_counts,
     classify,
-    floored,
     gather_evidence,
     interaction_test,
     law_model,
     paired_test,
+    side_interaction,
     tests_table,
 )
 
@@ -67,15 +63,8 @@ def _with_last_round(ev: Evidence, items: pd.DataFrame, readout: str) -> dict[st
 def _unknown_rate(ev: Evidence, model: str, condition: str, uids: set) -> float:
     """The share of 'unknown' among the answered ambiguous items of the test."""
     d = ev.items
-    part = d[(d["model"] == model) & (d["condition"] == condition)
-             & (d["context_condition"] == "ambig") & d["uid"].isin(uids)]  # fmt: skip
-    if part.empty:
-        return float("nan")
-    w = answer_weights(part.reset_index(drop=True))
-    answered = w.sum(axis=1) > 0
-    rows = np.arange(len(part))
-    unknown = w[rows, part["unknown_index"].to_numpy(dtype=int)]
-    return float(unknown[answered].mean()) if answered.any() else float("nan")
+    return unknown_rate(d[(d["model"] == model) & (d["condition"] == condition)
+                          & (d["context_condition"] == "ambig") & d["uid"].isin(uids)])  # fmt: skip
 
 
 def _family_pairs(ev: Evidence) -> list[tuple[str, str]]:
@@ -101,26 +90,19 @@ def _system_tests(ev: Evidence, unknown) -> None:
         for cond in ("baseline", "instruct"):
             unknown(paired_test(ev, "8s", model, cond + none, cond, "bias", "ambig", False),
                     model, cond + none, cond)  # fmt: skip
-        conds = ("baseline" + none, "instruct" + none, "baseline", "instruct")
-        if not ev.ran(model, *conds):
-            continue
-        uids = set.intersection(*(ev.uids(model, c) for c in conds))
-        parts = aligned_counts([ev.counts(model, c, "ambig", uids) for c in conds])
-        r = ev.rules
-        est = interaction(*parts, ev.metric("bias", "ambig"), int(parts[0][:, 0].sum()),
-                          r.bootstrap, r.permutations, r.seed)  # fmt: skip
-        est = floored(est, [(parts[0], parts[1]), (parts[2], parts[3])], [1, -1], "bias",
-                       "ambig")  # fmt: skip
         label = f"{model}: (instruct - baseline) without system prompt minus with, ambig bias"
-        ev.tests.append(Test("8s", label, est, "interaction"))
+        without = (model, "instruct" + none, "baseline" + none)
+        side_interaction(ev, "8s", without, (model, "instruct", "baseline"), "bias", "ambig",
+                         False, label)  # fmt: skip
 
 
 def named_contrasts(inputs: Inputs, models: dict[str, dict], rules: Rules) -> pd.DataFrame:
     """One row per test: its family (the named contrasts; the system-prompt comparison of
     part 8, a Holm family of its own), contrast number, the verdicts' test columns, and for BBQ
     the rate of 'unknown' answers (ambiguous items) under the condition and its reference."""
-    named = _named(inputs, models, rules)
     ev = gather_evidence(inputs, models, rules)
+    named = _named(ev, inputs.items, rules.readout)
+    ev.tests = []  # the same answers; a second family
     unknown: dict[int, str] = {}
     _system_tests(ev, _recorder(ev, unknown))
     classify(ev)
@@ -147,9 +129,8 @@ def _table(ev: Evidence, unknown: dict[int, str]) -> pd.DataFrame:
     return table.drop(columns=["range"])
 
 
-def _named(inputs: Inputs, models: dict[str, dict], rules: Rules) -> pd.DataFrame:
-    ev = gather_evidence(inputs, models, rules)
-    last = _with_last_round(ev, inputs.items, rules.readout)
+def _named(ev: Evidence, items: pd.DataFrame, readout: str) -> pd.DataFrame:
+    last = _with_last_round(ev, items, readout)
     unknown: dict[int, str] = {}
     add = _recorder(ev, unknown)
 

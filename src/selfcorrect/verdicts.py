@@ -178,16 +178,27 @@ def paired_test(ev: Evidence, hid: str, model: str, cond: str, ref: str, metric:
 
 
 def interaction_test(ev: Evidence, hid: str, a: str, b: str, cond: str, ref: str,
-                      metric: str, context: str, descriptive: bool) -> Test | None:  # fmt: skip
-    if not (ev.ran(a, cond, ref) and ev.ran(b, cond, ref)):
+                     metric: str, context: str, descriptive: bool) -> Test | None:  # fmt: skip
+    """(cond - ref) in model a minus in model b, on the items both models answered."""
+    label = f"({cond} - {ref}) in {a} minus in {b}, {context} {metric}"
+    return side_interaction(ev, hid, (a, cond, ref), (b, cond, ref), metric, context,
+                            descriptive, label)  # fmt: skip
+
+
+def side_interaction(ev: Evidence, hid: str, first: tuple[str, str, str],
+                     second: tuple[str, str, str], metric: str, context: str,
+                     descriptive: bool, label: str) -> Test | None:  # fmt: skip
+    """(condition - reference) of the first (model, condition, reference) minus that of the
+    second, on the items all four answered; the permutation swaps within templates."""
+    if not (ev.ran(*first) and ev.ran(*second)):
         return None
-    uids = ev.uids(a, cond) & ev.uids(a, ref) & ev.uids(b, cond) & ev.uids(b, ref)
-    parts = aligned_counts([ev.counts(m, c, context, uids) for m in (a, b) for c in (ref, cond)])
+    cells = [(m, c) for m, cond, ref in (first, second) for c in (ref, cond)]
+    uids = set.intersection(*(ev.uids(m, c) for m, c in cells))
+    parts = aligned_counts([ev.counts(m, c, context, uids) for m, c in cells])
     r = ev.rules
     est = interaction(*parts, ev.metric(metric, context), int(parts[0][:, 0].sum()),
                       r.bootstrap, r.permutations, r.seed)  # fmt: skip
     est = floored(est, [(parts[0], parts[1]), (parts[2], parts[3])], [1, -1], metric, context)
-    label = f"({cond} - {ref}) in {a} minus in {b}, {context} {metric}"
     test = Test(hid, label, est, "interaction", descriptive)
     ev.tests.append(test)
     return test

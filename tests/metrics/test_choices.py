@@ -8,7 +8,14 @@ import pandas as pd
 import pytest
 
 from selfcorrect.metrics import bbq
-from selfcorrect.metrics.choices import GATE, combine_orders, diagnostics, expand_cloze, gate
+from selfcorrect.metrics.choices import (
+    GATE,
+    combine_orders,
+    diagnostics,
+    expand_cloze,
+    gate,
+    unknown_rate,
+)
 
 
 def variant(order, probs=None, pred=None, *, uid="Age:1", gold=1, unknown=1, target=0,
@@ -105,6 +112,9 @@ def test_validity_accuracy_counts_ties_as_1_over_k_and_unreadable_as_wrong():
     v = diagnostics(df, combine_orders(df)).iloc[0]
     assert v.accuracy == pytest.approx((0.5 + 1 + 0) / 3)
     assert v.unknown_rate == pytest.approx((0.5 + 1) / 2)
+    # the same share on the combined rows alone (the contrasts' unknown column); none readable
+    assert unknown_rate(combine_orders(df)) == pytest.approx(0.75)
+    assert math.isnan(unknown_rate(combine_orders(df).iloc[2:]))
     # an oracle whose answers are all unreadable fails the gate, it does not skip the rule
     orc = frame([variant((0, 1, 2), pred=None, condition="oracle", status="unparseable", **gen)])
     both = pd.concat([df, orc], ignore_index=True)

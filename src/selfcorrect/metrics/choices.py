@@ -293,15 +293,23 @@ def _combined_rates(c: pd.DataFrame) -> dict:
     if c.empty:
         return {"unknown_rate": math.nan, "tie_rate": math.nan, "accuracy": math.nan}
     w = answer_weights(c)
-    rows = np.arange(len(c))
-    readable = w.sum(axis=1) > 0
-    correct = w[rows, c["gold"].astype(int).to_numpy()]
-    unknown = w[rows, c["unknown_index"].astype(int).to_numpy()]
+    correct = w[np.arange(len(c)), c["gold"].astype(int).to_numpy()]
     return {
-        "unknown_rate": float(unknown[readable].mean()) if readable.any() else math.nan,
+        "unknown_rate": unknown_rate(c, w),
         "tie_rate": float((c["parse_status"] == TIE).mean()) if "parse_status" in c else 0.0,
         "accuracy": float(correct.mean()),
     }
+
+
+def unknown_rate(c: pd.DataFrame, weights: np.ndarray | None = None) -> float:
+    """The share of UNKNOWN among the readable answers (a tie shares its weight); nan when
+    none is readable. `weights` are c's answer_weights when the caller has them already."""
+    if c.empty:
+        return math.nan
+    w = answer_weights(c) if weights is None else weights
+    readable = w.sum(axis=1) > 0
+    unknown = w[np.arange(len(c)), c["unknown_index"].astype(int).to_numpy()]
+    return float(unknown[readable].mean()) if readable.any() else math.nan
 
 
 def gate(validity: pd.DataFrame, reference: str = "baseline", oracle: str = "oracle"):
