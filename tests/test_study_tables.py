@@ -16,7 +16,8 @@ def test_tables_from_a_small_report(tmp_path):
     spec.loader.exec_module(mod)
     api.run("fake:a", conditions="baseline,instruct,oracle", limit=24, out=tmp_path,
             bootstrap=50, progress=False, permute="cyclic", rounds=1)  # fmt: skip
-    text = mod.tables(tmp_path / "report", tmp_path)
+    text = mod.tables(tmp_path / "report", tmp_path, "interim: one model")
+    assert text.startswith("# The study's tables") and "\n> interim: one model\n" in text
     titles = [line for line in text.splitlines() if line.startswith("## T")]
     assert [t.split(".")[0] for t in titles] == [f"## T{k}" for k in range(1, len(titles) + 1)]
     assert any("Validity gate" in t for t in titles) and any("Cost" in t for t in titles)
@@ -64,3 +65,26 @@ def test_law_winogender_and_hidden_tables_read_the_columns_the_report_writes(tmp
                    "cosine_lo": 0.0, "cosine_hi": 0.2, "n_shifts": 400}]).to_csv(
         tmp_path / "report" / "hidden" / "hidden.csv", index=False)  # fmt: skip
     assert "| 1 | m | baseline | cloze | 14 | 500 | 80 [70, 90] | 60.0 |" in mod.hidden(tmp_path)
+
+
+def test_a_threshold_verdict_shows_its_evidence_and_a_tested_one_its_test_rows(tmp_path):
+    import pandas as pd
+
+    mod = _module()
+    pd.DataFrame([{"id": "H1", "claim": "c1", "verdict": "inconclusive", "status": "pre",
+                   "evidence": "m: instruct - baseline = -1.0"},
+                  {"id": "H2", "claim": "c2", "verdict": "out of scope", "status": "pre",
+                   "evidence": "no data"},
+                  {"id": "H6", "claim": "c6", "verdict": "not supported", "status": "pre",
+                   "evidence": "m ambig: oracle accuracy 29.4 [26.3, 32.4]%"}]).to_csv(
+        tmp_path / "verdicts.csv", index=False)  # fmt: skip
+    pd.DataFrame([{"hypothesis": "H1", "test": "m: instruct - baseline", "range": "in",
+                   "estimate": -0.01, "ci_lo": -0.04, "ci_hi": 0.02, "p": 0.6, "p_adj": 1.0,
+                   "family_size": 1, "mde": 0.06, "underpowered": True, "n_items": 1100,
+                   "outcome": "inconclusive"}]).to_csv(
+        tmp_path / "verdict_tests.csv", index=False)  # fmt: skip
+    text = mod.verdicts(tmp_path)
+    assert "| 3 | H6 | c6 | not supported | pre | m ambig: oracle accuracy 29.4" in text
+    assert "| 1 | H1 | c1 | inconclusive | pre |  |" in text  # its test rows say it
+    assert "| 2 | H2 | c2 | out of scope | pre |  |" in text  # "no data" is no evidence
+    assert "| 1 | H1 | m: instruct - baseline | in | -1.0 [-4.0, 2.0] | 0.6 | 1 |" in text
