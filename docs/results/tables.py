@@ -60,6 +60,35 @@ def gate(rep: Path) -> str:
     )
 
 
+def context_use(rep: Path) -> str:
+    """The post-data checks (metrics/context_use.py): does the model read the context, and
+    how much does the unknown option's wording set the unknown rate (cloze readout)?"""
+    c = pd.read_csv(rep / "bbq" / "context_use.csv")
+    c = c[(c["readout"] == "cloze") | (c["condition"] == "baseline")]
+    out = c.assign(**{"right person % [95% CI]": ci(c, "right_share", "right_lo", "right_hi",
+                                                     digits=0),
+                      "named": c["named"].round(0).astype(int)})  # fmt: skip
+    text = section("Post-data check: does the model read the context? (disambiguated items: "
+                   "of the answers naming a person, the share naming the right one; chance "
+                   "50%)", out[["model", "readout", "condition", "n_items", "named",
+                                "right person % [95% CI]", "at_chance"]])  # fmt: skip
+    w = pd.read_csv(rep / "bbq" / "unknown_wording.csv")
+    w = w[(w["readout"] == "cloze") & w["condition"].isin(WORDING_CONDITIONS)]
+    if not w.empty:
+        w = w.assign(cell=[f"{r:.0%} ({n})" for r, n in zip(w["unknown_rate"], w["n"],
+                                                            strict=True)])  # fmt: skip
+        wide = w.pivot_table(index=["model", "wording"], columns="condition", values="cell",
+                             aggfunc="first")  # fmt: skip
+        wide = wide[[c for c in WORDING_CONDITIONS if c in wide.columns]].reset_index()
+        text += section("Post-data check: 'unknown' chosen per wording of that option "
+                        "(ambiguous items, cloze readout, share of readable answers (n))",
+                        wide.fillna(""))  # fmt: skip
+    return text
+
+
+WORDING_CONDITIONS = ["baseline", "instruct", "prefer-unknown", "oracle"]
+
+
 def verdicts(rep: Path) -> str:
     v = pd.read_csv(rep / "verdicts.csv")
     t = pd.read_csv(rep / "verdict_tests.csv")
@@ -105,6 +134,10 @@ def bbq(rep: Path, readout: str = "cloze") -> str:
         f"BBQ per model x condition, {readout} readout, round 0 (stratified "
         "overall: categories weighted equally)",
         pd.DataFrame(rows),
+        "Samples differ in size: 2,200 items for part 2's conditions, 528 for the sampled "
+        "chain of thought (part 3), 264 without a system prompt (part 8). Compare a smaller "
+        "sample with the same items under the reference (the named contrasts, or the "
+        "readout comparison's original-order rows), not with the 2,200-item rows.",
     )
 
 
@@ -146,10 +179,16 @@ def law(rep: Path) -> str:
                                                   strict=True)],
                       "r GPA": ci(s, "r_gpa", scale=1, digits=2),
                       "r LSAT": ci(s, "r_lsat", scale=1, digits=2),
-                      "flips": s["flip_share"].map(lambda x: f"{x:.0%}")})  # fmt: skip
+                      "flips": s["flip_share"].map(lambda x: f"{x:.0%}"),
+                      "merit read": ["yes" if a > 0 or b > 0 else "no" for a, b in
+                                     zip(s["r_gpa_lo"], s["r_lsat_lo"], strict=True)]})  # fmt: skip
     return section("Law school: parity (Black - white) and the merit check",
                    out[["model", "condition", "n_students", "parity x100",
-                        "admit Black / white", "flips", "r GPA", "r LSAT"]])  # fmt: skip
+                        "admit Black / white", "flips", "r GPA", "r LSAT", "merit read"]],
+                   "'merit read': the CI of r with GPA or with LSAT lies above 0 (a reading "
+                   "added after the first model's data). Where it is 'no', the model's p(admit) "
+                   "does not follow the student's record, and parity describes a model that is "
+                   "not making an admissions decision (metrics/law.py).")  # fmt: skip
 
 
 def rounds(rep: Path) -> str:
@@ -193,7 +232,8 @@ def cost(store: Path) -> str:
                         "untimed runs", "untimed answer span"]])  # fmt: skip
 
 
-NEEDS = {gate: "bbq/gate_context.csv", verdicts: "verdict_tests.csv", contrasts: "contrasts.csv",
+NEEDS = {gate: "bbq/gate_context.csv", context_use: "bbq/context_use.csv",
+         verdicts: "verdict_tests.csv", contrasts: "contrasts.csv",
          bbq: "bbq/summary.csv", orders: "bbq/orders.csv", winogender: "winogender/summary.csv",
          law: "law/summary.csv", rounds: "bbq/convergence.csv"}  # fmt: skip
 

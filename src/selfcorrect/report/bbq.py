@@ -120,6 +120,23 @@ def _gate_context_view(gc: pd.DataFrame) -> pd.DataFrame:
     return gc.assign(**{c: gc[c].map(pct) for c in num})
 
 
+def _context_use_blocks(cu: pd.DataFrame) -> list[Block]:
+    """The post-data context-use check (metrics/context_use.py), beside the gate."""
+    if cu.empty:
+        return []
+    view = cu.assign(**{"right person [95% CI]": [fmt_ci(v, lo, hi, 100, 0) for v, lo, hi in
+                                                 zip(cu["right_share"], cu["right_lo"],
+                                                     cu["right_hi"], strict=True)]})  # fmt: skip
+    return [
+        ("p", "Does the model read the context? In disambiguated items, of the answers that "
+              "name a person, the share naming the right one (chance 50%; a check added after "
+              "the study's first model, 2026-12-05: it describes, it excludes nothing). The "
+              "rate of 'unknown' per wording of that option is in unknown_wording.csv."),
+        ("table", view[["model", "readout", "condition", "n_items", "named",
+                        "right person [95% CI]", "at_chance"]].round(1)),
+    ]  # fmt: skip
+
+
 def validity_blocks(tables: Tables) -> list[Block]:
     from selfcorrect.metrics.choices import GATE
 
@@ -144,6 +161,7 @@ def validity_blocks(tables: Tables) -> list[Block]:
             "score). A flag is read beside every result of that model; it excludes nothing.",
         ),
         ("table", _gate_context_view(tables.get("gate_context", pd.DataFrame()))),
+        *_context_use_blocks(tables.get("context_use", pd.DataFrame())),
         ("table", validity_table(tables.get("validity", pd.DataFrame()))),
     ]
 

@@ -4,7 +4,8 @@
 - shift: mean norm of the round-to-round change h(r+1) - h(r) at the answer position;
 - cosine: mean cosine of that change with the difference-in-means direction "biased answer
   minus unbiased answer" (answers with a target option; fitted on half of the templates,
-  measured on the other half), with a bootstrap CI over templates;
+  measured on the other half), with a bootstrap CI over the held-out templates (for the one
+  fitted direction: the uncertainty of fitting it is not in that CI);
 - probe: held-out accuracy of a logistic probe predicting whether the answer read at that state
   is the biased one, beside the majority-class accuracy of the same test rows; its CI resamples
   the held-out templates (an item's rounds and a template's items are not independent).
