@@ -47,3 +47,11 @@ def test_unknown_by_wording_reads_each_prompts_own_unknown_option_on_content_rea
                    "Cannot answer": {"n": 1, "unknown_rate": 1.0},
                    "Can't be determined": {"n": 2, "unknown_rate": 0.0}}  # fmt: skip
     assert set(out["readout"]) == {"cloze"}
+
+
+def test_a_model_always_right_gets_a_wilson_interval_not_a_point():
+    items = pd.DataFrame([row(0, q=str(k)) for k in range(10)]).astype({"pred": "Int64"})
+    out = context_use(items, n_boot=200, seed=0).iloc[0]
+    assert out["right_share"] == 1.0 and 0.6 < out["right_lo"] < 0.8
+    assert out["right_hi"] == pytest.approx(1.0)
+    assert not out["at_chance"]

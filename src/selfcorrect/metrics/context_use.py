@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from selfcorrect.metrics.choices import answer_weights
-from selfcorrect.metrics.stats import bootstrap, ratio
+from selfcorrect.metrics.stats import bootstrap, degenerate, ratio, wilson
 
 CHANCE = 0.5  # two people to choose between
 KEYS = ["model", "readout", "condition"]
@@ -42,7 +42,8 @@ def context_use(items: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
         named = w.sum(axis=1) - w[at, g["unknown_index"].astype(int).to_numpy()]
         template = g["category"].astype(str) + ":" + g["question_index"].astype(str)
         counts = pd.DataFrame({"named": named, "right": right}).groupby(template.to_numpy()).sum()
-        share, (lo, hi), _ = bootstrap(counts.to_numpy(), ratio, n_boot, seed)
+        share, ci, _ = bootstrap(counts.to_numpy(), ratio, n_boot, seed)
+        lo, hi = wilson(right.sum(), named.sum()) if degenerate(ci) else ci  # all right: no [1, 1]
         rows.append(dict(zip(KEYS, key, strict=True)) | {
             "n_items": len(g), "named": float(named.sum()), "right_share": share,
             "right_lo": lo, "right_hi": hi, "at_chance": bool(lo <= CHANCE <= hi)})  # fmt: skip
