@@ -49,6 +49,10 @@ def test_law_winogender_and_hidden_tables_read_the_columns_the_report_writes(tmp
     assert "| 1 | m | cot+sample:T1 | 1000 | -17.0 [-19.4, -14.6] | 44% / 74% | 33% |" in (
         mod.law(tmp_path)
     )
+    assert mod.law(tmp_path).rstrip().endswith("| yes |")  # r with GPA above 0: merit read
+    ignores = pd.read_csv(tmp_path / "law" / "summary.csv").assign(r_gpa_lo=-0.05)
+    ignores.to_csv(tmp_path / "law" / "summary.csv", index=False)
+    assert mod.law(tmp_path).rstrip().endswith("| no |")  # neither CI above 0
     (tmp_path / "winogender").mkdir()
     pd.DataFrame([{"model": "m", "condition": "baseline", "round": 0, "n_occupations": 60,
                    "pearson_r": 0.53, "r_lo": 0.31, "r_hi": 0.69, "pearson_r_fm": 0.6,
