@@ -4,6 +4,8 @@ with CIs, and a partial study (some benchmarks missing) still gets its tables.""
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from selfcorrect import api
 from tests.fakes import BEHAVIOUR  # noqa: F401  (registers the fake backend)
 
@@ -92,3 +94,28 @@ def test_a_threshold_verdict_shows_its_evidence_and_a_tested_one_its_test_rows(t
     assert "| 1 | H1 | c1 | inconclusive | pre |  |" in text  # its test rows say it
     assert "| 2 | H2 | c2 | out of scope | pre |  |" in text  # "no data" is no evidence
     assert "| 1 | H1 | m: instruct - baseline | in | -1.0 [-4.0, 2.0] | 0.6 | 1 |" in text
+
+
+def test_subset_copies_the_named_models_and_leaves_a_running_runs_answers_out(tmp_path):
+    import sqlite3
+
+    spec = importlib.util.spec_from_file_location("study_subset", SCRIPT.with_name("subset.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    src = tmp_path / "store"
+    for model in ("fake:a", "fake:b"):
+        api.run(model, conditions="baseline", limit=6, out=src, bootstrap=0, progress=False,
+                permute="none", write_report=False)  # fmt: skip
+    db = sqlite3.connect(src / "results.sqlite")
+    run_b = db.execute("select run_id from answers where model = 'fake:b'").fetchone()[0]
+    db.execute("update runs set status = 'running' where run_id = ?", (run_b,))
+    db.commit()
+    db.close()
+    out = mod.subset(src, tmp_path / "a", ["fake:a"])
+    assert out["answers"] == {"fake:a": 6} and out["runs dropped"] == 1
+    both = mod.subset(src, tmp_path / "ab", ["fake:a", "fake:b"])
+    assert both["answers"] == {"fake:a": 6} and both["running left out"] == [run_b]
+    kept = mod.subset(src, tmp_path / "k", ["fake:b"], keep_running=True)
+    assert kept["answers"] == {"fake:b": 6}
+    with pytest.raises(SystemExit):  # never over an existing store
+        mod.subset(src, tmp_path / "a", ["fake:a"])

@@ -33,10 +33,14 @@ def parse_layers(spec: str, n_states: int) -> list[int]:
     return sorted(dict.fromkeys(out))
 
 
+def model_folder(directory: str | Path, model: str) -> Path:
+    """Where a model's states live under a results directory (a file-system-safe name)."""
+    return Path(directory) / "hidden" / re.sub(r"[^A-Za-z0-9._-]+", "_", model)[:80]
+
+
 class HiddenWriter:
     def __init__(self, directory: str | Path, run_id: str, model: str):
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model)[:80]
-        self.dir = Path(directory) / "hidden" / safe
+        self.dir = model_folder(directory, model)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.prefix = run_id
         self.count = len(list(self.dir.glob(f"{run_id}-*.safetensors")))
