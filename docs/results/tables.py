@@ -197,12 +197,14 @@ def rounds(rep: Path) -> str:
     text = section("Rounds: convergence (BBQ, 264 items, 6 feedback rounds)", conv.round(2))
     if ex_path.is_file():
         ex = pd.read_csv(ex_path)
-        out = ex.assign(**{k: ci(ex, k, digits=0) for k in
-                           ("p_change", "confidence", "critique", "accuracy_before",
-                            "accuracy_after")})  # fmt: skip
+        names = [k for k in ("p_change", "confidence", "critique", "accuracy_before",
+                             "accuracy_after", "accuracy_change") if k in ex]  # fmt: skip
+        out = ex.assign(**{k: ci(ex, k, digits=0 if k != "accuracy_change" else 1)
+                           for k in names})  # fmt: skip
         text += section("Exact transitions round 0 -> 1 (letter readout)",
-                        out[["model", "condition", "items", "p_change", "confidence",
-                             "critique", "accuracy_before", "accuracy_after"]])  # fmt: skip
+                        out[["model", "condition", "items", *names]],
+                        "accuracy_change: after - before per item, a paired CI (added after "
+                        "the first model's data; exploratory).")  # fmt: skip
     return text
 
 

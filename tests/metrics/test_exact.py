@@ -26,4 +26,5 @@ def test_pooled_confidence_and_critique_by_hand():
     assert got.accuracy_after == pytest.approx(
         got.accuracy_before * got.confidence + (1 - got.accuracy_before) * got.critique
     )
+    assert got.accuracy_change == pytest.approx((0.72 + 0.1 + 0.12 + 0.2) / 2 - 0.5)  # -0.07
     assert got.p_change == pytest.approx((0.8 * 0.1 + 0.2 * 0.5 + 0.2 * 0.4 + 0.8 * 0.25) / 2)

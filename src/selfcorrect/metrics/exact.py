@@ -9,6 +9,7 @@ from the log-probability readout: round 1 is scored after every possible round-0
   that was wrong, the share moved to the gold answer;
 - p(change) = sum over j of p0[j] (1 - q_j[j]); accuracy before = p0[g], after = sum p0[j] q_j[g],
   so that accuracy after = accuracy before x CL + (1 - accuracy before) x CS exactly;
+- accuracy_change = accuracy after - before per item (a paired CI);
 - keep_gold = q_g[g] averaged over items, unweighted: how often a model told the gold answer
   keeps it, whatever it would have said itself (an extra, not the paper's CL).
 
@@ -26,8 +27,8 @@ import pandas as pd
 from selfcorrect.engine import BRANCH
 from selfcorrect.metrics.stats import bootstrap, cluster_sum, clusters_of, ratio
 
-MEANS = ("p_change", "keep_gold", "accuracy_before", "accuracy_after", "p_correct_to_wrong",
-         "p_wrong_to_correct")  # fmt: skip
+MEANS = ("p_change", "keep_gold", "accuracy_before", "accuracy_after", "accuracy_change",
+         "p_correct_to_wrong", "p_wrong_to_correct")  # fmt: skip
 # pooled ratios: name -> (numerator, denominator), both per-item means
 POOLED = {"confidence": ("p_correct_to_correct", "accuracy_before"),
           "critique": ("p_wrong_to_correct", "p_wrong_before")}  # fmt: skip
@@ -50,6 +51,9 @@ def _per_variant(p0: np.ndarray, q: np.ndarray, gold: int) -> dict:
             "keep_gold": float(q[gold, gold]),
             "accuracy_before": float(p0[gold]),
             "accuracy_after": float((p0 * q[:, gold]).sum()),
+            # after - before per item, so its CI is paired (added after the study's first
+            # data: preregistration.md, "After the data")
+            "accuracy_change": float((p0 * q[:, gold]).sum() - p0[gold]),
             "p_correct_to_correct": float(p0[gold] * q[gold, gold]),
             "p_correct_to_wrong": float(p0[gold] * (1 - q[gold, gold])),
             "p_wrong_before": float(p0[wrong].sum()),
