@@ -134,6 +134,13 @@ def aligned_counts(frames: list[pd.DataFrame]) -> list[np.ndarray]:
     return [f.loc[common].to_numpy() for f in frames]
 
 
+def cell_counts(ev: Evidence, cells: list[tuple[str, str]], context: str) -> list[np.ndarray]:
+    """Template counts of each (model, condition) cell, on the items every cell answered,
+    aligned on the templates all of them have."""
+    uids = set.intersection(*(ev.uids(m, c) for m, c in cells))
+    return aligned_counts([ev.counts(m, c, context, uids) for m, c in cells])
+
+
 def floored(est: Estimate, pairs: list[tuple[np.ndarray, np.ndarray]], coefs: list[int],
              metric: str, context: str) -> Estimate:  # fmt: skip
     """A test whose bootstrap gave every replicate the same value has no CI to judge by: when
@@ -164,8 +171,7 @@ def paired_test(ev: Evidence, hid: str, model: str, cond: str, ref: str, metric:
                  context: str, descriptive: bool) -> Test | None:  # fmt: skip
     if not ev.ran(model, cond, ref):
         return None
-    uids = ev.uids(model, cond) & ev.uids(model, ref)
-    a, b = aligned_counts([ev.counts(model, c, context, uids) for c in (ref, cond)])
+    a, b = cell_counts(ev, [(model, ref), (model, cond)], context)
     n = int(a[:, 0].sum())
     r = ev.rules
     est = paired_difference(a, b, ev.metric(metric, context), n, r.bootstrap, r.permutations,
@@ -192,9 +198,8 @@ def side_interaction(ev: Evidence, hid: str, first: tuple[str, str, str],
     second, on the items all four answered; the permutation swaps within templates."""
     if not (ev.ran(*first) and ev.ran(*second)):
         return None
-    cells = [(m, c) for m, cond, ref in (first, second) for c in (ref, cond)]
-    uids = set.intersection(*(ev.uids(m, c) for m, c in cells))
-    parts = aligned_counts([ev.counts(m, c, context, uids) for m, c in cells])
+    parts = cell_counts(ev, [(m, c) for m, cond, ref in (first, second) for c in (ref, cond)],
+                        context)  # fmt: skip
     r = ev.rules
     est = interaction(*parts, ev.metric(metric, context), int(parts[0][:, 0].sum()),
                       r.bootstrap, r.permutations, r.seed)  # fmt: skip
@@ -209,8 +214,7 @@ def _gap_test(ev: Evidence, hid: str, a: str, b: str, x: str, y: str, metric: st
     """(the a - b gap under x) - (the a - b gap under y): does the models' gap shrink?"""
     if not (ev.ran(a, x, y) and ev.ran(b, x, y)):
         return None
-    uids = ev.uids(a, x) & ev.uids(a, y) & ev.uids(b, x) & ev.uids(b, y)
-    parts = aligned_counts([ev.counts(m, c, context, uids) for m in (a, b) for c in (x, y)])
+    parts = cell_counts(ev, [(m, c) for m in (a, b) for c in (x, y)], context)
     r = ev.rules
     est = interaction_difference(*parts, ev.metric(metric, context),
                                  int(parts[0][:, 0].sum()), r.bootstrap, r.permutations,
