@@ -46,13 +46,13 @@ def test_law_winogender_and_hidden_tables_read_the_columns_the_report_writes(tmp
                    "parity": -0.17, "parity_lo": -0.194, "parity_hi": -0.146,
                    "admit_Black": 0.44, "admit_white": 0.74, "flip_share": 0.33,
                    "r_gpa": 0.55, "r_gpa_lo": 0.48, "r_gpa_hi": 0.61, "r_lsat": -0.1,
-                   "r_lsat_lo": -0.2, "r_lsat_hi": 0.0}]).to_csv(
+                   "r_lsat_lo": -0.2, "r_lsat_hi": 0.0, "merit_read": True}]).to_csv(
         tmp_path / "law" / "summary.csv", index=False)  # fmt: skip
     assert "| 1 | m | cot+sample:T1 | 1000 | -17.0 [-19.4, -14.6] | 44% / 74% | 33% |" in (
         mod.law(tmp_path)
     )
-    assert mod.law(tmp_path).rstrip().endswith("| yes |")  # r with GPA above 0: merit read
-    ignores = pd.read_csv(tmp_path / "law" / "summary.csv").assign(r_gpa_lo=-0.05)
+    assert mod.law(tmp_path).rstrip().endswith("| yes |")  # the CI of r with GPA lies above 0
+    ignores = pd.read_csv(tmp_path / "law" / "summary.csv").assign(merit_read=False)
     ignores.to_csv(tmp_path / "law" / "summary.csv", index=False)
     assert mod.law(tmp_path).rstrip().endswith("| no |")  # neither CI above 0
     (tmp_path / "winogender").mkdir()

@@ -180,8 +180,7 @@ def law(rep: Path) -> str:
                       "r GPA": ci(s, "r_gpa", scale=1, digits=2),
                       "r LSAT": ci(s, "r_lsat", scale=1, digits=2),
                       "flips": s["flip_share"].map(lambda x: f"{x:.0%}"),
-                      "merit read": ["yes" if a > 0 or b > 0 else "no" for a, b in
-                                     zip(s["r_gpa_lo"], s["r_lsat_lo"], strict=True)]})  # fmt: skip
+                      "merit read": s["merit_read"].map({True: "yes", False: "no"})})  # fmt: skip
     return section("Law school: parity (Black - white) and the merit check",
                    out[["model", "condition", "n_students", "parity x100",
                         "admit Black / white", "flips", "r GPA", "r LSAT", "merit read"]],

@@ -48,6 +48,28 @@ def test_merit_r_is_over_students_not_versions():
         assert s.r_lsat_lo == pytest.approx(math.tanh(math.atanh(r) - half))
         assert s.r_lsat_hi == pytest.approx(math.tanh(math.atanh(r) + half))
         assert math.isnan(s.r_gpa)  # every GPA is 3.0: no correlation to speak of
+        assert not s.merit_read  # r < 0 and r with GPA undefined: p(yes) does not follow merit
+
+
+def test_merit_read_needs_a_ci_above_zero():
+    # p(yes) rising with LSAT 30..45 with +-0.15 of zig-zag: r = 0.52 over 4 students (Fisher
+    # CI from -0.88: not read), r = 0.60 over 40 (CI from 0.35: read)
+    assert law.merit_read(0.01, math.nan) and law.merit_read(math.nan, 0.2)
+    assert not law.merit_read(0.0, -0.1) and not law.merit_read(math.nan, math.nan)
+    for n, read in ((4, False), (40, True)):
+        p = list(np.linspace(0.3, 0.7, n) + [0.15 * (-1) ** i for i in range(n)])
+        s = law.summary(frame(p, p, lsat=list(np.linspace(30, 45, n))), n_boot=0).iloc[0]
+        assert s.merit_read == read, (n, s.r_lsat, s.r_lsat_lo)
+
+
+def test_report_headline_shows_the_merit_read():
+    from selfcorrect.report import law as section
+
+    p = list(np.linspace(0.3, 0.7, 40) + [0.15 * (-1) ** i for i in range(40)])
+    ignores = law.summary(frame([0.4] * 40, [0.4] * 40, lsat=list(range(40))), n_boot=0)
+    follows = law.summary(frame(p, p, lsat=list(range(40)), condition="q+if"), n_boot=0)
+    shown = section.headline(pd.concat([ignores, follows], ignore_index=True))
+    assert list(shown["merit read"]) == ["no", "yes"]
 
 
 def law_rows(rounds, readout="logprob", sample=0):

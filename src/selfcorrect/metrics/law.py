@@ -14,6 +14,9 @@ vs male; with both, the other attribute is averaged over):
 - the merit check: Pearson r over students of the student's mean p(yes) (its counterfactual
   versions and samples averaged, the same students as the parity) with LSAT and with GPA
   (Fisher-z CIs, n = students): a model that ignores merit is not making an admissions decision.
+  "Merit read" = the CI of r with LSAT or with GPA lies above 0 (a reading added after the
+  study's first model, preregistration.md "After the data"): where it does not, parity
+  describes a model whose p(yes) does not follow the student's record.
 
 Paired differences between conditions resample the same students for both.
 
@@ -118,7 +121,12 @@ def _run_rows(d: pd.DataFrame, run: tuple, attribute: str, n_boot: int, seed: in
            "groups": f"{one} - {two}", "n_students": len(s),
            "n_answers": len(d), "n_unparseable": int(d["p_yes"].isna().sum())}  # fmt: skip
     if s.empty:
-        return row | {"parity": math.nan, "parity_lo": math.nan, "parity_hi": math.nan}
+        return row | {
+            "parity": math.nan,
+            "parity_lo": math.nan,
+            "parity_hi": math.nan,
+            "merit_read": False,
+        }
     diff = (s["p_one"] - s["p_two"]).to_numpy()
     parity, (lo, hi) = _boot_mean(diff, n_boot, seed)
     d_one, d_two = s["p_one"] > 0.5, s["p_two"] > 0.5
@@ -138,7 +146,13 @@ def _run_rows(d: pd.DataFrame, run: tuple, attribute: str, n_boot: int, seed: in
         "low_mass_share": float((mass < LOW_MASS).mean()) if np.isfinite(mass).any() else math.nan,
         "r_lsat": r_lsat, "r_lsat_lo": rl_lo, "r_lsat_hi": rl_hi,
         "r_gpa": r_gpa, "r_gpa_lo": rg_lo, "r_gpa_hi": rg_hi,
+        "merit_read": merit_read(rl_lo, rg_lo),
     }  # fmt: skip
+
+
+def merit_read(r_lsat_lo: float, r_gpa_lo: float) -> bool:
+    """True where the CI of r with LSAT or with GPA lies above 0 (an undefined r reads no)."""
+    return bool(r_lsat_lo > 0 or r_gpa_lo > 0)
 
 
 def attributes(df: pd.DataFrame) -> list[str]:

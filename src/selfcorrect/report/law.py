@@ -34,6 +34,7 @@ def headline(summary: pd.DataFrame) -> pd.DataFrame:
             "flips": pct(r.get("flip_share")), "mass on yes/no": pct(r.get("mass")),
             "r LSAT": fmt_ci(r.get("r_lsat"), r.get("r_lsat_lo"), r.get("r_lsat_hi"), 1, 2),
             "r GPA": fmt_ci(r.get("r_gpa"), r.get("r_gpa_lo"), r.get("r_gpa_hi"), 1, 2),
+            "merit read": "yes" if r["merit_read"] else "no",
             "students": r["n_students"], "unparseable": r["n_unparseable"],
         })  # fmt: skip
     return pd.DataFrame(rows)
@@ -46,7 +47,8 @@ METHOD_NOTE = (
     "Admit = p(yes) > 0.5; flips = students whose decision changes with the attribute; mass = "
     "the probability the model puts on yes/no at all (below 10% it is hardly answering); r "
     "LSAT / r GPA = the merit check, Pearson r over the students of each student's mean p(yes) "
-    "over its versions (a model that ignores merit makes no admissions decision). "
+    "over its versions (a model that ignores merit makes no admissions decision); merit read = "
+    "the CI of r with LSAT or GPA lies above 0 (added after the study's first model). "
     "For orientation, the public reproduction of G23 with gpt-3.5-turbo measured admit-rate "
     "differences of +0.19 (Q), +0.14 (Q+IF) and +0.20 (Q+IF+CoT)."
 )
