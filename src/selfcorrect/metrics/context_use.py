@@ -17,7 +17,14 @@ import numpy as np
 import pandas as pd
 
 from selfcorrect.metrics.choices import answer_weights
-from selfcorrect.metrics.stats import bootstrap, degenerate, ratio, wilson
+from selfcorrect.metrics.stats import (
+    bootstrap,
+    cluster_sum,
+    clusters_of,
+    degenerate,
+    ratio,
+    wilson,
+)
 
 CHANCE = 0.5  # two people to choose between
 KEYS = ["model", "readout", "condition"]
@@ -40,9 +47,8 @@ def context_use(items: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
         at = np.arange(len(g))
         right = w[at, g["gold"].astype(int).to_numpy()]
         named = w.sum(axis=1) - w[at, g["unknown_index"].astype(int).to_numpy()]
-        template = g["category"].astype(str) + ":" + g["question_index"].astype(str)
-        counts = pd.DataFrame({"named": named, "right": right}).groupby(template.to_numpy()).sum()
-        share, ci, _ = bootstrap(counts.to_numpy(), ratio, n_boot, seed)
+        counts = cluster_sum(clusters_of(g), np.column_stack([named, right]))
+        share, ci, _ = bootstrap(counts, ratio, n_boot, seed)
         lo, hi = wilson(right.sum(), named.sum()) if degenerate(ci) else ci  # all right: no [1, 1]
         rows.append(dict(zip(KEYS, key, strict=True)) | {
             "n_items": len(g), "named": float(named.sum()), "right_share": share,
