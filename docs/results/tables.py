@@ -201,8 +201,10 @@ def law(rep: Path) -> str:
 
 def rounds(rep: Path) -> str:
     conv = pd.read_csv(rep / "bbq" / "convergence.csv")
+    conv = conv[conv["readout"].isin(["cloze", "logprob"])]  # normalisations: in the report
     ex_path = rep / "bbq" / "exact_transitions.csv"
-    text = section("Rounds: convergence (BBQ, 264 items, 6 feedback rounds)", conv.round(2))
+    text = section("Rounds: convergence (BBQ, 264 items, 6 feedback rounds; content and letter "
+                   "readouts)", conv.round(2))  # fmt: skip
     if ex_path.is_file():
         ex = pd.read_csv(ex_path)
         names = [k for k in ("p_change", "confidence", "critique", "accuracy_before",
