@@ -220,7 +220,7 @@ class Decoder:
             keep = (run - top) < sampling.top_p * run[:, -1:]
             weights = torch.zeros_like(weights).scatter(-1, order, top * keep)
         cdf = weights.double().cumsum_(-1)  # float64: the tail's mass is not rounded away
-        total = cdf[:, -1:]
+        total = cdf[:, -1:].contiguous()  # searchsorted copies (and warns about) a column view
         if not (torch.isfinite(total).all() and (total > 0).all()):
             raise SelfCorrectError("sampling: the model's logits are not finite numbers")
         u = torch.cat([torch.rand(1, generator=r.generator, dtype=torch.float64) for r in rows])
