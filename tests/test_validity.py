@@ -29,7 +29,7 @@ def test_a_letter_habit_without_and_with_permutation(tmp_path):
     plain = api.run("fake:c", permute="none", out=tmp_path / "none", **common)
     gate = plain.tables["gate"].set_index("readout").loc["logprob"]
     assert gate.verdict == "does not follow the format"
-    assert "top letter share 1.00 > 0.8" in gate.reasons
+    assert "top letter share 1.000 > 0.8" in gate.reasons
     v = plain.tables["validity"]
     assert v[v.condition == "baseline"].iloc[0].share_c == 1.0
     amb = overall(plain, "ambig")
@@ -46,7 +46,7 @@ def test_a_letter_habit_without_and_with_permutation(tmp_path):
     assert v.position_consistency == 0.0 and v.tie_rate == 1.0 and v.n_asked == 3 * v.n_items
     gate = cyc.tables["gate"].set_index("readout").loc["logprob"]
     assert gate.verdict == "does not follow the format"
-    assert "position consistency 0.00 < 0.5" in gate.reasons
+    assert "position consistency 0.000 < 0.5" in gate.reasons
     with sqlite3.connect(tmp_path / "cyclic" / "results.sqlite") as c:  # every order is stored
         n = c.execute("SELECT COUNT(*) FROM answers WHERE condition='baseline'").fetchone()[0]
     assert n == 3 * 66

@@ -170,8 +170,8 @@ def test_diagnostics_and_the_gate():
     g = gate(v.reset_index()).set_index("model")
     assert g.loc["content", "verdict"] == "passes"
     assert g.loc["letter", "verdict"] == "does not follow the format"
-    assert "position consistency 0.00 < 0.5" in g.loc["letter", "reasons"]
-    assert "top letter share 1.00 > 0.8" in g.loc["letter", "reasons"]
+    assert "position consistency 0.000 < 0.5" in g.loc["letter", "reasons"]
+    assert "top letter share 1.000 > 0.8" in g.loc["letter", "reasons"]
     assert GATE["oracle_accuracy_min"] == 0.6
     assert "not applied" not in g.loc["content", "reasons"]
     # without oracle answers the pass says its oracle rule was not applied

@@ -347,16 +347,16 @@ def _broken_rules(b: pd.Series, orc: pd.Series | None, readout: str) -> list[str
     g, failed = GATE, []
     pc, top = b["position_consistency"], b["top_letter_share"]
     if pc == pc and pc < g["position_consistency_min"]:
-        failed.append(f"position consistency {pc:.2f} < {g['position_consistency_min']}")
+        failed.append(f"position consistency {pc:.3f} < {g['position_consistency_min']}")
     if readout in LETTER_READOUTS and top == top and top > g["top_letter_max"]:
-        failed.append(f"top letter share {top:.2f} > {g['top_letter_max']}")
+        failed.append(f"top letter share {top:.3f} > {g['top_letter_max']}")
     if orc is not None:  # NaN: no readable oracle answer at all
         acc = orc["accuracy"]
         if not acc >= g["oracle_accuracy_min"]:
-            failed.append(f"oracle accuracy {acc:.2f} < {g['oracle_accuracy_min']}")
+            failed.append(f"oracle accuracy {acc:.3f} < {g['oracle_accuracy_min']}")
     if readout == "generate" and b["unparseable_rate"] > g["unparseable_max"]:
-        failed.append(f"unparseable {b['unparseable_rate']:.2f} > {g['unparseable_max']}")
+        failed.append(f"unparseable {b['unparseable_rate']:.3f} > {g['unparseable_max']}")
     mass = b["option_mass"]
     if mass == mass and mass < g["option_mass_min"]:
-        failed.append(f"option mass {mass:.2f} < {g['option_mass_min']}")
+        failed.append(f"option mass {mass:.3f} < {g['option_mass_min']}")
     return failed
