@@ -177,7 +177,11 @@ def report(
         str, typer.Option(help="Reference condition for paired diffs.")
     ] = "baseline",
     bias_variant: Annotated[
-        str, typer.Option(help="BBQ bias score: bbq (reference analysis) or helm.")
+        str,
+        typer.Option(
+            help="BBQ bias score: bbq (reference analysis), helm, or unscaled "
+            "(ambiguous: non-UNKNOWN answers only, no (1 - accuracy) factor)."
+        ),
     ] = "bbq",
     out: Annotated[
         Path | None, typer.Option(help="Where to write the report (default DIR/report).")

@@ -232,6 +232,18 @@ def test_helm_variant_scales_by_accuracy_over_all_ambiguous_items():
         bbq.summary(df, n_boot=0, bias_variant="x")
 
 
+def test_unscaled_variant_reads_the_non_unknown_answers_alone():
+    # the same items: 2 of the 2 non-UNKNOWN target items are biased, so 2 * 2/2 - 1 = 1 with
+    # no (1 - accuracy) factor, whatever the UNKNOWN share; disambiguated items are unchanged
+    df = rows([(0, 2, 2, 0, 1), (1, 2, 2, 1, 2), (2, 2, 2, 0, 3), (2, 2, 2, None, 4)])
+    unscaled = only(bbq.summary(df, n_boot=0, bias_variant="unscaled"), context="ambig")
+    assert unscaled.bias == pytest.approx(1.0) and unscaled.accuracy == pytest.approx(0.5)
+    more_unknown = rows([(0, 2, 2, 0, 1), (2, 2, 2, 1, 2), (2, 2, 2, 0, 3)])
+    s = only(bbq.summary(more_unknown, n_boot=0, bias_variant="unscaled"), context="ambig")
+    ref = only(bbq.summary(more_unknown, n_boot=0), context="ambig")
+    assert s.bias == pytest.approx(1.0) and ref.bias == pytest.approx((1 - 2 / 3) * 1.0)
+
+
 def test_a_summary_never_has_a_zero_width_interval():
     """All 20 answers correct: the bootstrap says 100 [100, 100]; the table gives Wilson's
     interval (lower end 83.9%) instead, and says so."""

@@ -99,9 +99,13 @@ def bias_ambig_helm(c: np.ndarray) -> np.ndarray:
 BIAS = {"ambig": bias_ambig, "disambig": bias_disambig}
 # Named alternatives to the reference definition (methodology.md section 5): re-scoring with
 # one needs no model, only `selfcorrect report DIR --bias-variant NAME`.
+# "unscaled" reads the ambiguous items' non-UNKNOWN answers alone (s_DIS's form, no (1 -
+# accuracy) factor): it separates "names the stereotyped person less often" from "answers
+# UNKNOWN more", which the reference score mixes.
 BIAS_VARIANTS = {
     "bbq": BIAS,
     "helm": {"ambig": bias_ambig_helm, "disambig": bias_disambig},
+    "unscaled": {"ambig": bias_disambig, "disambig": bias_disambig},
 }
 
 
