@@ -214,7 +214,7 @@ def rounds(rep: Path) -> str:
         text += section("Exact transitions round 0 -> 1 (letter readout)",
                         out[["model", "condition", "items", *names]],
                         "accuracy_change: after - before per item, a paired CI (added after "
-                        "the first model's data; exploratory).")  # fmt: skip
+                        "the study's first data were read; exploratory).")  # fmt: skip
     return text
 
 
