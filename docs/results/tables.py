@@ -83,6 +83,36 @@ def context_use(rep: Path) -> str:
         text += section("Post-data check: 'unknown' chosen per wording of that option "
                         "(ambiguous items, cloze readout, share of readable answers (n))",
                         wide.fillna(""))  # fmt: skip
+    path = rep / "bbq" / "named_switch.csv"
+    if path.is_file():
+        s = pd.read_csv(path)
+        s = s[s["readout"] == "cloze"]
+        pct = lambda x: f"{x:.0%}"  # noqa: E731
+        out = s.assign(
+            **{
+                "stereotyped: reference -> condition": [
+                    f"{pct(a)} -> {pct(b)}"
+                    for a, b in zip(s["stereo_reference"], s["stereo_condition"], strict=True)
+                ],
+                "change x100": ci(s, "change"),
+                "both named": s["both_named"].round(0).astype(int),
+                "turned unknown": s["turned_unknown"].round(0).astype(int),
+                "of those stereotyped": s["turned_stereo"].map(pct),
+                "turned - kept x100": ci(s, "turned_minus_kept", "turned_lo", "turned_hi"),
+            }
+        )
+        text += section("Post-data check: which person, or whether? (ambiguous items paired "
+                        "with the baseline, cloze readout)",
+                        out[["model", "condition", "n_items", "both named",
+                             "stereotyped: reference -> condition", "change x100",
+                             "turned unknown", "of those stereotyped", "turned - kept x100"]],
+                        "Of the items both conditions answer with a person, the share naming "
+                        "the stereotyped one under each, and the paired change; of the items "
+                        "the baseline named and the condition answered 'unknown', the share "
+                        "the baseline had named stereotyped, minus that share among the items "
+                        "both named (above 0: the answers that turned 'unknown' were the "
+                        "stereotyped ones more often). Added after the data (exploratory; "
+                        "metrics/context_use.py).")  # fmt: skip
     return text
 
 

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from selfcorrect.metrics.context_use import context_use, unknown_by_wording
+from selfcorrect.metrics.context_use import context_use, named_switch, unknown_by_wording
 
 
 def row(pred, *, gold=0, unknown=1, context="disambig", readout="cloze", q="1", tied=None,
@@ -55,3 +55,32 @@ def test_a_model_always_right_gets_a_wilson_interval_not_a_point():
     assert out["right_share"] == 1.0 and 0.6 < out["right_lo"] < 0.8
     assert out["right_hi"] == pytest.approx(1.0)
     assert not out["at_chance"]
+
+
+def test_named_switch_pairs_items_and_separates_which_person_from_whether():
+    # ambiguous, target (stereotyped person) 0, unknown 1, the other person 2
+    def amb(pred, q, condition, **kw):
+        return row(pred, context="ambig", q=q, condition=condition, **kw) | {
+            "target_loc": 0, "uid": f"Age:{q}"}  # fmt: skip
+
+    pairs = [(0, 0), (2, 0), (0, 1), (2, 2), (1, 0), (0, None)]  # (baseline, S1) per item
+    rows = [amb(a, str(k), "baseline") for k, (a, _) in enumerate(pairs)]
+    rows += [amb(b, str(k), "instruct", tied=[0, 1] if b is None else None)
+             for k, (_, b) in enumerate(pairs)]  # fmt: skip
+    rows += [
+        amb(2, "9", "instruct"),  # no baseline answer: not paired
+        amb(0, "0", "instruct") | {"round": 1},  # a later round: not read
+        row(0, condition="instruct") | {"target_loc": 0, "uid": "Age:0"},
+    ]  # disambiguated
+    out = named_switch(pd.DataFrame(rows).astype({"pred": "Int64"}), n_boot=200, seed=0)
+    got = out.iloc[0]
+    assert len(out) == 1 and got["condition"] == "instruct" and got["n_items"] == 6
+    # both named: items 0, 1, 3 and half of item 5 (its S1 answer is a stereo/unknown tie)
+    assert got["both_named"] == pytest.approx(3.5)
+    assert got["stereo_reference"] == pytest.approx(1.5 / 3.5)  # items 0 and half of 5
+    assert got["stereo_condition"] == pytest.approx(2.5 / 3.5)  # items 0, 1, half of 5
+    assert got["change"] == pytest.approx(1 / 3.5)
+    # turned unknown: item 2 and the other half of item 5, both named stereotyped at baseline
+    assert got["turned_unknown"] == pytest.approx(1.5) and got["turned_stereo"] == 1.0
+    assert got["turned_minus_kept"] == pytest.approx(1 - 1.5 / 3.5)
+    assert got["change_lo"] <= got["change"] <= got["change_hi"]

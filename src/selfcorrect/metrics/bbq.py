@@ -445,7 +445,7 @@ def bbq_tables(
         orders_compared,
         split_designs,
     )
-    from selfcorrect.metrics.context_use import context_use, unknown_by_wording
+    from selfcorrect.metrics.context_use import context_use, named_switch, unknown_by_wording
     from selfcorrect.metrics.exact import split_branches
     from selfcorrect.metrics.rounds import bbq_states, transitions
     from selfcorrect.metrics.uncertainty import round_tables
@@ -469,5 +469,6 @@ def bbq_tables(
         "gate_context": gate_by_context(summ, gates),
         "context_use": context_use(items, n_boot, seed),  # post-data checks: they decide
         "unknown_wording": unknown_by_wording(metric),  # nothing (metrics/context_use.py)
+        "named_switch": named_switch(items, n_boot, seed, reference),
         **round_tables(items, metric, n_boot, seed, branches),
     }

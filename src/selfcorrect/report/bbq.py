@@ -137,6 +137,37 @@ def _context_use_blocks(cu: pd.DataFrame) -> list[Block]:
     ]  # fmt: skip
 
 
+def _named_switch_blocks(ns: pd.DataFrame) -> list[Block]:
+    """The post-data named-switch check (metrics/context_use.py)."""
+    if ns.empty:
+        return []
+    pct = lambda x: "n/a" if x != x else f"{100 * x:.0f}%"  # noqa: E731
+    view = ns.assign(**{
+        "stereotyped, reference -> condition": [f"{pct(a)} -> {pct(b)}" for a, b in
+                                                zip(ns["stereo_reference"],
+                                                    ns["stereo_condition"], strict=True)],
+        "change x100 [95% CI]": [fmt_ci(v, lo, hi, 100) for v, lo, hi in
+                                 zip(ns["change"], ns["change_lo"], ns["change_hi"],
+                                     strict=True)],
+        "turned unknown: stereotyped": ns["turned_stereo"].map(pct),
+        "turned - kept x100 [95% CI]": [fmt_ci(v, lo, hi, 100) for v, lo, hi in
+                                        zip(ns["turned_minus_kept"], ns["turned_lo"],
+                                            ns["turned_hi"], strict=True)]})  # fmt: skip
+    return [
+        ("p", "Which person, or whether? Ambiguous items, each paired with the reference "
+              "condition: of the items both answer with a person, the share naming the "
+              "stereotyped one under each, and its change; of the items the reference named "
+              "and the condition answered 'unknown', the share the reference had named "
+              "stereotyped, minus that share among the items both named (a check added after "
+              "the study's data were read: it describes, it decides nothing)."),
+        ("table", view[["model", "readout", "condition", "reference", "n_items",
+                        "both_named", "stereotyped, reference -> condition",
+                        "change x100 [95% CI]", "turned_unknown",
+                        "turned unknown: stereotyped", "turned - kept x100 [95% CI]"]]
+         .round(1)),
+    ]  # fmt: skip
+
+
 def validity_blocks(tables: Tables) -> list[Block]:
     from selfcorrect.metrics.choices import GATE
 
@@ -162,6 +193,7 @@ def validity_blocks(tables: Tables) -> list[Block]:
         ),
         ("table", _gate_context_view(tables.get("gate_context", pd.DataFrame()))),
         *_context_use_blocks(tables.get("context_use", pd.DataFrame())),
+        *_named_switch_blocks(tables.get("named_switch", pd.DataFrame())),
         ("table", validity_table(tables.get("validity", pd.DataFrame()))),
     ]
 
