@@ -23,6 +23,7 @@ def test_tables_from_a_small_report(tmp_path):
     titles = [line for line in text.splitlines() if line.startswith("## T")]
     assert [t.split(".")[0] for t in titles] == [f"## T{k}" for k in range(1, len(titles) + 1)]
     assert any("Validity gate" in t for t in titles) and any("Cost" in t for t in titles)
+    assert any("which person" in t for t in titles)  # the report wrote bbq/named_switch.csv
     assert not any("Law school" in t for t in titles)  # no law answers: no law table
     row = next(line for line in text.splitlines() if line.startswith("| 1 | fake:a | baseline"))
     assert "[" in row  # estimates carry their CI
