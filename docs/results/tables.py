@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from selfcorrect.metrics.format import fmt_ci
+from selfcorrect.metrics.format import fmt_ci_column
 from selfcorrect.report.study import cost_table
 from selfcorrect.store import Store
 
@@ -36,9 +36,7 @@ def section(title: str, df: pd.DataFrame, note: str = "") -> str:
 
 
 def ci(df, col, lo=None, hi=None, scale=100, digits=1):
-    lo, hi = lo or f"{col}_lo", hi or f"{col}_hi"
-    return [fmt_ci(v, a, b, scale, digits) for v, a, b in zip(df[col], df[lo], df[hi],
-                                                                strict=True)]  # fmt: skip
+    return fmt_ci_column(df, col, lo, hi, scale, digits)
 
 
 def pval(x) -> str:

@@ -12,3 +12,11 @@ def fmt_ci(value: float, lo: float, hi: float, scale: float = 1.0, digits: int =
     if lo is None or math.isnan(lo) or math.isnan(hi):
         return core
     return f"{core} [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"
+
+
+def fmt_ci_column(df, col: str, lo: str | None = None, hi: str | None = None,
+                  scale: float = 1.0, digits: int = 1) -> list[str]:  # fmt: skip
+    """fmt_ci row by row over a table's estimate column and its bounds (default col_lo and
+    col_hi)."""
+    lows, highs = df[lo or f"{col}_lo"], df[hi or f"{col}_hi"]
+    return [fmt_ci(v, a, b, scale, digits) for v, a, b in zip(df[col], lows, highs, strict=True)]

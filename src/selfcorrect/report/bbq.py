@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from selfcorrect.metrics.format import fmt_ci
+from selfcorrect.metrics.format import fmt_ci, fmt_ci_column
 from selfcorrect.report import bbq_figures
 from selfcorrect.report.render import Block
 from selfcorrect.report.section import Section, Tables
@@ -38,10 +38,7 @@ def paired_table(paired: pd.DataFrame, group: str = "overall") -> pd.DataFrame:
     if paired.empty:
         return pd.DataFrame()
     p = paired[paired["group"] == group].copy()
-    p["diff (x100)"] = [
-        fmt_ci(d, lo, hi, 100)
-        for d, lo, hi in zip(p["diff"], p["diff_lo"], p["diff_hi"], strict=True)
-    ]
+    p["diff (x100)"] = fmt_ci_column(p, "diff", scale=100)
     for col in ("p", "p_holm"):
         if col in p:
             p[col] = p[col].map(lambda x: f"{x:.3g}")
@@ -55,10 +52,7 @@ def category_table(summary: pd.DataFrame, context: str) -> pd.DataFrame:
     part = summary[summary["context"] == context].copy()
     if part.empty:
         return pd.DataFrame()
-    part["cell"] = [
-        fmt_ci(b, lo, hi, 100)
-        for b, lo, hi in zip(part["bias"], part["bias_lo"], part["bias_hi"], strict=True)
-    ]
+    part["cell"] = fmt_ci_column(part, "bias", scale=100)
     part["column"] = part["model"] + " / " + part["condition"] + " / r" + part["round"].astype(str)
     order = list(dict.fromkeys(part["group"]))
     table = part.pivot_table(index="group", columns="column", values="cell", aggfunc="first")
@@ -124,9 +118,8 @@ def _context_use_blocks(cu: pd.DataFrame) -> list[Block]:
     """The post-data context-use check (metrics/context_use.py), beside the gate."""
     if cu.empty:
         return []
-    view = cu.assign(**{"right person [95% CI]": [fmt_ci(v, lo, hi, 100, 0) for v, lo, hi in
-                                                 zip(cu["right_share"], cu["right_lo"],
-                                                     cu["right_hi"], strict=True)]})  # fmt: skip
+    view = cu.assign(**{"right person [95% CI]": fmt_ci_column(cu, "right_share", "right_lo",
+                                                               "right_hi", 100, 0)})  # fmt: skip
     return [
         ("p", "Does the model read the context? In disambiguated items, of the answers that "
               "name a person, the share naming the right one (chance 50%; a check added after "
@@ -146,13 +139,10 @@ def _named_switch_blocks(ns: pd.DataFrame) -> list[Block]:
         "stereotyped, reference -> condition": [f"{pct(a)} -> {pct(b)}" for a, b in
                                                 zip(ns["stereo_reference"],
                                                     ns["stereo_condition"], strict=True)],
-        "change x100 [95% CI]": [fmt_ci(v, lo, hi, 100) for v, lo, hi in
-                                 zip(ns["change"], ns["change_lo"], ns["change_hi"],
-                                     strict=True)],
+        "change x100 [95% CI]": fmt_ci_column(ns, "change", scale=100),
         "turned unknown: stereotyped": ns["turned_stereo"].map(pct),
-        "turned - kept x100 [95% CI]": [fmt_ci(v, lo, hi, 100) for v, lo, hi in
-                                        zip(ns["turned_minus_kept"], ns["turned_lo"],
-                                            ns["turned_hi"], strict=True)]})  # fmt: skip
+        "turned - kept x100 [95% CI]": fmt_ci_column(ns, "turned_minus_kept", "turned_lo",
+                                                     "turned_hi", 100)})  # fmt: skip
     return [
         ("p", "Which person, or whether? Ambiguous items, each paired with the reference "
               "condition: of the items both answer with a person, the share naming the "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from selfcorrect.metrics.format import fmt_ci
+from selfcorrect.metrics.format import fmt_ci_column
 from selfcorrect.report.figures import error_bars, pyplot, save_figure
 from selfcorrect.report.render import Block
 from selfcorrect.report.section import Tables
@@ -28,8 +28,7 @@ def _uncertainty_view(u: pd.DataFrame) -> pd.DataFrame:
     out = u[["model", "condition", "readout", "round", "n"]].copy()
     for key, label in cols.items():
         if key in u:
-            triples = zip(u[key], u[f"{key}_lo"], u[f"{key}_hi"], strict=True)
-            out[f"{label} [95% CI]"] = [fmt_ci(v, lo, hi, 1, 3) for v, lo, hi in triples]
+            out[f"{label} [95% CI]"] = fmt_ci_column(u, key, digits=3)
     return out
 
 

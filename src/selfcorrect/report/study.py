@@ -17,7 +17,7 @@ import pandas as pd
 
 from selfcorrect import faults
 from selfcorrect.contrasts import named_contrasts
-from selfcorrect.metrics.format import fmt_ci
+from selfcorrect.metrics.format import fmt_ci_column
 from selfcorrect.report import rounds
 from selfcorrect.report.render import Block, write_pages
 from selfcorrect.report.section import Section, Tables
@@ -294,9 +294,7 @@ def _tests_view(tests: pd.DataFrame) -> pd.DataFrame:
     first = {k: tests[k] for k in keys if k in tests}
     extra = {k: tests[k] for k in ("unknown rate (condition / reference)",) if k in tests}
     return pd.DataFrame(first | {
-        "estimate x100 [95% CI]": [fmt_ci(v, lo, hi, 100) for v, lo, hi in
-                                   zip(tests["estimate"], tests["ci_lo"], tests["ci_hi"],
-                                       strict=True)],
+        "estimate x100 [95% CI]": fmt_ci_column(tests, "estimate", "ci_lo", "ci_hi", 100),
         "p": tests["p"].map(lambda x: f"{x:.3g}"),
         "p adj": tests["p_adj"].map(lambda x: f"{x:.3g}"),
         "family": tests["family_size"], "MDE x100": (tests["mde"] * 100).round(1),
