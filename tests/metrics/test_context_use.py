@@ -58,29 +58,64 @@ def test_a_model_always_right_gets_a_wilson_interval_not_a_point():
 
 
 def test_named_switch_pairs_items_and_separates_which_person_from_whether():
-    # ambiguous, target (stereotyped person) 0, unknown 1, the other person 2
-    def amb(pred, q, condition, **kw):
-        return row(pred, context="ambig", q=q, condition=condition, **kw) | {
-            "target_loc": 0, "uid": f"Age:{q}"}  # fmt: skip
+    # ambiguous items; per item (target = stereotyped person, unknown): the other person is the
+    # third option, so positions vary to catch a hard-coded one
+    layout = [(0, 1), (2, 0), (1, 2), (0, 2), (2, 1), (1, 0)]  # (target_loc, unknown_index)
 
-    pairs = [(0, 0), (2, 0), (0, 1), (2, 2), (1, 0), (0, None)]  # (baseline, S1) per item
-    rows = [amb(a, str(k), "baseline") for k, (a, _) in enumerate(pairs)]
-    rows += [amb(b, str(k), "instruct", tied=[0, 1] if b is None else None)
-             for k, (_, b) in enumerate(pairs)]  # fmt: skip
+    def amb(pred, k, condition, tied=None, **extra):
+        target, unknown = layout[k % 6]
+        return row(pred, context="ambig", q=str(k), condition=condition, unknown=unknown,
+                   tied=tied) | {"target_loc": target, "uid": f"Age:{k}"} | extra  # fmt: skip
+
+    def other(k):
+        target, unknown = layout[k % 6]
+        return 3 - target - unknown
+
+    def stereo(k):
+        return layout[k % 6][0]
+
+    def unknown(k):
+        return layout[k % 6][1]
+
+    # (baseline, S1) per item: 0 stereo/stereo, 1 other->stereo, 2 stereo->unknown,
+    # 3 other/other, 4 unknown->stereo (not named at baseline), 5 stereo -> stereo/unknown tie
+    base = [stereo(0), other(1), stereo(2), other(3), unknown(4), stereo(5)]
+    s1 = [stereo(0), stereo(1), unknown(2), other(3), stereo(4), None]
+    rows = [amb(p, k, "baseline") for k, p in enumerate(base)]
+    rows += [amb(p, k, "instruct", tied=[stereo(5), unknown(5)] if p is None else None)
+             for k, p in enumerate(s1)]  # fmt: skip
     rows += [
-        amb(2, "9", "instruct"),  # no baseline answer: not paired
-        amb(0, "0", "instruct") | {"round": 1},  # a later round: not read
-        row(0, condition="instruct") | {"target_loc": 0, "uid": "Age:0"},
-    ]  # disambiguated
+        amb(other(7), 7, "instruct"),  # no baseline answer: not paired
+        amb(other(0), 8, "instruct", round=1),  # a later round: would switch item 8
+        amb(stereo(0), 8, "baseline"),
+        amb(other(0), 9, "instruct", context_condition="disambig"),  # not ambiguous
+        amb(stereo(0), 9, "baseline", context_condition="disambig"),
+        amb(other(0), 10, "instruct", target_loc=None),  # no target: no bias reading
+        amb(stereo(0), 10, "baseline", target_loc=None),
+        amb(None, 11, "instruct"),
+        amb(stereo(5), 11, "baseline"),
+    ]  # unreadable under S1
     out = named_switch(pd.DataFrame(rows).astype({"pred": "Int64"}), n_boot=200, seed=0)
     got = out.iloc[0]
-    assert len(out) == 1 and got["condition"] == "instruct" and got["n_items"] == 6
+    assert len(out) == 1 and got["condition"] == "instruct"
+    # paired: items 0-5 and 11 (unreadable under S1); item 8's S1 answer is from round 1
+    assert got["n_items"] == 7 and got["n_unreadable"] == 1
     # both named: items 0, 1, 3 and half of item 5 (its S1 answer is a stereo/unknown tie)
     assert got["both_named"] == pytest.approx(3.5)
     assert got["stereo_reference"] == pytest.approx(1.5 / 3.5)  # items 0 and half of 5
     assert got["stereo_condition"] == pytest.approx(2.5 / 3.5)  # items 0, 1, half of 5
     assert got["change"] == pytest.approx(1 / 3.5)
+    assert got["to_other"] == 0 and got["to_stereo"] == 1  # item 1 switched to the stereotype
+    assert got["to_other_if_random"] == pytest.approx(1 * 1.5 / 3.5)
     # turned unknown: item 2 and the other half of item 5, both named stereotyped at baseline
     assert got["turned_unknown"] == pytest.approx(1.5) and got["turned_stereo"] == 1.0
     assert got["turned_minus_kept"] == pytest.approx(1 - 1.5 / 3.5)
     assert got["change_lo"] <= got["change"] <= got["change_hi"]
+    assert got["turned_lo"] <= got["turned_minus_kept"] <= got["turned_hi"]
+
+
+def test_named_switch_refuses_an_item_answered_twice():
+    twice = [row(0, context="ambig", condition=c) | {"target_loc": 0, "uid": "Age:1"}
+             for c in ("baseline", "instruct", "instruct")]  # fmt: skip
+    with pytest.raises(ValueError, match="answered twice under 'instruct'"):
+        named_switch(pd.DataFrame(twice).astype({"pred": "Int64"}), n_boot=0, seed=0)

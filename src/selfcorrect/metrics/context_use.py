@@ -37,8 +37,9 @@ CHANCE = 0.5  # two people to choose between
 KEYS = ["model", "readout", "condition"]
 USE_COLUMNS = [*KEYS, "n_items", "named", "right_share", "right_lo", "right_hi", "at_chance"]
 WORDING_COLUMNS = [*KEYS, "wording", "n", "unknown_rate"]
-SWITCH_COLUMNS = [*KEYS, "reference", "n_items", "both_named", "stereo_reference",
-                  "stereo_condition", "change", "change_lo", "change_hi", "turned_unknown",
+SWITCH_COLUMNS = [*KEYS, "reference", "n_items", "n_unreadable", "both_named",
+                  "stereo_reference", "stereo_condition", "change", "change_lo", "change_hi",
+                  "to_other", "to_stereo", "to_other_if_random", "turned_unknown",
                   "turned_stereo", "turned_minus_kept", "turned_lo", "turned_hi"]  # fmt: skip
 
 
@@ -95,6 +96,13 @@ def _person_weights(g: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return w[at, t], w[at, other], w[at, u]
 
 
+def _by_uid(g: pd.DataFrame, condition: str) -> pd.DataFrame:
+    part = g[g["condition"] == condition]
+    if part["uid"].duplicated().any():
+        raise ValueError(f"named_switch: an item answered twice under {condition!r}")
+    return part.set_index("uid")
+
+
 def _change(c: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return (c[..., 2] - c[..., 1]) / c[..., 0]
@@ -114,7 +122,12 @@ def named_switch(items: pd.DataFrame, n_boot: int, seed: int,
     the items the reference named and the condition answered "unknown", turned_stereo the
     share of those the reference had named stereotyped, and turned_minus_kept, that share
     minus stereo_reference, with its CI (above 0: the answers that turned "unknown" were the
-    stereotyped ones more often than those that stayed named)."""
+    stereotyped ones more often than those that stayed named). to_other / to_stereo count the
+    items both name whose person switches (stereotyped -> other, other -> stereotyped);
+    to_other_if_random is what to_other would be if an item's chance to switch did not depend
+    on which person the reference named (switches x stereo_reference): random switching alone
+    pulls a share above 50% toward 50%. n_unreadable: pairs unreadable on either side (they
+    count nowhere else). A uid twice in one condition is an error."""
     need = {"context_condition", "target_loc", "unknown_index", "uid", "category",
             "question_index"}  # fmt: skip
     if items.empty or not need <= set(items.columns):
@@ -123,25 +136,29 @@ def named_switch(items: pd.DataFrame, n_boot: int, seed: int,
                  & items["target_loc"].notna()]  # fmt: skip
     rows = []
     for (model, readout), g in part.groupby(["model", "readout"], sort=False):
-        ref = g[g["condition"] == reference].drop_duplicates("uid").set_index("uid")
+        ref = _by_uid(g, reference)
         for cond in sorted(set(g["condition"]) - {reference}):
-            other = g[g["condition"] == cond].drop_duplicates("uid").set_index("uid")
+            other = _by_uid(g, cond)
             shared = ref.index.intersection(other.index)
             if shared.empty:
                 continue
             a, b = ref.loc[shared].reset_index(), other.loc[shared].reset_index()
-            (sa, oa, _), (sb, ob, kb) = _person_weights(a), _person_weights(b)
+            (sa, oa, ka), (sb, ob, kb) = _person_weights(a), _person_weights(b)
             cols = np.column_stack([(sa + oa) * (sb + ob), sa * (sb + ob), (sa + oa) * sb,
-                                    (sa + oa) * kb, sa * kb])  # fmt: skip
+                                    (sa + oa) * kb, sa * kb, sa * ob, oa * sb])  # fmt: skip
             counts = cluster_sum(clusters_of(a), cols)
             change, ci, _ = bootstrap(counts, _change, n_boot, seed)
             gap, gap_ci, _ = bootstrap(counts, _turned_minus_kept, n_boot, seed)
             tot = counts.sum(axis=0)
+            unreadable = ((sa + oa + ka) == 0) | ((sb + ob + kb) == 0)
             rows.append({"model": model, "readout": readout, "condition": cond,
                          "reference": reference, "n_items": len(shared),
-                         "both_named": float(tot[0]), "stereo_reference": float(ratio(tot[[0, 1]])),
+                         "n_unreadable": int(unreadable.sum()), "both_named": float(tot[0]),
+                         "stereo_reference": float(ratio(tot[[0, 1]])),
                          "stereo_condition": float(ratio(tot[[0, 2]])), "change": change,
-                         "change_lo": ci[0], "change_hi": ci[1],
+                         "change_lo": ci[0], "change_hi": ci[1], "to_other": float(tot[5]),
+                         "to_stereo": float(tot[6]),
+                         "to_other_if_random": float((tot[5] + tot[6]) * ratio(tot[[0, 1]])),
                          "turned_unknown": float(tot[3]),
                          "turned_stereo": float(ratio(tot[[3, 4]])),
                          "turned_minus_kept": gap, "turned_lo": gap_ci[0],
