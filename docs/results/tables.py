@@ -88,46 +88,17 @@ def context_use(rep: Path) -> str:
 
 
 WORDING_CONDITIONS = ["baseline", "instruct", "prefer-unknown", "oracle"]
-SWITCHED = "switched to other / to stereotyped (to other if random)"
 
 
 def named_switch(s: pd.DataFrame) -> str:
-    s = s[s["readout"] == "cloze"]
-    pct = lambda x: f"{x:.0%}"  # noqa: E731
-    out = s.assign(
-        **{
-            "both named": s["both_named"].round(0).astype(int),
-            "stereotyped: reference -> condition": [
-                f"{pct(a)} -> {pct(b)}"
-                for a, b in zip(s["stereo_reference"], s["stereo_condition"], strict=True)
-            ],
-            "change x100": ci(s, "change"),
-            SWITCHED: [
-                f"{a:.0f} / {b:.0f} ({r:.0f})"
-                for a, b, r in zip(
-                    s["to_other"], s["to_stereo"], s["to_other_if_random"], strict=True
-                )
-            ],
-            "turned unknown": s["turned_unknown"].round(0).astype(int),
-            "of those stereotyped": s["turned_stereo"].map(pct),
-            "turned - kept x100": ci(s, "turned_minus_kept", "turned_lo", "turned_hi"),
-        }
-    )
+    from selfcorrect.report.bbq import NAMED_SWITCH_NOTE, named_switch_view
+
+    view = named_switch_view(s[s["readout"] == "cloze"])
     return section("Post-data check: which person, or whether? (ambiguous items paired with the "
                    "baseline, cloze readout)",
-                   out[["model", "condition", "n_items", "both named",
-                        "stereotyped: reference -> condition", "change x100", SWITCHED,
-                        "turned unknown", "of those stereotyped", "turned - kept x100"]],
-                   "Of the items both conditions answer with a person, the share naming the "
-                   "stereotyped one under each, and the paired change; how many of them switch "
-                   "person each way, and how many would switch to the other person if "
-                   "switching did not depend on who was named (random switching alone pulls a "
-                   "share above 50% toward 50%); of the items the baseline named and the "
-                   "condition answered 'unknown', the share the baseline had named "
-                   "stereotyped, minus that share among the items both named (above 0: the "
-                   "answers that turned 'unknown' were the stereotyped ones more often). The "
-                   "'+system:none' rows change two things against the default-system baseline. "
-                   "Added after the data (exploratory; metrics/context_use.py).")  # fmt: skip
+                   view.drop(columns=["readout", "reference"]),
+                   NAMED_SWITCH_NOTE + " The '+system:none' rows change two things against "
+                   "the default-system baseline.")  # fmt: skip
 
 
 def verdicts(rep: Path) -> str:

@@ -150,15 +150,16 @@ def named_switch(items: pd.DataFrame, n_boot: int, seed: int,
             change, ci, _ = bootstrap(counts, _change, n_boot, seed)
             gap, gap_ci, _ = bootstrap(counts, _turned_minus_kept, n_boot, seed)
             tot = counts.sum(axis=0)
+            stereo_reference = float(ratio(tot[[0, 1]]))
             unreadable = ((sa + oa + ka) == 0) | ((sb + ob + kb) == 0)
             rows.append({"model": model, "readout": readout, "condition": cond,
                          "reference": reference, "n_items": len(shared),
                          "n_unreadable": int(unreadable.sum()), "both_named": float(tot[0]),
-                         "stereo_reference": float(ratio(tot[[0, 1]])),
+                         "stereo_reference": stereo_reference,
                          "stereo_condition": float(ratio(tot[[0, 2]])), "change": change,
                          "change_lo": ci[0], "change_hi": ci[1], "to_other": float(tot[5]),
                          "to_stereo": float(tot[6]),
-                         "to_other_if_random": float((tot[5] + tot[6]) * ratio(tot[[0, 1]])),
+                         "to_other_if_random": (tot[5] + tot[6]) * stereo_reference,
                          "turned_unknown": float(tot[3]),
                          "turned_stereo": float(ratio(tot[[3, 4]])),
                          "turned_minus_kept": gap, "turned_lo": gap_ci[0],

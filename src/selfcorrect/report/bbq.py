@@ -130,32 +130,44 @@ def _context_use_blocks(cu: pd.DataFrame) -> list[Block]:
     ]  # fmt: skip
 
 
-def _named_switch_blocks(ns: pd.DataFrame) -> list[Block]:
-    """The post-data named-switch check (metrics/context_use.py)."""
-    if ns.empty:
-        return []
+SWITCHED = "switched to other / to stereotyped (to other if random)"
+NAMED_SWITCH_NOTE = (
+    "Which person, or whether? Ambiguous items, each paired with the reference condition: of "
+    "the items both answer with a person, the share naming the stereotyped one under each, and "
+    "its change; how many of them switch person each way, and how many would switch to the "
+    "other person if switching did not depend on who was named (random switching alone pulls a "
+    "share above 50% toward 50%); of the items the reference named and the condition answered "
+    "'unknown', the share the reference had named stereotyped, minus that share among the "
+    "items both named (above 0: the answers that turned 'unknown' were the stereotyped ones "
+    "more often). A check added after the study's data were read: it describes, it decides "
+    "nothing (metrics/context_use.py)."
+)
+
+
+def named_switch_view(ns: pd.DataFrame) -> pd.DataFrame:
+    """The post-data named-switch check (metrics/context_use.py), formatted."""
     pct = lambda x: "n/a" if x != x else f"{100 * x:.0f}%"  # noqa: E731
-    view = ns.assign(**{
-        "stereotyped, reference -> condition": [f"{pct(a)} -> {pct(b)}" for a, b in
+    return ns.assign(**{
+        "both named": ns["both_named"].round(0).astype(int),
+        "stereotyped: reference -> condition": [f"{pct(a)} -> {pct(b)}" for a, b in
                                                 zip(ns["stereo_reference"],
                                                     ns["stereo_condition"], strict=True)],
         "change x100 [95% CI]": fmt_ci_column(ns, "change", scale=100),
-        "turned unknown: stereotyped": ns["turned_stereo"].map(pct),
+        SWITCHED: [f"{a:.0f} / {b:.0f} ({r:.0f})" for a, b, r in
+                   zip(ns["to_other"], ns["to_stereo"], ns["to_other_if_random"], strict=True)],
+        "turned unknown": ns["turned_unknown"].round(0).astype(int),
+        "of those stereotyped": ns["turned_stereo"].map(pct),
         "turned - kept x100 [95% CI]": fmt_ci_column(ns, "turned_minus_kept", "turned_lo",
-                                                     "turned_hi", 100)})  # fmt: skip
-    return [
-        ("p", "Which person, or whether? Ambiguous items, each paired with the reference "
-              "condition: of the items both answer with a person, the share naming the "
-              "stereotyped one under each, and its change; of the items the reference named "
-              "and the condition answered 'unknown', the share the reference had named "
-              "stereotyped, minus that share among the items both named (a check added after "
-              "the study's data were read: it describes, it decides nothing)."),
-        ("table", view[["model", "readout", "condition", "reference", "n_items",
-                        "both_named", "stereotyped, reference -> condition",
-                        "change x100 [95% CI]", "turned_unknown",
-                        "turned unknown: stereotyped", "turned - kept x100 [95% CI]"]]
-         .round(1)),
-    ]  # fmt: skip
+                                                     "turned_hi", 100)})[
+        ["model", "readout", "condition", "reference", "n_items", "both named",
+         "stereotyped: reference -> condition", "change x100 [95% CI]", SWITCHED,
+         "turned unknown", "of those stereotyped", "turned - kept x100 [95% CI]"]]  # fmt: skip
+
+
+def _named_switch_blocks(ns: pd.DataFrame) -> list[Block]:
+    if ns.empty:
+        return []
+    return [("p", NAMED_SWITCH_NOTE), ("table", named_switch_view(ns))]
 
 
 def validity_blocks(tables: Tables) -> list[Block]:
