@@ -26,6 +26,8 @@ from selfcorrect.metrics.inference import permutation_p, with_holm
 from selfcorrect.metrics.runs import RUN_KEYS, with_run_keys
 from selfcorrect.metrics.stats import (
     bootstrap,
+    cluster_sum,
+    clusters_of,
     degenerate,
     none_seen_upper,
     paired_bootstrap,
@@ -130,12 +132,9 @@ def groups(df: pd.DataFrame) -> list[tuple[str, pd.Series]]:
     return out
 
 
-def _cluster_counts(df: pd.DataFrame, counts: np.ndarray) -> tuple[np.ndarray, list]:
-    keys = list(zip(df["category"], df["question_index"], strict=True))
-    codes, uniques = pd.factorize(pd.Series(keys, dtype=object))
-    out = np.zeros((len(uniques), counts.shape[1]))
-    np.add.at(out, codes, counts)
-    return out, list(uniques)
+def _cluster_counts(df: pd.DataFrame, counts: np.ndarray) -> np.ndarray:
+    """Counts summed per template (category, question_index), the bootstrap's clusters."""
+    return cluster_sum(clusters_of(df), counts)
 
 
 def template_counts(df: pd.DataFrame, unparseable: str = "drop") -> pd.DataFrame:
@@ -258,7 +257,7 @@ def summary(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, bias_variant: s
 
 
 def _summary_row(head, gname, ctx, part, counts, fns, n_boot, seed) -> dict:
-    cl, _ = _cluster_counts(part, counts)
+    cl = _cluster_counts(part, counts)
     tot = cl.sum(axis=0)
     return {
         **head, "group": gname, "context": ctx, "n": int(round(tot[N])),
@@ -318,8 +317,8 @@ def _paired_rows(a_df, ca, cb, fns, n_boot, seed, head) -> list[dict]:
             mask = (gmask & (a_df["context_condition"] == ctx)).to_numpy()
             if not mask.any():
                 continue
-            cla, _ = _cluster_counts(a_df[mask], ca[mask])
-            clb, _ = _cluster_counts(a_df[mask], cb[mask])
+            cla = _cluster_counts(a_df[mask], ca[mask])
+            clb = _cluster_counts(a_df[mask], cb[mask])
             lost = int(((ca[mask][:, UNP] + cb[mask][:, UNP]) > 0).sum())
             for metric, fn in (("accuracy", accuracy), ("bias", fns[ctx])):
                 d, ci, nan = paired_bootstrap(cla, clb, fn, n_boot, seed)
