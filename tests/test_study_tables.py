@@ -65,6 +65,17 @@ def test_law_winogender_and_hidden_tables_read_the_columns_the_report_writes(tmp
     assert "| 1 | m | baseline | 60 | 0.53 [0.31, 0.69] | 0.60 [0.40, 0.75] | 30.0 |" in (
         mod.winogender(tmp_path)
     )
+    (tmp_path / "bbq").mkdir()
+    rows = [{"model": "m", "condition": c, "readout": r, "n_items": 528, "n_asked": 1584,
+             "sample_agreement": 0.303, "unknown_rate": 0.29, "accuracy": 0.502}
+            for c, r in (("cot+sample:T1", "cloze"), ("cot+sample:T1", "logprob"),
+                         ("baseline", "cloze"))]  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "bbq" / "validity.csv", index=False)
+    table = mod.cot(tmp_path)
+    assert "| 1 | m | cot+sample:T1 | 528 | 1584 | 30.0 | 29.0 | 50.0 |" in table
+    assert "| 2 |" not in table  # the content readout's sampled rows only
+    pd.DataFrame(rows[2:]).to_csv(tmp_path / "bbq" / "validity.csv", index=False)
+    assert mod.cot(tmp_path) == ""  # no sampled reasoning: no table
     (tmp_path / "report" / "hidden").mkdir(parents=True)
     pd.DataFrame([{"model": "m", "condition": "baseline", "readout": "cloze", "layer": 14,
                    "n_test": 500, "probe_accuracy": 0.8, "probe_lo": 0.7, "probe_hi": 0.9,

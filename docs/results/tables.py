@@ -172,6 +172,21 @@ def orders(rep: Path) -> str:
                    "length normalisations are in the report's bbq/orders.csv.")  # fmt: skip
 
 
+def cot(rep: Path) -> str:
+    v = pd.read_csv(rep / "bbq" / "validity.csv")
+    v = v[v["condition"].str.contains("sample", na=False) & (v["readout"] == "cloze")]
+    if v.empty:  # no sampled reasoning in this store
+        return ""
+    out = v.assign(**{k: (v[k] * 100).round(0) for k in ("sample_agreement", "unknown_rate",
+                                                           "accuracy")})  # fmt: skip
+    return section("Sampled chain of thought (BBQ, part 3): do the samples agree?",
+                   out[["model", "condition", "n_items", "n_asked", "sample_agreement",
+                        "unknown_rate", "accuracy"]],
+                   "sample_agreement: % of items whose sampled reasonings (3 at T = 1) end in "
+                   "the same answer; unknown_rate and accuracy: % of all answers, both "
+                   "contexts.")  # fmt: skip
+
+
 def winogender(rep: Path) -> str:
     text = ""
     for bench in ("winogender", "winogender-all"):
@@ -258,7 +273,8 @@ def cost(store: Path) -> str:
 
 NEEDS = {gate: "bbq/gate_context.csv", context_use: "bbq/context_use.csv",
          verdicts: "verdict_tests.csv", contrasts: "contrasts.csv",
-         bbq: "bbq/summary.csv", orders: "bbq/orders.csv", winogender: "winogender/summary.csv",
+         bbq: "bbq/summary.csv", orders: "bbq/orders.csv", cot: "bbq/validity.csv",
+         winogender: "winogender/summary.csv",
          law: "law/summary.csv", rounds: "bbq/convergence.csv"}  # fmt: skip
 
 
