@@ -65,6 +65,27 @@ def test_law_winogender_and_hidden_tables_read_the_columns_the_report_writes(tmp
     assert "| 1 | m | baseline | 60 | 0.53 [0.31, 0.69] | 0.60 [0.40, 0.75] | 30.0 |" in (
         mod.winogender(tmp_path)
     )
+    changes = [
+        {
+            "model": "m",
+            "readout": "logprob",
+            "round": 0,
+            "condition": "cot",
+            "reference": "baseline",
+            "metric": k,
+            "n_occupations": 60,
+            "diff": d,
+            "diff_lo": d - 0.1,
+            "diff_hi": d + 0.1,
+        }
+        for k, d in (("pearson_r", -0.25), ("neutral_rate", 0.16), ("mae", 1.4))
+    ]
+    pd.DataFrame(changes).to_csv(tmp_path / "winogender" / "paired.csv", index=False)
+    # the neutral share is x100; a metric the report did not write is left empty (slope)
+    assert (
+        "| 1 | m | cot - baseline | 60 | -0.25 [-0.35, -0.15] |  | 16.0 [6.0, 26.0] | "
+        "1.4 [1.3, 1.5] |  |" in mod.winogender(tmp_path)
+    )
     (tmp_path / "bbq").mkdir()
     rows = [{"model": "m", "condition": c, "readout": r, "n_items": 528, "n_asked": 1584,
              "sample_agreement": 0.303, "unknown_rate": 0.29, "accuracy": 0.502}

@@ -203,7 +203,33 @@ def winogender(rep: Path) -> str:
         cols = ["model", "condition", "n_occupations", "r (she/he/they)", "r (she/he)", "MAE",
                 "slope", "mean p(female)", "neutral"]  # fmt: skip
         text += section(f"{bench}: r with BLS % female per condition", out[cols])
+        if (rep / bench / "paired.csv").is_file():
+            text += _winogender_changes(rep / bench / "paired.csv", bench)
     return text
+
+
+# metric of winogender/paired.csv -> (column header, scale, digits)
+WINO_CHANGES = {"pearson_r": ("r (she/he/they)", 1, 2), "pearson_r_fm": ("r (she/he)", 1, 2),
+                "neutral_rate": ("neutral x100", 100, 1), "mae": ("MAE", 1, 1),
+                "slope": ("slope", 1, 2)}  # fmt: skip
+
+
+def _winogender_changes(path: Path, bench: str) -> str:
+    d = pd.read_csv(path)
+    d = d[(d["round"] == 0) & d["metric"].isin(list(WINO_CHANGES))]
+    rows = []
+    for (m, c, ref), g in d.groupby(["model", "condition", "reference"], sort=False):
+        row = {"model": m, "condition - reference": f"{c} - {ref}",
+               "n_occupations": int(g["n_occupations"].iloc[0])}  # fmt: skip
+        for metric, (name, scale, digits) in WINO_CHANGES.items():
+            one = g[g["metric"] == metric]
+            row[name] = ci(one, "diff", "diff_lo", "diff_hi", scale, digits)[0] if len(one) else ""
+        rows.append(row)
+    return section(f"{bench}: change from the reference, paired over occupations",
+                   pd.DataFrame(rows),
+                   "95% bootstrap CIs over occupations (the report's paired table); MAE: mean "
+                   "absolute error of p(female) x100 against BLS % female; slope: of p(female) "
+                   "on the BLS share (1 = follows the statistic).")  # fmt: skip
 
 
 def law(rep: Path) -> str:
