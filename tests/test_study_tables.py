@@ -152,3 +152,22 @@ def test_subset_copies_the_named_models_and_leaves_a_running_runs_answers_out(tm
     assert kept["answers"] == {"fake:b": 6}
     with pytest.raises(SystemExit):  # never over an existing store
         mod.subset(src, tmp_path / "a", ["fake:a"])
+
+
+def test_rounds_table_reads_the_uncertainty_of_the_rounds_items(tmp_path):
+    import pandas as pd
+
+    mod = _module()
+    (tmp_path / "bbq").mkdir()
+    pd.DataFrame([{"model": "m", "condition": "baseline", "readout": "cloze", "items": 264,
+                   "rounds": 6, "mean_convergence_round": 0.05}]).to_csv(
+        tmp_path / "bbq" / "convergence.csv", index=False)  # fmt: skip
+    rows = [{"model": "m", "condition": "baseline", "readout": r, "round": k, "n": 264,
+             "entropy": e, "entropy_lo": e * 0.9, "entropy_hi": e * 1.1, "p_gold": 0.4,
+             "p_gold_lo": 0.35, "p_gold_hi": 0.45, "ece": 0.3, "ece_lo": 0.28, "ece_hi": 0.33}
+            for r in ("cloze", "cloze/byte") for k, e in ((0, 0.61), (6, 0.014))]  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "bbq" / "rounds_uncertainty.csv", index=False)
+    table = mod.rounds(tmp_path)
+    assert "| 1 | m | baseline | cloze | 0 | 264 | 0.61 [0.55, 0.67] | 0.40 [0.35, 0.45] |" in table
+    assert "| 2 | m | baseline | cloze | 6 | 264 | 0.01 [0.01, 0.02] |" in table
+    assert "cloze/byte" not in table.split("uncertainty and calibration per round")[1]

@@ -258,6 +258,21 @@ def rounds(rep: Path) -> str:
     ex_path = rep / "bbq" / "exact_transitions.csv"
     text = section("Rounds: convergence (BBQ, 264 items, 6 feedback rounds; content and letter "
                    "readouts)", conv.round(2))  # fmt: skip
+    ru_path = rep / "bbq" / "rounds_uncertainty.csv"
+    if ru_path.is_file():
+        ru = pd.read_csv(ru_path)
+        ru = ru[ru["readout"].isin(["cloze", "logprob"])]
+        out = ru.assign(**{"entropy (nats)": ci(ru, "entropy", scale=1, digits=2),
+                           "p(gold)": ci(ru, "p_gold", scale=1, digits=2),
+                           "ECE": ci(ru, "ece", scale=1, digits=2)})  # fmt: skip
+        text += section("Rounds: uncertainty and calibration per round, on the rounds' items "
+                        "only (content and letter readouts)",
+                        out[["model", "condition", "readout", "round", "n", "entropy (nats)",
+                             "p(gold)", "ECE"]],
+                        "Entropy of the option distribution (ln 3 = 1.10); p(gold), the "
+                        "probability on the right answer; ECE over 10 bins of the top "
+                        "probability; template-cluster bootstrap CIs. Round 0 is read on the "
+                        "same items as the later rounds.")  # fmt: skip
     if ex_path.is_file():
         ex = pd.read_csv(ex_path)
         names = [k for k in ("p_change", "confidence", "critique", "accuracy_before",

@@ -7,7 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from selfcorrect.metrics.uncertainty import convergence, semantic_uncertainty, uncertainty
+from selfcorrect.metrics.uncertainty import (
+    convergence,
+    semantic_uncertainty,
+    uncertainty,
+    uncertainty_tables,
+)
 
 
 def answers(dists, gold=0, rounds=None, uids=None):
@@ -55,6 +60,21 @@ def test_convergence_on_constructed_sequences():
     assert r["items"] == 3 and r.mean_convergence_round == pytest.approx((1 + 3 + 0) / 3)
     assert r.wavering_rate == pytest.approx(1 / 3)
     assert list(by_round["converged"]) == pytest.approx([1 / 3, 2 / 3, 2 / 3, 1.0])
+
+
+def test_rounds_uncertainty_reads_round_0_on_the_rounds_items_only():
+    # items 0-1 run two rounds; item 2 (a larger round-0 sample, as in the study) only round 0
+    d = [[0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [0.2, 0.7, 0.1],
+         [0.6, 0.2, 0.2], [0.6, 0.2, 0.2]]  # fmt: skip
+    df = answers(d, rounds=[0, 0, 0, 1, 1], uids=["Age:0", "Age:1", "Age:2", "Age:0", "Age:1"])
+    t = uncertainty_tables(df, n_boot=0, seed=0)
+    every = t["uncertainty"].set_index("round")
+    assert every.loc[0, "n"] == 3 and every.loc[0, "p_gold"] == pytest.approx((0.9 + 0.9 + 0.2) / 3)
+    rounds = t["rounds_uncertainty"].set_index("round")
+    assert rounds.loc[0, "n"] == 2 and rounds.loc[0, "p_gold"] == pytest.approx(0.9)
+    assert rounds.loc[1, "n"] == 2 and rounds.loc[1, "p_gold"] == pytest.approx(0.6)
+    # no rounds run: no per-round table
+    assert "rounds_uncertainty" not in uncertainty_tables(answers(d[:3]), n_boot=0, seed=0)
 
 
 def test_semantic_uncertainty_over_samples():

@@ -290,11 +290,11 @@ def round_tables(runs: pd.DataFrame, branches: pd.DataFrame, n_boot: int,
     """uncertainty.round_tables' tables, read over the 2 options yes/no, with the semantic
     uncertainty over a version's samples."""
     from selfcorrect.metrics.exact import exact_transitions
-    from selfcorrect.metrics.uncertainty import convergence, uncertainty
+    from selfcorrect.metrics.uncertainty import convergence, uncertainty_tables
 
     two = two_options(runs)
     conv, by_round = convergence(two)
-    out = {"uncertainty": uncertainty(two, n_boot, seed), "convergence": conv,
+    out = {**uncertainty_tables(two, n_boot, seed), "convergence": conv,
            "converged_by_round": by_round}  # fmt: skip
     sem = semantic_uncertainty(two)
     if not sem.empty:

@@ -101,6 +101,30 @@ def uncertainty(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataF
     return pd.DataFrame(rows)
 
 
+def rounds_items(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the items answered over feedback rounds: per model x condition x readout,
+    every round of the uids that have a round above 0. Round 0 of the other items (a larger
+    sample under the same condition, e.g. the study's powered part) is left out, so that each
+    round is read on the same items."""
+    df = with_run_keys(df)
+    keys = ["model", "condition", "readout", "uid"]
+    if df.empty or "uid" not in df or df["round"].max() == 0:
+        return df.iloc[0:0]
+    later = df.loc[df["round"] > 0, keys].drop_duplicates()
+    return df.merge(later, on=keys, how="inner")
+
+
+def uncertainty_tables(items: pd.DataFrame, n_boot: int, seed: int) -> dict[str, pd.DataFrame]:
+    """uncertainty per run over every item answered, and (where rounds were run) per round
+    over the rounds' items only: a round-0 mean over a larger sample is not comparable with
+    the later rounds' means."""
+    out = {"uncertainty": uncertainty(items, n_boot, seed)}
+    over_rounds = rounds_items(items)
+    if not over_rounds.empty:
+        out["rounds_uncertainty"] = uncertainty(over_rounds, n_boot, seed)
+    return out
+
+
 def semantic_uncertainty(variants: pd.DataFrame) -> pd.DataFrame:
     """Generation readout: per run, the mean over items of the entropy (nats) of the parsed
     content answers across an item's sampled reasonings and option orders."""
@@ -171,7 +195,7 @@ def round_tables(items: pd.DataFrame, variants: pd.DataFrame | None = None, n_bo
     from selfcorrect.metrics.exact import exact_transitions
 
     conv, by_round = convergence(items)
-    out = {"uncertainty": uncertainty(items, n_boot, seed), "convergence": conv,
+    out = {**uncertainty_tables(items, n_boot, seed), "convergence": conv,
            "converged_by_round": by_round}  # fmt: skip
     sem = semantic_uncertainty(variants if variants is not None else items)
     if not sem.empty:

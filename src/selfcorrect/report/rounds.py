@@ -52,7 +52,12 @@ def blocks(tables: Tables) -> list[Block]:
                 ("table", exact), ("img", "exact_transitions.png")]  # fmt: skip
     u = tables.get("uncertainty", pd.DataFrame())
     if not u.empty:
-        out += [("h2", "Uncertainty and calibration per round"), ("table", _uncertainty_view(u))]
+        out += [("h2", "Uncertainty and calibration per run (every item answered)"),
+                ("table", _uncertainty_view(u))]  # fmt: skip
+        r = tables.get("rounds_uncertainty", pd.DataFrame())
+        if not r.empty:
+            out += [("h2", "Uncertainty and calibration per round (the rounds' items only)"),
+                    ("table", _uncertainty_view(r))]  # fmt: skip
         sem = tables.get("semantic_uncertainty", pd.DataFrame())
         if not sem.empty:
             out += [("table", sem)]
@@ -89,10 +94,10 @@ def exact_figure(exact: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def figures(tables: Tables, out: Path) -> list[Path]:
-    """Entropy and p(gold) against round for every run with rounds (95% CIs), and the exact
-    transitions."""
+    """Entropy and p(gold) against round for every run with rounds, on the rounds' items
+    only (95% CIs), and the exact transitions."""
     made = exact_figure(tables.get("exact_transitions", pd.DataFrame()), out)
-    u = tables.get("uncertainty", pd.DataFrame())
+    u = tables.get("rounds_uncertainty", pd.DataFrame())
     if u.empty or u["round"].max() == 0:
         return made
     plt = pyplot()
