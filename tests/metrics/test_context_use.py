@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -112,6 +113,38 @@ def test_named_switch_pairs_items_and_separates_which_person_from_whether():
     assert got["turned_minus_kept"] == pytest.approx(1 - 1.5 / 3.5)
     assert got["change_lo"] <= got["change"] <= got["change_hi"]
     assert got["turned_lo"] <= got["turned_minus_kept"] <= got["turned_hi"]
+    assert np.isnan(got["turned_adjusted"])  # no probabilities stored: no confidence control
+
+
+def test_named_switch_confidence_control_compares_turned_and_kept_at_equal_p_unknown():
+    # target (stereotyped) = option 0, unknown = 1, the other person = 2. At baseline two items
+    # named stereotyped with p(unknown) 0.4 (one turns "unknown" under S1, one is kept), three
+    # with 0.05 (one stereotyped, two the other person; all kept). Raw: every turned item was
+    # stereotyped against 2 of 4 kept; at equal p(unknown) the turned item is no more often
+    # stereotyped than the kept one.
+    def amb(pred, k, condition, p_unknown):
+        probs = [0.0, p_unknown, 0.0]
+        probs[pred] += 1 - p_unknown
+        return row(pred, context="ambig", q=str(k), condition=condition) | {
+            "target_loc": 0, "uid": f"Age:{k}", "probs": json.dumps(probs)}  # fmt: skip
+
+    base = [(0, 0.4), (0, 0.4), (0, 0.05), (2, 0.05), (2, 0.05)]
+    s1 = [1, 0, 0, 2, 2]
+    rows = [amb(p, k, "baseline", u) for k, (p, u) in enumerate(base)]
+    rows += [amb(p, k, "instruct", 0.1) for k, p in enumerate(s1)]
+    got = named_switch(pd.DataFrame(rows).astype({"pred": "Int64"}), n_boot=200, seed=0).iloc[0]
+    assert got["turned_minus_kept"] == pytest.approx(1 - 2 / 4)
+    assert got["ref_unknown_gap"] == pytest.approx((0.4 + 0.4 + 0.05) / 3 - 0.05)
+    assert got["turned_adjusted"] == pytest.approx(0.0)
+    assert got["ref_unknown_gap_lo"] <= got["ref_unknown_gap"] <= got["ref_unknown_gap_hi"]
+    # the kept item at p(unknown) 0.4 named the other person: now, at equal p(unknown), the
+    # turned item is stereotyped and the kept one is not
+    base[1], s1[1] = (2, 0.4), 2
+    rows = [amb(p, k, "baseline", u) for k, (p, u) in enumerate(base)]
+    rows += [amb(p, k, "instruct", 0.1) for k, p in enumerate(s1)]
+    got = named_switch(pd.DataFrame(rows).astype({"pred": "Int64"}), n_boot=0, seed=0).iloc[0]
+    assert got["turned_minus_kept"] == pytest.approx(1 - 1 / 4)
+    assert got["turned_adjusted"] == pytest.approx(1.0)
 
 
 def test_named_switch_refuses_an_item_answered_twice():

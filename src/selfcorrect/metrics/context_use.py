@@ -14,7 +14,14 @@ are unchanged; docs/validity.md):
   with a person, the share naming the stereotyped one (target_loc) under each; of the items
   the reference named and the condition answered "unknown", the share the reference had named
   stereotyped. The bias score over each condition's own named answers (the `unscaled` variant)
-  compares different, selected items; these compare the same items."""
+  compares different, selected items; these compare the same items.
+- its confidence control (added 2026-12-06 02:10, after the 1.5B model's chain of thought was
+  read): answers the reference gave with more probability on "unknown" may be the ones that
+  turn "unknown", whatever the stereotype. ref_unknown_gap: the reference's mean p(unknown) on
+  the items it named stereotyped minus on those it named the other person; turned_adjusted:
+  turned - kept within quintiles of the reference's p(unknown), weighted by the turned items
+  (a standardised difference: 0 when, at each level of p(unknown), the turned items were as
+  often stereotyped as the kept ones)."""
 
 from __future__ import annotations
 
@@ -40,7 +47,10 @@ WORDING_COLUMNS = [*KEYS, "wording", "n", "unknown_rate"]
 SWITCH_COLUMNS = [*KEYS, "reference", "n_items", "n_unreadable", "both_named",
                   "stereo_reference", "stereo_condition", "change", "change_lo", "change_hi",
                   "to_other", "to_stereo", "to_other_if_random", "turned_unknown",
-                  "turned_stereo", "turned_minus_kept", "turned_lo", "turned_hi"]  # fmt: skip
+                  "turned_stereo", "turned_minus_kept", "turned_lo", "turned_hi",
+                  "ref_unknown_gap", "ref_unknown_gap_lo", "ref_unknown_gap_hi",
+                  "turned_adjusted", "turned_adjusted_lo", "turned_adjusted_hi"]  # fmt: skip
+STRATA = 5  # quantile bins of the reference's p(unknown), for turned_adjusted
 
 
 def context_use(items: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
@@ -113,6 +123,73 @@ def _turned_minus_kept(c: np.ndarray) -> np.ndarray:
         return c[..., 4] / c[..., 3] - c[..., 1] / c[..., 0]
 
 
+def _p_unknown(g: pd.DataFrame) -> np.ndarray:
+    """Per item, the probability on "unknown" (its share of the option distribution); NaN
+    where none was stored."""
+    out = np.full(len(g), np.nan)
+    if "probs" not in g:
+        return out
+    for i, (p, u) in enumerate(zip(g["probs"], g["unknown_index"].astype(int), strict=True)):
+        if isinstance(p, str):
+            q = np.asarray(json.loads(p), dtype=float)
+            out[i] = q[u] / q.sum() if q.sum() > 0 else np.nan
+    return out
+
+
+def _strata(p_unknown: np.ndarray, named: np.ndarray) -> np.ndarray:
+    """Quintile bin (0..STRATA-1) of p(unknown) among the items named; -1 elsewhere. Tied cut
+    points merge bins."""
+    ok = np.isfinite(p_unknown) & (named > 0)
+    out = np.full(len(named), -1)
+    if ok.any():
+        cuts = np.unique(np.quantile(p_unknown[ok], np.linspace(0, 1, STRATA + 1)[1:-1]))
+        out[ok] = np.searchsorted(cuts, p_unknown[ok], side="right")
+    return out
+
+
+def _by_stratum(strata: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(items, STRATA x k): each item's k columns in its stratum's block, 0 elsewhere."""
+    out = np.zeros((len(cols), STRATA, cols.shape[1]))
+    ok = strata >= 0
+    out[np.flatnonzero(ok), strata[ok]] = cols[ok]
+    return out.reshape(len(cols), -1)
+
+
+def _turned_adjusted(c: np.ndarray) -> np.ndarray:
+    """c: per stratum [kept, kept stereotyped, turned, turned stereotyped]. Strata without kept
+    items have nothing to compare with and are left out."""
+    c = c.reshape(*c.shape[:-1], STRATA, 4)
+    kept, kept_s, turned, turned_s = (c[..., j] for j in range(4))
+    use = kept > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gap = np.where(use, turned_s - turned * kept_s / np.where(use, kept, 1), 0.0)
+        return gap.sum(axis=-1) / np.where(use, turned, 0.0).sum(axis=-1)
+
+
+def _unknown_gap(c: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return c[..., 1] / c[..., 0] - c[..., 3] / c[..., 2]
+
+
+def _confidence_control(a: pd.DataFrame, sa, oa, sb, ob, kb, n_boot: int, seed: int) -> dict:
+    pu = _p_unknown(a)
+    if not np.isfinite(pu).any():
+        return {}
+    named = sa + oa
+    strata = _strata(pu, named)
+    ok = np.isfinite(pu)
+    pz = np.where(ok, pu, 0.0)
+    clusters = clusters_of(a)
+    gap_cols = np.column_stack([sa * ok, sa * pz, oa * ok, oa * pz])
+    gap, gap_ci, _ = bootstrap(cluster_sum(clusters, gap_cols), _unknown_gap, n_boot, seed)
+    cols = np.column_stack([named * (sb + ob), sa * (sb + ob), named * kb, sa * kb])
+    adj, adj_ci, _ = bootstrap(cluster_sum(clusters, _by_stratum(strata, cols)),
+                               _turned_adjusted, n_boot, seed)  # fmt: skip
+    return {"ref_unknown_gap": gap, "ref_unknown_gap_lo": gap_ci[0],
+            "ref_unknown_gap_hi": gap_ci[1], "turned_adjusted": adj,
+            "turned_adjusted_lo": adj_ci[0], "turned_adjusted_hi": adj_ci[1]}  # fmt: skip
+
+
 def named_switch(items: pd.DataFrame, n_boot: int, seed: int,
                  reference: str = "baseline") -> pd.DataFrame:  # fmt: skip
     """Per model x readout x condition, round 0, ambiguous items with a target, paired on the
@@ -163,5 +240,6 @@ def named_switch(items: pd.DataFrame, n_boot: int, seed: int,
                          "turned_unknown": float(tot[3]),
                          "turned_stereo": float(ratio(tot[[3, 4]])),
                          "turned_minus_kept": gap, "turned_lo": gap_ci[0],
-                         "turned_hi": gap_ci[1]})  # fmt: skip
+                         "turned_hi": gap_ci[1],
+                         **_confidence_control(a, sa, oa, sb, ob, kb, n_boot, seed)})  # fmt: skip
     return pd.DataFrame(rows, columns=SWITCH_COLUMNS)

@@ -139,9 +139,14 @@ NAMED_SWITCH_NOTE = (
     "share above 50% toward 50%); of the items the reference named and the condition answered "
     "'unknown', the share the reference had named stereotyped, minus that share among the "
     "items both named (above 0: the answers that turned 'unknown' were the stereotyped ones "
-    "more often). A check added after the study's data were read: it describes, it decides "
-    "nothing (metrics/context_use.py)."
+    "more often). Its confidence control: p(unknown) at the reference, stereotyped minus "
+    "other named items (above 0: the stereotyped answers were the less sure ones), and "
+    "turned - kept within quintiles of that p(unknown) (what remains at equal confidence). "
+    "Checks added after the study's data were read: they describe, they decide nothing "
+    "(metrics/context_use.py)."
 )
+ADJUSTED = "turned - kept at equal p(unknown) x100 [95% CI]"
+UNKNOWN_GAP = "reference p(unknown): stereotyped - other x100 [95% CI]"
 
 
 def named_switch_view(ns: pd.DataFrame) -> pd.DataFrame:
@@ -158,10 +163,21 @@ def named_switch_view(ns: pd.DataFrame) -> pd.DataFrame:
         "turned unknown": ns["turned_unknown"].round(0).astype(int),
         "of those stereotyped": ns["turned_stereo"].map(pct),
         "turned - kept x100 [95% CI]": fmt_ci_column(ns, "turned_minus_kept", "turned_lo",
-                                                     "turned_hi", 100)})[
+                                                     "turned_hi", 100),
+        UNKNOWN_GAP: _ci_or_na(ns, "ref_unknown_gap"),
+        ADJUSTED: _ci_or_na(ns, "turned_adjusted")})[
         ["model", "readout", "condition", "reference", "n_items", "both named",
          "stereotyped: reference -> condition", "change x100 [95% CI]", SWITCHED,
-         "turned unknown", "of those stereotyped", "turned - kept x100 [95% CI]"]]  # fmt: skip
+         "turned unknown", "of those stereotyped", "turned - kept x100 [95% CI]", UNKNOWN_GAP,
+         ADJUSTED]]  # fmt: skip
+
+
+def _ci_or_na(ns: pd.DataFrame, col: str) -> list[str]:
+    """A confidence-control column; n/a where the store has no probabilities (or an older
+    report lacks the column)."""
+    if col not in ns:
+        return ["n/a"] * len(ns)
+    return fmt_ci_column(ns, col, scale=100)
 
 
 def _named_switch_blocks(ns: pd.DataFrame) -> list[Block]:
