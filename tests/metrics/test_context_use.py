@@ -146,6 +146,25 @@ def test_named_switch_confidence_control_compares_turned_and_kept_at_equal_p_unk
     assert got["turned_minus_kept"] == pytest.approx(1 - 1 / 4)
     assert got["turned_adjusted"] == pytest.approx(1.0)
 
+    # three quintile bins (p(unknown) 0.01 x 4, 0.2 x 3, 0.5 x 3); per bin (baseline answer,
+    # S1 turns it "unknown"?). 0.01: stereo turned, stereo / other / other kept (expected
+    # stereotyped turned 1 x 1/3); 0.2: stereo and other turned, stereo kept (expected 2 x 1);
+    # 0.5: three turned, none kept (nothing to compare with: left out). Raw: 3 of 6 turned and
+    # 2 of 4 kept stereotyped
+    layout = [(0, 0.01, 1), (0, 0.01, 0), (2, 0.01, 0), (2, 0.01, 0), (0, 0.2, 1), (2, 0.2, 1),
+              (0, 0.2, 0), (0, 0.5, 1), (2, 0.5, 1), (2, 0.5, 1)]  # fmt: skip
+    rows = [amb(p, k, "baseline", u) for k, (p, u, _) in enumerate(layout)]
+    rows += [amb(1 if turn else p, k, "instruct", 0.1) for k, (p, _, turn) in enumerate(layout)]
+    got = named_switch(pd.DataFrame(rows).astype({"pred": "Int64"}), n_boot=0, seed=0).iloc[0]
+    assert got["turned_minus_kept"] == pytest.approx(3 / 6 - 2 / 4)
+    assert got["turned_adjusted"] == pytest.approx(((1 - 1 / 3) + (1 - 2)) / (1 + 2))
+    assert got["turned_adjusted_used"] == 3 and got["turned_adjusted_min_kept"] == 0
+    stereo_p, other_p = [0.01, 0.01, 0.2, 0.2, 0.5], [0.01, 0.01, 0.2, 0.5, 0.5]
+    assert got["ref_unknown_gap"] == pytest.approx(np.mean(stereo_p) - np.mean(other_p))
+    # the generation readout's option shares are votes, not probabilities: no control
+    gen = pd.DataFrame(rows).assign(readout="generate").astype({"pred": "Int64"})
+    assert np.isnan(named_switch(gen, n_boot=0, seed=0).iloc[0]["turned_adjusted"])
+
 
 def test_named_switch_refuses_an_item_answered_twice():
     twice = [row(0, context="ambig", condition=c) | {"target_loc": 0, "uid": "Age:1"}

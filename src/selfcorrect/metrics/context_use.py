@@ -15,13 +15,17 @@ are unchanged; docs/validity.md):
   the reference named and the condition answered "unknown", the share the reference had named
   stereotyped. The bias score over each condition's own named answers (the `unscaled` variant)
   compares different, selected items; these compare the same items.
-- its confidence control (added 2026-12-06 02:10, after the 1.5B model's chain of thought was
+- its confidence control (added 2026-12-06 02:04, after the 1.5B model's chain of thought was
   read): answers the reference gave with more probability on "unknown" may be the ones that
   turn "unknown", whatever the stereotype. ref_unknown_gap: the reference's mean p(unknown) on
   the items it named stereotyped minus on those it named the other person; turned_adjusted:
-  turned - kept within quintiles of the reference's p(unknown), weighted by the turned items
-  (a standardised difference: 0 when, at each level of p(unknown), the turned items were as
-  often stereotyped as the kept ones)."""
+  turned - kept within quintiles of the reference's p(unknown), a directly standardised
+  difference (the kept items reweighted to the turned items' quintiles; 0 when, within each
+  quintile, the turned items were as often stereotyped as the kept ones). Differences within a
+  quintile remain; turned_adjusted_used (the turned items in quintiles that hold kept items)
+  and turned_adjusted_min_kept (the fewest kept items in a quintile holding turned ones) say
+  how much it rests on. Not for the generation readout, whose option shares are votes over
+  orders, not probabilities."""
 
 from __future__ import annotations
 
@@ -49,7 +53,9 @@ SWITCH_COLUMNS = [*KEYS, "reference", "n_items", "n_unreadable", "both_named",
                   "to_other", "to_stereo", "to_other_if_random", "turned_unknown",
                   "turned_stereo", "turned_minus_kept", "turned_lo", "turned_hi",
                   "ref_unknown_gap", "ref_unknown_gap_lo", "ref_unknown_gap_hi",
-                  "turned_adjusted", "turned_adjusted_lo", "turned_adjusted_hi"]  # fmt: skip
+                  "turned_adjusted", "turned_adjusted_lo", "turned_adjusted_hi",
+                  "turned_adjusted_used", "turned_adjusted_min_kept",
+                  "turned_adjusted_nan_draws"]  # fmt: skip
 STRATA = 5  # quantile bins of the reference's p(unknown), for turned_adjusted
 
 
@@ -171,9 +177,10 @@ def _unknown_gap(c: np.ndarray) -> np.ndarray:
         return c[..., 1] / c[..., 0] - c[..., 3] / c[..., 2]
 
 
-def _confidence_control(a: pd.DataFrame, sa, oa, sb, ob, kb, n_boot: int, seed: int) -> dict:
+def _confidence_control(a: pd.DataFrame, readout: str, sa, oa, sb, ob, kb, n_boot: int,
+                        seed: int) -> dict:  # fmt: skip
     pu = _p_unknown(a)
-    if not np.isfinite(pu).any():
+    if readout == "generate" or not np.isfinite(pu).any():
         return {}
     named = sa + oa
     strata = _strata(pu, named)
@@ -183,11 +190,16 @@ def _confidence_control(a: pd.DataFrame, sa, oa, sb, ob, kb, n_boot: int, seed: 
     gap_cols = np.column_stack([sa * ok, sa * pz, oa * ok, oa * pz])
     gap, gap_ci, _ = bootstrap(cluster_sum(clusters, gap_cols), _unknown_gap, n_boot, seed)
     cols = np.column_stack([named * (sb + ob), sa * (sb + ob), named * kb, sa * kb])
-    adj, adj_ci, _ = bootstrap(cluster_sum(clusters, _by_stratum(strata, cols)),
-                               _turned_adjusted, n_boot, seed)  # fmt: skip
+    counts = cluster_sum(clusters, _by_stratum(strata, cols))
+    adj, adj_ci, nan_draws = bootstrap(counts, _turned_adjusted, n_boot, seed)
+    per = counts.sum(axis=0).reshape(STRATA, 4)
+    kept, turned = per[:, 0], per[:, 2]
     return {"ref_unknown_gap": gap, "ref_unknown_gap_lo": gap_ci[0],
             "ref_unknown_gap_hi": gap_ci[1], "turned_adjusted": adj,
-            "turned_adjusted_lo": adj_ci[0], "turned_adjusted_hi": adj_ci[1]}  # fmt: skip
+            "turned_adjusted_lo": adj_ci[0], "turned_adjusted_hi": adj_ci[1],
+            "turned_adjusted_used": float(turned[kept > 0].sum()),
+            "turned_adjusted_min_kept": float(kept[turned > 0].min()) if (turned > 0).any()
+            else float("nan"), "turned_adjusted_nan_draws": nan_draws}  # fmt: skip
 
 
 def named_switch(items: pd.DataFrame, n_boot: int, seed: int,
@@ -241,5 +253,6 @@ def named_switch(items: pd.DataFrame, n_boot: int, seed: int,
                          "turned_stereo": float(ratio(tot[[3, 4]])),
                          "turned_minus_kept": gap, "turned_lo": gap_ci[0],
                          "turned_hi": gap_ci[1],
-                         **_confidence_control(a, sa, oa, sb, ob, kb, n_boot, seed)})  # fmt: skip
+                         **_confidence_control(a, readout, sa, oa, sb, ob, kb, n_boot,
+                                               seed)})  # fmt: skip
     return pd.DataFrame(rows, columns=SWITCH_COLUMNS)

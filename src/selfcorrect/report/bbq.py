@@ -140,12 +140,14 @@ NAMED_SWITCH_NOTE = (
     "'unknown', the share the reference had named stereotyped, minus that share among the "
     "items both named (above 0: the answers that turned 'unknown' were the stereotyped ones "
     "more often). Its confidence control: p(unknown) at the reference, stereotyped minus "
-    "other named items (above 0: the stereotyped answers were the less sure ones), and "
-    "turned - kept within quintiles of that p(unknown) (what remains at equal confidence). "
+    "other named items (above 0: the reference put more probability on 'unknown' when it "
+    "named the stereotyped person), and turned - kept within quintiles of that p(unknown) "
+    "(differences within a quintile remain; 'on' = the turned items it rests on and the "
+    "fewest kept items in a quintile holding turned ones; none for the generation readout). "
     "Checks added after the study's data were read: they describe, they decide nothing "
     "(metrics/context_use.py)."
 )
-ADJUSTED = "turned - kept at equal p(unknown) x100 [95% CI]"
+ADJUSTED = "turned - kept within p(unknown) quintiles x100 [95% CI] (on)"
 UNKNOWN_GAP = "reference p(unknown): stereotyped - other x100 [95% CI]"
 
 
@@ -165,11 +167,23 @@ def named_switch_view(ns: pd.DataFrame) -> pd.DataFrame:
         "turned - kept x100 [95% CI]": fmt_ci_column(ns, "turned_minus_kept", "turned_lo",
                                                      "turned_hi", 100),
         UNKNOWN_GAP: _ci_or_na(ns, "ref_unknown_gap"),
-        ADJUSTED: _ci_or_na(ns, "turned_adjusted")})[
+        ADJUSTED: _adjusted(ns)})[
         ["model", "readout", "condition", "reference", "n_items", "both named",
          "stereotyped: reference -> condition", "change x100 [95% CI]", SWITCHED,
          "turned unknown", "of those stereotyped", "turned - kept x100 [95% CI]", UNKNOWN_GAP,
          ADJUSTED]]  # fmt: skip
+
+
+def _adjusted(ns: pd.DataFrame) -> list[str]:
+    cis = _ci_or_na(ns, "turned_adjusted")
+    if "turned_adjusted_used" not in ns:
+        return cis
+    return [
+        c if c == "n/a" else f"{c} ({u:.0f} turned; kept >= {k:.0f})"
+        for c, u, k in zip(
+            cis, ns["turned_adjusted_used"], ns["turned_adjusted_min_kept"], strict=True
+        )
+    ]
 
 
 def _ci_or_na(ns: pd.DataFrame, col: str) -> list[str]:
