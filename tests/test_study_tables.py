@@ -171,3 +171,27 @@ def test_rounds_table_reads_the_uncertainty_of_the_rounds_items(tmp_path):
     assert "| 1 | m | baseline | cloze | 0 | 264 | 0.61 [0.55, 0.67] | 0.40 [0.35, 0.45] |" in table
     assert "| 2 | m | baseline | cloze | 6 | 264 | 0.01 [0.01, 0.02] |" in table
     assert "cloze/byte" not in table.split("uncertainty and calibration per round")[1]
+
+
+def test_finish_refuses_a_store_with_a_run_still_running(tmp_path):
+    """docs/results/finish.sh reads a complete store only: a run marked running (a part still
+    computing) stops it before any file is written."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    store = tmp_path / "study"
+    store.mkdir()
+    db = sqlite3.connect(store / "results.sqlite")
+    db.execute("create table runs (run_id text, status text)")
+    db.executemany("insert into runs values (?, ?)", [("r1", "finished"), ("r2", "running")])
+    db.commit()
+    db.close()
+    script = SCRIPT.parent / "finish.sh"
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "OUT": str(tmp_path / "out"),
+           "REPORT": "existing"}  # fmt: skip
+    done = subprocess.run(["bash", str(script), str(store)], cwd=SCRIPT.parents[2], env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 1
+    assert "runs still marked running" in done.stderr and "r2" in done.stderr
+    assert not (tmp_path / "out").exists()
