@@ -125,7 +125,7 @@ def contrasts(rep: Path) -> str:
     cols = ["holm family", "contrast", "test", "estimate x100 [95% CI]", "p", "p adj",
             "family_size", "MDE x100", "n_items", "unknown rate (condition / reference)",
             "outcome"]  # fmt: skip
-    return section("Named contrasts and the system-prompt comparison", out[cols].fillna(""))
+    return section("Named contrasts and the system-prompt comparison", out[cols].astype(object).fillna(""))
 
 
 def bbq(rep: Path, readout: str = "cloze") -> str:
