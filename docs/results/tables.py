@@ -125,7 +125,8 @@ def contrasts(rep: Path) -> str:
     cols = ["holm family", "contrast", "test", "estimate x100 [95% CI]", "p", "p adj",
             "family_size", "MDE x100", "n_items", "unknown rate (condition / reference)",
             "outcome"]  # fmt: skip
-    return section("Named contrasts and the system-prompt comparison", out[cols].astype(object).fillna(""))
+    shown = out[cols].astype(object).fillna("")  # object first: "" is no float
+    return section("Named contrasts and the system-prompt comparison", shown)
 
 
 def bbq(rep: Path, readout: str = "cloze") -> str:
