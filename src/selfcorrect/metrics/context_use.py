@@ -177,20 +177,19 @@ def _unknown_gap(c: np.ndarray) -> np.ndarray:
         return c[..., 1] / c[..., 0] - c[..., 3] / c[..., 2]
 
 
-def _confidence_control(a: pd.DataFrame, readout: str, sa, oa, sb, ob, kb, n_boot: int,
-                        seed: int) -> dict:  # fmt: skip
+def _confidence_control(a: pd.DataFrame, readout: str, sa, oa, codes: np.ndarray,
+                        kept_turned: np.ndarray, n_boot: int, seed: int) -> dict:  # fmt: skip
+    """kept_turned: named_switch's per-item [kept, kept stereotyped, turned, turned
+    stereotyped] columns; codes, its template clusters."""
     pu = _p_unknown(a)
     if readout == "generate" or not np.isfinite(pu).any():
         return {}
-    named = sa + oa
-    strata = _strata(pu, named)
+    strata = _strata(pu, sa + oa)
     ok = np.isfinite(pu)
     pz = np.where(ok, pu, 0.0)
-    clusters = clusters_of(a)
     gap_cols = np.column_stack([sa * ok, sa * pz, oa * ok, oa * pz])
-    gap, gap_ci, _ = bootstrap(cluster_sum(clusters, gap_cols), _unknown_gap, n_boot, seed)
-    cols = np.column_stack([named * (sb + ob), sa * (sb + ob), named * kb, sa * kb])
-    counts = cluster_sum(clusters, _by_stratum(strata, cols))
+    gap, gap_ci, _ = bootstrap(cluster_sum(codes, gap_cols), _unknown_gap, n_boot, seed)
+    counts = cluster_sum(codes, _by_stratum(strata, kept_turned))
     adj, adj_ci, nan_draws = bootstrap(counts, _turned_adjusted, n_boot, seed)
     per = counts.sum(axis=0).reshape(STRATA, 4)
     kept, turned = per[:, 0], per[:, 2]
@@ -235,7 +234,8 @@ def named_switch(items: pd.DataFrame, n_boot: int, seed: int,
             (sa, oa, ka), (sb, ob, kb) = _person_weights(a), _person_weights(b)
             cols = np.column_stack([(sa + oa) * (sb + ob), sa * (sb + ob), (sa + oa) * sb,
                                     (sa + oa) * kb, sa * kb, sa * ob, oa * sb])  # fmt: skip
-            counts = cluster_sum(clusters_of(a), cols)
+            codes = clusters_of(a)
+            counts = cluster_sum(codes, cols)
             change, ci, _ = bootstrap(counts, _change, n_boot, seed)
             gap, gap_ci, _ = bootstrap(counts, _turned_minus_kept, n_boot, seed)
             tot = counts.sum(axis=0)
@@ -253,6 +253,7 @@ def named_switch(items: pd.DataFrame, n_boot: int, seed: int,
                          "turned_stereo": float(ratio(tot[[3, 4]])),
                          "turned_minus_kept": gap, "turned_lo": gap_ci[0],
                          "turned_hi": gap_ci[1],
-                         **_confidence_control(a, readout, sa, oa, sb, ob, kb, n_boot,
+                         **_confidence_control(a, readout, sa, oa, codes,
+                                               cols[:, [0, 1, 3, 4]], n_boot,
                                                seed)})  # fmt: skip
     return pd.DataFrame(rows, columns=SWITCH_COLUMNS)
