@@ -137,6 +137,20 @@ def analyze_hidden(directory: str | Path, seed: int = 0) -> tuple[pd.DataFrame, 
     return table, hidden.write(directory, table)
 
 
+def export_store(directory: str | Path, dest: str | Path) -> dict:
+    """The store as plain files a repository can keep (see selfcorrect.archive)."""
+    from selfcorrect import archive
+
+    return archive.export_store(directory, dest)
+
+
+def restore_store(src: str | Path, directory: str | Path) -> dict[str, int]:
+    """A store rebuilt (or completed) from an exported archive; rows already there are kept."""
+    from selfcorrect import archive
+
+    return archive.restore_store(src, directory)
+
+
 def models() -> pd.DataFrame:
     """The registry with size and whether each model is installed."""
     return pd.DataFrame(

@@ -1,4 +1,4 @@
-"""`selfcorrect run | report | score | models | conditions | benchmarks`."""
+"""`selfcorrect run | report | score | models | conditions | benchmarks | export | restore`."""
 
 from __future__ import annotations
 
@@ -342,6 +342,38 @@ def benchmarks():
         out_console.print(
             "    categories: " + ", ".join(b["categories"]), highlight=False, soft_wrap=True
         )
+
+
+@app.command("export")
+@_friendly
+def export(
+    directory: Annotated[Path, typer.Argument(help="A results directory.")],
+    dest: Annotated[
+        Path, typer.Argument(help="The archive folder (created or brought up to date).")
+    ],
+):
+    """Write a results store as plain files (xz JSON lines, one file per run; hidden states
+    copied): what a repository can keep. Unchanged files are not rewritten."""
+    done = api.export_store(directory, dest)
+    rows = ", ".join(f"{n:,} {t}" for t, n in done["rows"].items() if n)
+    out_console.print(f"{dest}: {len(done['written'])} files written, {done['unchanged']} "
+                      f"unchanged ({rows})", highlight=False)  # fmt: skip
+
+
+@app.command("restore")
+@_friendly
+def restore(
+    src: Annotated[Path, typer.Argument(help="An archive folder written by `export`.")],
+    directory: Annotated[
+        Path, typer.Argument(help="The results directory to rebuild or complete.")
+    ],
+):
+    """Rebuild a results store from an exported archive (each file checked against its
+    sha256; rows already stored are kept; a run exported while running comes back
+    interrupted, so the same `run` command resumes it)."""
+    added = api.restore_store(src, directory)
+    out_console.print(f"{directory}: " + ", ".join(f"{n:,} {t}" for t, n in added.items())
+                      + " added", highlight=False)  # fmt: skip
 
 
 analyze_app = typer.Typer(help="Analyses beyond the report.", no_args_is_help=True)

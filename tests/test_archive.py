@@ -1,0 +1,116 @@
+import json
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from selfcorrect.archive import INDEX, export_store, restore_store
+from selfcorrect.cli import app
+from selfcorrect.errors import SelfCorrectError
+from selfcorrect.hidden import HiddenWriter, load_hidden
+from selfcorrect.store import Store
+from tests.test_store import answer
+
+TABLES = ("meta", "runs", "models", "conditions", "items", "turns", "answers")
+
+
+def _rows(directory):
+    conn = sqlite3.connect(directory / "results.sqlite")
+    out = {t: sorted(map(repr, conn.execute(f"SELECT * FROM {t}"))) for t in TABLES}
+    conn.close()
+    return out
+
+
+def _store(path, finish_first=True):
+    """Two runs: the first finished, the second still running (as when a session ends)."""
+    s = Store(path)
+    items = pd.DataFrame({"uid": ["a", "b", "c"], "category": ["Age"] * 3})
+    first = s.register_run({"n": 1}, "bbq", items, [("baseline", "h1", {"t": "x"})],
+                           [("m", "aaa", {"k": 1})])  # fmt: skip
+    s.write(first, answers=[answer("a"), answer("b", pred=0)],
+            turns=[("m", "bbq", "baseline", "logprob", "a", 0, "p", "unicode é ✓", )])  # fmt: skip
+    if finish_first:
+        s.update_run(first, {"n": 1}, "complete")
+    second = s.register_run({"n": 2}, "bbq", items, [("baseline", "h1", {"t": "x"})], [])
+    s.write(second, answers=[answer("c", pred=None)])
+    HiddenWriter(path, second, "m").write(
+        [("m", "bbq", "baseline", "logprob", "c", 0)], np.ones((1, 2, 4)), [1, 2]
+    )
+    return s, first, second
+
+
+def test_round_trip_keeps_every_row_and_the_running_run_comes_back_interrupted(tmp_path):
+    s, first, second = _store(tmp_path / "a")
+    s.close()
+    done = export_store(tmp_path / "a", tmp_path / "arch")
+    assert done["rows"]["answers"] == 3 and done["rows"]["turns"] == 1
+    assert f"answers/{first}.jsonl.xz" in done["written"]
+    added = restore_store(tmp_path / "arch", tmp_path / "b")
+    assert added["answers"] == 3 and added["hidden files"] == 1
+    a, b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
+    assert {t: a[t] for t in TABLES if t != "runs"} == {t: b[t] for t in TABLES if t != "runs"}
+    runs = {r["run_id"]: r for r in Store(tmp_path / "b", read_only=True).runs()}
+    assert runs[first]["status"] == "complete" and runs[second]["status"] == "interrupted"
+    assert runs[first]["started"] == Store(tmp_path / "a").runs()[0]["started"]  # exact floats
+    keys, states, layers = load_hidden(tmp_path / "b")
+    assert list(keys["uid"]) == ["c"] and states.shape == (1, 2, 4) and layers == [1, 2]
+    # restoring again adds nothing; the restored store is a store a run resumes
+    assert restore_store(tmp_path / "arch", tmp_path / "b")["answers"] == 0
+
+
+def test_export_rewrites_only_what_changed(tmp_path):
+    s, first, second = _store(tmp_path / "a")
+    export_store(tmp_path / "a", tmp_path / "arch")
+    before = {p: p.read_bytes() for p in (tmp_path / "arch").rglob("*.xz")}
+    again = export_store(tmp_path / "a", tmp_path / "arch")
+    assert again["written"] == [] and again["unchanged"] == len(before) + 1  # + hidden file
+    s.write(second, answers=[answer("d")])
+    grown = export_store(tmp_path / "a", tmp_path / "arch")
+    assert grown["written"] == [f"answers/{second}.jsonl.xz"]
+    assert (tmp_path / "arch" / f"answers/{first}.jsonl.xz").read_bytes() == before[
+        tmp_path / "arch" / f"answers/{first}.jsonl.xz"
+    ]
+
+
+def test_damaged_or_foreign_archives_are_refused_and_change_nothing(tmp_path):
+    s, first, _ = _store(tmp_path / "a")
+    s.close()
+    arch = tmp_path / "arch"
+    export_store(tmp_path / "a", arch)
+    with pytest.raises(SelfCorrectError, match="not a selfcorrect archive"):
+        restore_store(tmp_path, tmp_path / "b")
+    f = arch / f"answers/{first}.jsonl.xz"
+    good = f.read_bytes()
+    f.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    with pytest.raises(SelfCorrectError, match="damaged"):
+        restore_store(arch, tmp_path / "b")
+    assert Store(tmp_path / "b").conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0] == 0
+    f.write_bytes(good)
+    index = json.loads((arch / INDEX).read_text())
+    index["files"]["../x.jsonl.xz"] = {"rows": 0, "sha256": "0"}
+    (arch / INDEX).write_text(json.dumps(index))
+    with pytest.raises(SelfCorrectError, match="unknown table|leaves the archive"):
+        restore_store(arch, tmp_path / "b")
+    del index["files"]["../x.jsonl.xz"]
+    (arch / INDEX).write_text(json.dumps(index))
+    other = Store(tmp_path / "c")
+    other.register_model("m", "zzz", {})
+    other.close()
+    with pytest.raises(SelfCorrectError, match="other weights"):
+        restore_store(arch, tmp_path / "c")
+    assert _rows(tmp_path / "c")["answers"] == []
+
+
+def test_cli_export_and_restore(tmp_path):
+    s, _, _ = _store(tmp_path / "a")
+    s.close()
+    runner = CliRunner()
+    res = runner.invoke(app, ["export", str(tmp_path / "a"), str(tmp_path / "arch")])
+    assert res.exit_code == 0, res.output
+    assert "3 answers" in res.output
+    res = runner.invoke(app, ["restore", str(tmp_path / "arch"), str(tmp_path / "b")])
+    assert res.exit_code == 0 and "3 answers" in res.output
+    res = runner.invoke(app, ["restore", str(tmp_path / "nowhere"), str(tmp_path / "c")])
+    assert res.exit_code == 2 and "not a selfcorrect archive" in res.output
