@@ -111,6 +111,11 @@ def test_cli_export_and_restore(tmp_path):
     assert res.exit_code == 0, res.output
     assert "3 answers" in res.output
     res = runner.invoke(app, ["restore", str(tmp_path / "arch"), str(tmp_path / "b")])
-    assert res.exit_code == 0 and "3 answers" in res.output
+    assert res.exit_code == 0 and "3 answers" in res.output and "1 hidden files" in res.output
+    for which, n in (("none", 0), ("other-model", 0), ("m", 1)):
+        res = runner.invoke(app, ["export", str(tmp_path / "a"), str(tmp_path / which),
+                                  "--hidden", which])  # fmt: skip
+        assert res.exit_code == 0, res.output
+        assert len(list((tmp_path / which).rglob("*.safetensors"))) == n
     res = runner.invoke(app, ["restore", str(tmp_path / "nowhere"), str(tmp_path / "c")])
     assert res.exit_code == 2 and "not a selfcorrect archive" in res.output

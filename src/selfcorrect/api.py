@@ -137,11 +137,12 @@ def analyze_hidden(directory: str | Path, seed: int = 0) -> tuple[pd.DataFrame, 
     return table, hidden.write(directory, table)
 
 
-def export_store(directory: str | Path, dest: str | Path) -> dict:
-    """The store as plain files a repository can keep (see selfcorrect.archive)."""
+def export_store(directory: str | Path, dest: str | Path, hidden: str = "all") -> dict:
+    """The store as plain files a repository can keep (see selfcorrect.archive); `hidden`:
+    whose hidden states to copy ("all", "none" or model names)."""
     from selfcorrect import archive
 
-    return archive.export_store(directory, dest)
+    return archive.export_store(directory, dest, hidden)
 
 
 def restore_store(src: str | Path, directory: str | Path) -> dict[str, int]:

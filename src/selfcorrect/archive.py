@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from selfcorrect.errors import SelfCorrectError
+from selfcorrect.hidden import hidden_folders, model_folder
 from selfcorrect.store import SCHEMA_VERSION, Store
 
 FORMAT = 1
@@ -58,9 +59,11 @@ def _write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
-def export_store(directory: str | Path, dest: str | Path) -> dict:
+def export_store(directory: str | Path, dest: str | Path, hidden: str = "all") -> dict:
     """Write the store under `directory` into `dest`; returns {"written": [...], "unchanged": n,
-    "rows": {table: n}}. Safe beside a running writer (reads one snapshot)."""
+    "rows": {table: n}}. Safe beside a running writer (reads one snapshot). `hidden`: whose
+    hidden states to copy: "all", "none" or comma-separated model names (they are large:
+    about 2 bytes x width x layers per answer)."""
     store = Store(directory, read_only=True)
     dest = Path(dest)
     files, written, unchanged, counts = {}, [], 0, {}
@@ -89,8 +92,7 @@ def export_store(directory: str | Path, dest: str | Path) -> dict:
                         unchanged += 1
     finally:
         store.close()
-    hidden = Path(directory) / "hidden"
-    for src in sorted(hidden.rglob("*.safetensors")) if hidden.is_dir() else []:
+    for src in _hidden_files(directory, hidden):
         name = src.relative_to(directory).as_posix()
         data = src.read_bytes()
         files[name] = {"rows": None, "sha256": _sha256(data)}
@@ -101,6 +103,16 @@ def export_store(directory: str | Path, dest: str | Path) -> dict:
     index = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "files": files}
     _write_if_changed(dest / INDEX, (json.dumps(index, indent=1, sort_keys=True) + "\n").encode())
     return {"written": written, "unchanged": unchanged, "rows": counts}
+
+
+def _hidden_files(directory: str | Path, which: str) -> list[Path]:
+    if which.strip() == "none":
+        return []
+    folders = hidden_folders(directory)
+    if which.strip() != "all":
+        wanted = {model_folder(directory, m.strip()) for m in which.split(",") if m.strip()}
+        folders = [f for f in folders if f in wanted]
+    return [p for f in folders for p in sorted(f.glob("*.safetensors"))]
 
 
 def _read_index(src: Path) -> dict:

@@ -351,10 +351,13 @@ def export(
     dest: Annotated[
         Path, typer.Argument(help="The archive folder (created or brought up to date).")
     ],
+    hidden: Annotated[
+        str, typer.Option(help="Whose hidden states to copy: all, none or model names (A,B).")
+    ] = "all",
 ):
     """Write a results store as plain files (xz JSON lines, one file per run; hidden states
     copied): what a repository can keep. Unchanged files are not rewritten."""
-    done = api.export_store(directory, dest)
+    done = api.export_store(directory, dest, hidden)
     rows = ", ".join(f"{n:,} {t}" for t, n in done["rows"].items() if n)
     out_console.print(f"{dest}: {len(done['written'])} files written, {done['unchanged']} "
                       f"unchanged ({rows})", highlight=False)  # fmt: skip
