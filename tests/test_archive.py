@@ -30,7 +30,8 @@ def _store(path, finish_first=True):
     first = s.register_run({"n": 1}, "bbq", items, [("baseline", "h1", {"t": "x"})],
                            [("m", "aaa", {"k": 1})])  # fmt: skip
     s.write(first, answers=[answer("a"), answer("b", pred=0)],
-            turns=[("m", "bbq", "baseline", "logprob", "a", 0, "p", "unicode é ✓", )])  # fmt: skip
+            turns=[("m", "bbq", "baseline", "logprob", "a", 0, "p",
+                    "unicode é ✓ \u2028 line \u0085 next \r\n end")])  # fmt: skip
     if finish_first:
         s.update_run(first, {"n": 1}, "complete")
     second = s.register_run({"n": 2}, "bbq", items, [("baseline", "h1", {"t": "x"})], [])
@@ -74,6 +75,10 @@ def test_export_rewrites_only_what_changed(tmp_path):
     ]
 
 
+def _answers(directory):
+    return Store(directory).conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+
+
 def test_damaged_or_foreign_archives_are_refused_and_change_nothing(tmp_path):
     s, first, _ = _store(tmp_path / "a")
     s.close()
@@ -81,26 +86,73 @@ def test_damaged_or_foreign_archives_are_refused_and_change_nothing(tmp_path):
     export_store(tmp_path / "a", arch)
     with pytest.raises(SelfCorrectError, match="not a selfcorrect archive"):
         restore_store(tmp_path, tmp_path / "b")
-    f = arch / f"answers/{first}.jsonl.xz"
-    good = f.read_bytes()
-    f.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    index = json.loads((arch / INDEX).read_text())
+    good = (arch / INDEX).read_text()
+    # a file whose bytes are not the indexed ones (the xz stream itself still valid)
+    index["files"][f"answers/{first}.jsonl.xz"]["sha256"] = "0" * 64
+    (arch / INDEX).write_text(json.dumps(index))
+    with pytest.raises(SelfCorrectError, match="damaged .sha256"):
+        restore_store(arch, tmp_path / "b")
+    (arch / INDEX).write_text(good)
+    # a damaged hidden-state file: refused before any row goes in
+    h = next(arch.rglob("*.safetensors"))
+    kept = h.read_bytes()
+    h.write_bytes(kept[:100] + bytes([kept[100] ^ 1]) + kept[101:])
     with pytest.raises(SelfCorrectError, match="damaged"):
         restore_store(arch, tmp_path / "b")
-    assert Store(tmp_path / "b").conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0] == 0
-    f.write_bytes(good)
-    index = json.loads((arch / INDEX).read_text())
+    assert not (tmp_path / "b").exists() or _answers(tmp_path / "b") == 0
+    h.write_bytes(kept)
+    index = json.loads(good)
     index["files"]["../x.jsonl.xz"] = {"rows": 0, "sha256": "0"}
     (arch / INDEX).write_text(json.dumps(index))
-    with pytest.raises(SelfCorrectError, match="unknown table|leaves the archive"):
+    with pytest.raises(SelfCorrectError, match="leaves the archive"):
         restore_store(arch, tmp_path / "b")
-    del index["files"]["../x.jsonl.xz"]
-    (arch / INDEX).write_text(json.dumps(index))
+    (arch / INDEX).write_text(good)
     other = Store(tmp_path / "c")
     other.register_model("m", "zzz", {})
     other.close()
     with pytest.raises(SelfCorrectError, match="other weights"):
         restore_store(arch, tmp_path / "c")
     assert _rows(tmp_path / "c")["answers"] == []
+
+
+def test_a_store_missing_archived_runs_cannot_shrink_the_archive(tmp_path):
+    s, first, second = _store(tmp_path / "a")
+    s.close()
+    arch = tmp_path / "arch"
+    export_store(tmp_path / "a", arch)
+    fresh = Store(tmp_path / "new")  # a new machine that ran before restoring
+    fresh.register_model("m", "aaa", {"k": 1})
+    run = fresh.start_run({"n": 3})
+    fresh.write(run, answers=[answer("z")])
+    fresh.close()
+    with pytest.raises(SelfCorrectError, match="restore the archive into the store first"):
+        export_store(tmp_path / "new", arch)
+    assert restore_store(arch, tmp_path / "b")["answers"] == 3  # the archive is untouched
+    done = export_store(tmp_path / "new", arch, hidden="none", force=True)
+    assert f"answers/{first}.jsonl.xz" in done["removed"] and not list(arch.rglob("*.safetensors"))
+    (arch / "answers" / "x.jsonl.xz.tmp").write_bytes(b"half")  # a crash's leftover
+    assert export_store(tmp_path / "new", arch, hidden="none")["removed"] == [
+        "answers/x.jsonl.xz.tmp"
+    ]
+
+
+def test_export_reads_one_snapshot_beside_a_writer(tmp_path, monkeypatch):
+    """A batch stored while the export runs is in all of its tables or in none."""
+    import selfcorrect.archive as archive
+
+    s, _, second = _store(tmp_path / "a")
+    encode = archive._encode
+    calls = []
+
+    def writing_encode(cols, rows):
+        if not calls:
+            s.write(second, answers=[answer("late")])  # the writer commits between tables
+        calls.append(1)
+        return encode(cols, rows)
+
+    monkeypatch.setattr(archive, "_encode", writing_encode)
+    assert export_store(tmp_path / "a", tmp_path / "arch")["rows"]["answers"] == 3
 
 
 def test_cli_export_and_restore(tmp_path):

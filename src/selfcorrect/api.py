@@ -137,12 +137,14 @@ def analyze_hidden(directory: str | Path, seed: int = 0) -> tuple[pd.DataFrame, 
     return table, hidden.write(directory, table)
 
 
-def export_store(directory: str | Path, dest: str | Path, hidden: str = "all") -> dict:
+def export_store(directory: str | Path, dest: str | Path, hidden: str = "all",
+                 force: bool = False) -> dict:  # fmt: skip
     """The store as plain files a repository can keep (see selfcorrect.archive); `hidden`:
-    whose hidden states to copy ("all", "none" or model names)."""
+    whose hidden states to copy ("all", "none" or model names); `force`: drop archived runs
+    the store lacks."""
     from selfcorrect import archive
 
-    return archive.export_store(directory, dest, hidden)
+    return archive.export_store(directory, dest, hidden, force)
 
 
 def restore_store(src: str | Path, directory: str | Path) -> dict[str, int]:

@@ -15,11 +15,12 @@ import hashlib
 import json
 import lzma
 import os
+import sqlite3
 from pathlib import Path
 
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.hidden import hidden_folders, model_folder
-from selfcorrect.store import SCHEMA_VERSION, Store
+from selfcorrect.store import MIGRATIONS, SCHEMA_VERSION, Store
 
 FORMAT = 1
 INDEX = "archive.json"
@@ -59,14 +60,17 @@ def _write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
-def export_store(directory: str | Path, dest: str | Path, hidden: str = "all") -> dict:
+def export_store(directory: str | Path, dest: str | Path, hidden: str = "all",
+                 force: bool = False) -> dict:  # fmt: skip
     """Write the store under `directory` into `dest`; returns {"written": [...], "unchanged": n,
-    "rows": {table: n}}. Safe beside a running writer (reads one snapshot). `hidden`: whose
-    hidden states to copy: "all", "none" or comma-separated model names (they are large:
-    about 2 bytes x width x layers per answer)."""
-    store = Store(directory, read_only=True)
+    "removed": [...], "rows": {table: n}, "no_hidden": [...]}. Safe beside a running writer
+    (reads one snapshot). `hidden`: whose hidden states to copy: "all", "none" or
+    comma-separated model names (they are large: about 2 bytes x width x layers per answer).
+    An archive holding runs this store lacks is refused unless `force` (exporting a new store
+    over an old archive would drop them from its index)."""
     dest = Path(dest)
-    files, written, unchanged, counts = {}, [], 0, {}
+    store = Store(directory, read_only=True)
+    tables, counts = {}, {}
     try:
         with store.conn:  # one read transaction: every table from the same moment
             store.conn.execute("BEGIN")
@@ -83,16 +87,27 @@ def export_store(directory: str | Path, dest: str | Path, hidden: str = "all") -
                     where, args = ("WHERE run_id=?", (run_id,)) if run_id else ("", ())
                     sql = f"SELECT * FROM {table} {where} ORDER BY {order}"  # noqa: S608
                     rows = store.conn.execute(sql, args).fetchall()
-                    data = _encode(cols, rows)
-                    files[name] = {"rows": len(rows), "sha256": _sha256(data)}
+                    tables[name] = (len(rows), _encode(cols, rows))
                     counts[table] += len(rows)
-                    if _write_if_changed(dest / name, data):
-                        written.append(name)
-                    else:
-                        unchanged += 1
+        version = store.version
     finally:
         store.close()
-    for src in _hidden_files(directory, hidden):
+    old = _read_index(dest)["files"] if (dest / INDEX).is_file() else {}
+    lost = sorted(n for n in old if n.startswith(PER_RUN) and n not in tables)
+    if lost and not force:
+        raise SelfCorrectError(
+            f"{dest} holds {len(lost)} run file(s) that {directory} lacks (e.g. {lost[0]}): "
+            f"restore the archive into the store first, or export with --force to drop them"
+        )
+    files, written, unchanged = {}, [], 0
+    for name, (n, data) in tables.items():
+        files[name] = {"rows": n, "sha256": _sha256(data)}
+        if _write_if_changed(dest / name, data):
+            written.append(name)
+        else:
+            unchanged += 1
+    paths, no_hidden = _hidden_files(directory, hidden)
+    for src in paths:  # after the snapshot: a batch's states are written before its answers
         name = src.relative_to(directory).as_posix()
         data = src.read_bytes()
         files[name] = {"rows": None, "sha256": _sha256(data)}
@@ -100,19 +115,32 @@ def export_store(directory: str | Path, dest: str | Path, hidden: str = "all") -
             written.append(name)
         else:
             unchanged += 1
-    index = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "files": files}
+    index = {"format": FORMAT, "schema_version": version, "files": files}
     _write_if_changed(dest / INDEX, (json.dumps(index, indent=1, sort_keys=True) + "\n").encode())
-    return {"written": written, "unchanged": unchanged, "rows": counts}
+    removed = []
+    for p in sorted(dest.rglob("*")):  # ours but no longer indexed (or a crash's .tmp)
+        name = p.relative_to(dest).as_posix()
+        ours = name.endswith((".jsonl.xz", ".tmp")) or name.startswith("hidden/")
+        if p.is_file() and ours and name not in files:
+            p.unlink()
+            removed.append(name)
+    return {"written": written, "unchanged": unchanged, "removed": removed, "rows": counts,
+            "no_hidden": no_hidden}  # fmt: skip
 
 
-def _hidden_files(directory: str | Path, which: str) -> list[Path]:
+def _hidden_files(directory: str | Path, which: str) -> tuple[list[Path], list[str]]:
+    """The hidden-state files to copy, and the models asked for that have none (a typo, or
+    none yet: said, not fatal, so a checkpoint can name a model still to come)."""
     if which.strip() == "none":
-        return []
+        return [], []
     folders = hidden_folders(directory)
+    missing = []
     if which.strip() != "all":
-        wanted = {model_folder(directory, m.strip()) for m in which.split(",") if m.strip()}
+        names = [m.strip() for m in which.split(",") if m.strip()]
+        wanted = {model_folder(directory, m) for m in names}
+        missing = [m for m in names if model_folder(directory, m) not in folders]
         folders = [f for f in folders if f in wanted]
-    return [p for f in folders for p in sorted(f.glob("*.safetensors"))]
+    return [p for f in folders for p in sorted(f.glob("*.safetensors"))], missing
 
 
 def _read_index(src: Path) -> dict:
@@ -125,9 +153,9 @@ def _read_index(src: Path) -> dict:
     if not isinstance(index, dict) or index.get("format") != FORMAT:
         raise SelfCorrectError(f"{src / INDEX}: archive format {index.get('format')!r}, this "
                                f"version reads {FORMAT}")  # fmt: skip
-    if index.get("schema_version") != SCHEMA_VERSION:
+    if index.get("schema_version") not in (SCHEMA_VERSION, *MIGRATIONS):  # older: columns added
         raise SelfCorrectError(f"{src}: store schema {index.get('schema_version')!r}, this "
-                               f"version writes {SCHEMA_VERSION}")  # fmt: skip
+                               f"version reads {SCHEMA_VERSION} and older")  # fmt: skip
     return index
 
 
@@ -145,70 +173,79 @@ def _checked(src: Path, name: str, entry: dict) -> bytes:
     return data
 
 
-def _decode(path: Path, data: bytes, allowed: list[str]) -> tuple[list[str], list[list]]:
+def _decode(path: Path, data: bytes) -> tuple[list[str], list[list]]:
     try:
-        header, *lines = lzma.decompress(data).decode().splitlines()
+        # "\n" only: splitlines() would also cut at U+2028 or U+0085 inside a model's text
+        header, *lines = lzma.decompress(data).decode().removesuffix("\n").split("\n")
         cols = json.loads(header)
         rows = [json.loads(line) for line in lines]
     except (lzma.LZMAError, UnicodeDecodeError, ValueError) as exc:
         raise SelfCorrectError(f"archive file {path} is damaged ({exc})") from None
-    unknown = [c for c in cols if c not in allowed]
-    if unknown or any(len(r) != len(cols) for r in rows):
-        what = f"unknown column '{unknown[0]}'" if unknown else "a row of the wrong length"
-        raise SelfCorrectError(f"archive file {path} is damaged ({what})")
+    if any(not isinstance(r, list) or len(r) != len(cols) for r in rows):
+        raise SelfCorrectError(f"archive file {path} is damaged (a row of the wrong length)")
     return cols, rows
 
 
 def restore_store(src: str | Path, directory: str | Path) -> dict[str, int]:
     """Rebuild (or complete) the store under `directory` from the archive in `src`; returns
-    the rows added per table."""
+    the rows added per table. Every file is checked before anything is written, and the rows
+    go in as one transaction: a refused archive leaves the store as it was."""
     src = Path(src)
     index = _read_index(src)
-    tables = {}
-    for name in sorted(index["files"]):
-        table = name.split("/")[0].removesuffix(".jsonl.xz")
+    tables, hidden = {}, {}
+    for name, entry in sorted(index["files"].items()):
+        data = _checked(src, name, entry)
         if name.startswith("hidden/"):
+            hidden[name] = data
             continue
+        table = name.split("/")[0].removesuffix(".jsonl.xz")
         if table not in KEYS:
             raise SelfCorrectError(f"{src / INDEX}: unknown table file {name!r}")
-        tables.setdefault(table, []).append(name)
+        tables.setdefault(table, []).append((name, *_decode(src / name, data)))
     store = Store(directory)
     added = {}
     try:
-        decoded = {}
-        for table, names in tables.items():
+        for table, parts in tables.items():
             allowed = _columns(store, table)
-            decoded[table] = [_decode(src / n, _checked(src, n, index["files"][n]), allowed)
-                              for n in names]  # fmt: skip
-        for cols, rows in decoded.get("models", []):  # other weights under the same name: refused
+            for name, cols, _ in parts:
+                unknown = [c for c in cols if c not in allowed]
+                if unknown:
+                    raise SelfCorrectError(f"archive file {src / name} is damaged (unknown "
+                                           f"column '{unknown[0]}')")  # fmt: skip
+        for _, cols, rows in tables.get("models", []):  # other weights, same name: refused
             for r in rows:
                 row = dict(zip(cols, r, strict=True))
                 store._check_model(row["model"], row["sha256"])
-        for cols, rows in decoded.get("conditions", []):
+        for _, cols, rows in tables.get("conditions", []):
             for r in rows:
                 row = dict(zip(cols, r, strict=True))
                 store._check_condition(row["benchmark"], row["condition"], row["hash"])
         with store.conn:  # all or nothing
             for table in KEYS:
-                before = store.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
-                for cols, rows in decoded.get(table, []):
+                count = f"SELECT COUNT(*) FROM {table}"  # noqa: S608
+                before = store.conn.execute(count).fetchone()[0]
+                for _, cols, rows in tables.get(table, []):
                     if table == "runs":  # its process is not here: it ended when exported
                         i = cols.index("status")
                         rows = [[*r[:i], "interrupted", *r[i + 1:]] if r[i] == "running" else r
                                 for r in rows]  # fmt: skip
-                    store.conn.executemany(
-                        f"INSERT OR IGNORE INTO {table} ({', '.join(cols)}) "  # noqa: S608
-                        f"VALUES ({', '.join('?' * len(cols))})",
+                    store.conn.executemany(  # a key already stored is kept; a bad row fails
+                        f"INSERT INTO {table} ({', '.join(cols)}) "  # noqa: S608
+                        f"VALUES ({', '.join('?' * len(cols))}) ON CONFLICT DO NOTHING",
                         rows,
                     )
-                after = store.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
-                added[table] = after - before
+                added[table] = store.conn.execute(count).fetchone()[0] - before
+                expected = sum(len(rows) for _, _, rows in tables.get(table, []))
+                if before == 0 and added[table] != expected:
+                    raise SelfCorrectError(f"{src}: {table} holds {expected} rows, "
+                                           f"{added[table]} went in (duplicate keys)")  # fmt: skip
+    except sqlite3.IntegrityError as exc:
+        raise SelfCorrectError(f"{src}: a row cannot be stored ({exc}); nothing was "
+                               "restored") from None  # fmt: skip
     finally:
         store.close()
     copied = 0
-    for name, entry in index["files"].items():
-        if name.startswith("hidden/"):
-            data = _checked(src, name, entry)
-            copied += _write_if_changed(Path(directory) / name, data)
+    for name, data in hidden.items():
+        copied += _write_if_changed(Path(directory) / name, data)
     added["hidden files"] = copied
     return added

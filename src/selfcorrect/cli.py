@@ -354,13 +354,19 @@ def export(
     hidden: Annotated[
         str, typer.Option(help="Whose hidden states to copy: all, none or model names (A,B).")
     ] = "all",
+    force: Annotated[
+        bool, typer.Option("--force", help="Export even if the archive holds runs the store lacks.")
+    ] = False,
 ):
     """Write a results store as plain files (xz JSON lines, one file per run; hidden states
     copied): what a repository can keep. Unchanged files are not rewritten."""
-    done = api.export_store(directory, dest, hidden)
+    done = api.export_store(directory, dest, hidden, force)
     rows = ", ".join(f"{n:,} {t}" for t, n in done["rows"].items() if n)
-    out_console.print(f"{dest}: {len(done['written'])} files written, {done['unchanged']} "
-                      f"unchanged ({rows})", highlight=False)  # fmt: skip
+    counts = f"{len(done['written'])} files written, {done['unchanged']} unchanged"
+    out_console.print(f"{dest}: {counts}, {len(done['removed'])} removed ({rows})",
+                      highlight=False)  # fmt: skip
+    for model in done["no_hidden"]:
+        err_console.print(f"note: no hidden states of '{model}' in {directory} (yet)")
 
 
 @app.command("restore")

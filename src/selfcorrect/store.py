@@ -226,7 +226,7 @@ class Store:
     # runs ----------------------------------------------------------------------------------
     @_guarded
     def start_run(self, manifest: dict) -> str:
-        run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
         with self.conn:
             self.conn.execute(
                 "INSERT INTO runs VALUES (?, ?, NULL, 'running', ?)",
@@ -316,7 +316,8 @@ class Store:
         for model, sha256, _ in models:
             self._check_model(model, sha256)
         records = items.astype(object).where(items.notna(), None).to_dict("records")
-        run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        # UTC: run ids sort in time order on any machine (hidden-state files are read in that order)
+        run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
         with self.conn:
             self.conn.execute(
                 "INSERT INTO runs VALUES (?, ?, NULL, 'running', ?)",
