@@ -17,7 +17,7 @@ LAYERS = [
     ["selfcorrect.contrasts"],
     ["selfcorrect.verdicts"],
     ["selfcorrect.metrics", "selfcorrect.rules_file"],
-    ["selfcorrect.engine"],
+    ["selfcorrect.engine", "selfcorrect.archive"],
     ["selfcorrect.store", "selfcorrect.hidden"],
     ["selfcorrect.backends"],
     ["selfcorrect.registry"],
