@@ -12,6 +12,7 @@ from files: rows go in through parameterised inserts of known columns."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import lzma
 import os
@@ -99,18 +100,12 @@ def export_store(directory: str | Path, dest: str | Path, hidden: str = "all",
             f"{dest} holds {len(lost)} run file(s) that {directory} lacks (e.g. {lost[0]}): "
             f"restore the archive into the store first, or export with --force to drop them"
         )
-    files, written, unchanged = {}, [], 0
-    for name, (n, data) in tables.items():
-        files[name] = {"rows": n, "sha256": _sha256(data)}
-        if _write_if_changed(dest / name, data):
-            written.append(name)
-        else:
-            unchanged += 1
     paths, no_hidden = _hidden_files(directory, hidden)
-    for src in paths:  # after the snapshot: a batch's states are written before its answers
-        name = src.relative_to(directory).as_posix()
-        data = src.read_bytes()
-        files[name] = {"rows": None, "sha256": _sha256(data)}
+    # hidden files read after the snapshot: a batch's states are written before its answers
+    copies = ((p.relative_to(directory).as_posix(), (None, p.read_bytes())) for p in paths)
+    files, written, unchanged = {}, [], 0
+    for name, (n, data) in itertools.chain(tables.items(), copies):
+        files[name] = {"rows": n, "sha256": _sha256(data)}
         if _write_if_changed(dest / name, data):
             written.append(name)
         else:
@@ -136,10 +131,10 @@ def _hidden_files(directory: str | Path, which: str) -> tuple[list[Path], list[s
     folders = hidden_folders(directory)
     missing = []
     if which.strip() != "all":
-        names = [m.strip() for m in which.split(",") if m.strip()]
-        wanted = {model_folder(directory, m) for m in names}
-        missing = [m for m in names if model_folder(directory, m) not in folders]
-        folders = [f for f in folders if f in wanted]
+        wanted = {m.strip(): model_folder(directory, m.strip()) for m in which.split(",")
+                  if m.strip()}  # fmt: skip
+        missing = [m for m, f in wanted.items() if f not in folders]
+        folders = [f for f in folders if f in wanted.values()]
     return [p for f in folders for p in sorted(f.glob("*.safetensors"))], missing
 
 
