@@ -27,6 +27,12 @@ MIGRATIONS = {"1": ("ALTER TABLE answers ADD COLUMN n_tokens TEXT",)}  # version
 BUSY_TIMEOUT_S = 30  # how long a command waits for another process's write lock
 
 
+def _new_run_id() -> str:
+    """UTC time and a random suffix: run ids sort in time order on any machine (hidden-state
+    files are read in that order)."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
 def _dumps(manifest: dict) -> str:
     """A manifest as stored: no secret (keys, URL userinfo) survives."""
     return json.dumps(scrub_data(manifest), sort_keys=True)
@@ -226,7 +232,7 @@ class Store:
     # runs ----------------------------------------------------------------------------------
     @_guarded
     def start_run(self, manifest: dict) -> str:
-        run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+        run_id = _new_run_id()
         with self.conn:
             self.conn.execute(
                 "INSERT INTO runs VALUES (?, ?, NULL, 'running', ?)",
@@ -316,8 +322,7 @@ class Store:
         for model, sha256, _ in models:
             self._check_model(model, sha256)
         records = items.astype(object).where(items.notna(), None).to_dict("records")
-        # UTC: run ids sort in time order on any machine (hidden-state files are read in that order)
-        run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+        run_id = _new_run_id()
         with self.conn:
             self.conn.execute(
                 "INSERT INTO runs VALUES (?, ?, NULL, 'running', ?)",
