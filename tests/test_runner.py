@@ -280,6 +280,25 @@ def test_hidden_states_are_kept_keyed_and_resumed(tmp_path):
     assert r.exit_code == 2 and "--save-hidden must be 'all' or comma-separated" in r.output
 
 
+def test_a_scored_answer_without_its_hidden_state_stops_the_run(tmp_path, monkeypatch):
+    """A backend that claims hidden states but returns none for an answer fails the run
+    before that batch is stored, instead of leaving a silent gap in the states."""
+    from tests.fakes import FakeBackend
+
+    real = FakeBackend.score
+
+    def gappy(self, prompts, candidates):
+        out = real(self, prompts, candidates)
+        out[-1] = type(out[-1])(out[-1].logprobs, out[-1].n_tokens, None)
+        return out
+
+    monkeypatch.setattr(FakeBackend, "score", gappy)
+    with pytest.raises(SelfCorrectError, match="no hidden state for item"):
+        api.run("fake:gap", conditions="baseline", save_hidden="0,-1", out=tmp_path, **COMMON)
+    assert answers(tmp_path) == []
+    assert not list((tmp_path / "hidden").rglob("*.safetensors"))
+
+
 def test_law_school_through_rounds_critic_resume_shards_and_rescoring(tmp_path):
     """The law-school kit on the paths every benchmark shares: feedback rounds written by a
     critic, an interrupt and resume, a Ray shard's rows, and re-scoring from the store."""

@@ -321,13 +321,18 @@ def _call(ctx: _Context, states: list[_State], fn, *args, **kwargs):
 
 def _write_hidden(ctx: _Context, chunk: list[_State], scored) -> None:
     """The states captured at these answers, written before their store transaction."""
-    if ctx.hidden is None:
+    if ctx.hidden is None or not chunk:
         return
-    got = [(st, r.hidden) for st, r in zip(chunk, scored, strict=True) if r.hidden is not None]
-    if got:
-        keys = [(ctx.model, ctx.job.benchmark, ctx.condition, ctx.job.readout, st.item.uid,
-                 st.reads) for st, _ in got]  # fmt: skip
-        ctx.hidden.write(keys, np.stack([h for _, h in got]), ctx.backend.capture_layers)
+    missing = [st.item.uid for st, r in zip(chunk, scored, strict=True) if r.hidden is None]
+    if missing:  # a gap in the states would bias the analysis that reads them: refuse it
+        raise SelfCorrectError(
+            f"--save-hidden: the backend returned no hidden state for item {missing[0]} "
+            f"(condition {ctx.condition}, {len(missing)} of {len(chunk)} in its batch); nothing "
+            "was stored for them"
+        )
+    keys = [(ctx.model, ctx.job.benchmark, ctx.condition, ctx.job.readout, st.item.uid,
+             st.reads) for st in chunk]  # fmt: skip
+    ctx.hidden.write(keys, np.stack([r.hidden for r in scored]), ctx.backend.capture_layers)
 
 
 def _generate_wave(ctx: _Context, states: list[_State]) -> None:

@@ -458,14 +458,22 @@ def test_decode_memory_is_bounded_by_its_slots(smollm2):
     assert smollm2._kv.used <= smollm2._kv.budget
 
 
-def test_captured_hidden_state_is_the_models_at_the_answer_position(smollm2):
+@pytest.mark.parametrize("kind,prefix_cache", [("llama", True), ("llama", False),
+                                               ("gemma", True)])  # fmt: skip
+def test_captured_hidden_state_is_the_models_at_the_answer_position(smollm2, kind, prefix_cache):
+    """Every scoring path keeps the same states: the shared prefix, one sequence per option,
+    and a sliding-window model whose longer rows leave the shared path."""
     import numpy as np
 
-    model = _tiny_model(smollm2.tok)
+    model = _tiny_model(smollm2.tok, kind, window=60)
     backend = TransformersBackend.from_model(model, smollm2.tok, "tiny", kind="chat")
+    backend.prefix_cache = prefix_cache
     backend.capture_layers = [0, 2]
-    prompts = [backend.render(Conversation((("user", f"Who {w}? (a) x (b) y (c) z"),),
-                                           "The answer is")) for w in ("ran", "won")]  # fmt: skip
+    questions = ("Who ran?", "Who won? " + "They met at the station. " * 8)
+    prompts = [backend.render(Conversation((("user", f"{q} (a) x (b) y (c) z"),),
+                                           "The answer is")) for q in questions]  # fmt: skip
+    lengths = [len(backend._encode(p)) for p in prompts]
+    assert lengths[0] < 60 < lengths[1]  # under a 60-token window: one fits, one does not
     results = backend.score(prompts, [[" (a)", " (b)", " (c)"]] * 2)
     for prompt, res in zip(prompts, results, strict=True):
         ids = backend._encode(prompt)

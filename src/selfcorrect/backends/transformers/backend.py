@@ -197,11 +197,16 @@ class TransformersBackend(ChatRendering):
             seqs.extend((r, j, ids, start) for j, ids in enumerate(fulls))
         out = [[0.0] * len(c) for c in candidates]
         ntok = [[0] * len(c) for c in candidates]
+        kept: dict[int, object] = {}  # request -> states before its first scored token
         for batch in length_batches(seqs, self.batch_tokens, lambda s: len(s[2])):
-            for (r, j, ids, start), lp in zip(batch, self._score_batch(batch), strict=True):
+            lps, states = self._score_batch(batch)
+            for b, ((r, j, ids, start), lp) in enumerate(zip(batch, lps, strict=True)):
                 out[r][j] = lp
                 ntok[r][j] = len(ids) - start
-        return [ScoreResult(tuple(o), tuple(n)) for o, n in zip(out, ntok, strict=True)]
+                if states is not None:  # every option's copy is the same prompt's: keep one
+                    kept.setdefault(r, states[:, b].float().cpu().numpy())
+        return [ScoreResult(tuple(o), tuple(n), kept.get(r))
+                for r, (o, n) in enumerate(zip(out, ntok, strict=True))]  # fmt: skip
 
     def _score_shared_prefix(self, prompts, candidates) -> list[ScoreResult]:
         """One forward per prompt, its options scored in the same pass (a tree mask): each
@@ -392,7 +397,10 @@ class TransformersBackend(ChatRendering):
         sums.index_add_(0, torch.tensor(owner), tok_lp.double().cpu())
         return sums.tolist()
 
-    def _score_batch(self, batch) -> list[float]:
+    def _score_batch(self, batch):
+        """Each sequence's summed log-probability; with capture layers set, also their states
+        [layers, batch, hidden] at the last token before the scored ones (where the shared-
+        prefix path captures them too), else None."""
         torch = self.torch
         width = max(len(ids) for _, _, ids, _ in batch)
         pad = self.tok.pad_token_id
@@ -408,17 +416,25 @@ class TransformersBackend(ChatRendering):
                 targets.append(ids[t])
                 owner.append(b)
         self.forward_tokens += sum(len(ids) for _, _, ids, _ in batch)
+        capture = bool(self.capture_layers)
         with torch.inference_mode():
-            hidden = self.decoder(
-                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
-            ).last_hidden_state
-            picked = hidden[torch.tensor(rows), torch.tensor(cols)]
-            return self._summed_logprobs(picked, range(len(targets)), targets, owner, len(batch))
+            out = self.decoder(
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                output_hidden_states=capture,
+            )
+            picked = out.last_hidden_state[torch.tensor(rows), torch.tensor(cols)]
+            lps = self._summed_logprobs(picked, range(len(targets)), targets, owner, len(batch))
+            states = None
+            if capture:
+                at = torch.tensor([start - 1 for _, _, _, start in batch])
+                row = torch.arange(len(batch))
+                states = torch.stack([out.hidden_states[k][row, at] for k in self.capture_layers])
+        return lps, states
 
     def hidden_support(self) -> str | None:
-        """None when answers' hidden states can be kept, else why not."""
-        if not self.prefix_cache or self._window is not None:
-            return "it needs full attention with sdpa or eager attention"
+        """None: both scoring paths (shared prefix, and one sequence per option, which
+        sliding-window rows and other attention implementations take) capture the states."""
         return None
 
     # generation --------------------------------------------------------------------------
