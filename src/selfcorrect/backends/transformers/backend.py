@@ -146,6 +146,9 @@ class TransformersBackend(ChatRendering):
         # sliding-window layers would see the whole row under one tree mask: used only for
         # rows that fit the window
         self._window = None if full else getattr(text, "sliding_window", None) or 0
+        # Gemma 3's decoder takes one mask per layer type, so its sliding-window layers get the
+        # tree mask cut to their window, and rows longer than the window keep the one-pass path
+        self._mask_per_type = bool(self._window) and text.model_type == "gemma3_text"
         self._attn = self.model.config._attn_implementation
         if self._attn not in ("sdpa", "eager"):  # they take a ready 4D mask; others may not
             self.prefix_cache = False
@@ -225,7 +228,7 @@ class TransformersBackend(ChatRendering):
                 Request(r, fulls[0][: start + lead], [ids[start + lead :] for ids in fulls], lead)
             )
         out: list[ScoreResult | None] = [None] * len(prompts)
-        if self._window is not None:  # sliding-window layers: the tree mask holds only within
+        if self._window is not None and not self._mask_per_type:  # one mask: it holds only within
             longer = [q for q in reqs if len(q.prefix) + option_width(q.options) > self._window]
             if longer:
                 plain = self.score_per_option(
@@ -355,7 +358,7 @@ class TransformersBackend(ChatRendering):
             capture = bool(self.capture_layers) and bool(targets)
             out = self.decoder(
                 input_ids=ids.to(self.device),
-                attention_mask=self._mask4d(allowed),
+                attention_mask=self._attention_masks(allowed, pos, c_len, wc),
                 position_ids=pos.to(self.device),
                 use_cache=True,
                 output_hidden_states=capture,
@@ -373,6 +376,21 @@ class TransformersBackend(ChatRendering):
             hidden = out.last_hidden_state[torch.tensor(rows), torch.tensor(cols)]
             flat = self._summed_logprobs(hidden, at, targets, owner, starts[-1])
         return [flat[a:z] for a, z in itertools.pairwise(starts)]
+
+    def _attention_masks(self, allowed, pos, c_len, wc):
+        """The tree mask; for a model with a mask per layer type, also its sliding-window
+        layers' copy, which drops keys `window` or more positions before the query (the
+        decoder's own rule, by position: the tree puts tokens off their position order)."""
+        if not self._mask_per_type:
+            return self._mask4d(allowed)
+        torch = self.torch
+        key_pos = torch.zeros(allowed.shape[0], allowed.shape[2], dtype=torch.long)
+        for b, c in enumerate(c_len):  # the reused run sits right-aligned before column wc
+            key_pos[b, wc - c : wc] = torch.arange(c)
+        key_pos[:, wc:] = pos
+        near = pos[:, :, None] - key_pos[:, None, :] < self._window
+        return {"full_attention": self._mask4d(allowed),
+                "sliding_attention": self._mask4d(allowed & near)}  # fmt: skip
 
     def _mask4d(self, allowed):
         """[B, 1, Q, KV] mask handed to the attention as is: boolean for SDPA, additive for
