@@ -3,7 +3,8 @@
 sequence per option, the whole row again for every option). The prompts are BBQ questions after
 a long conversation (earlier items' questions as the user's turns), from under the 512-token
 window to about twice it, each with its three answer options; prints the wall time of each way,
-how many rows are over the window, and how far the two ways' log-probabilities are apart
+and on the rows the way before sent one sequence per option (those over the window): how far
+the two ways' log-probabilities and hidden states (layers 14 and the last) are apart
 (float32: rounding only; bfloat16, the study's dtype: how far its arithmetic moves them).
 
     python perf/window_scoring.py [--model gemma-3-270m] [--items 96] [--dtype bfloat16]
@@ -45,32 +46,50 @@ def main() -> None:
     args = ap.parse_args()
     from selfcorrect.backends.base import LoadOptions
     from selfcorrect.backends.transformers.backend import TransformersBackend
+    from selfcorrect.hidden import parse_layers
     from selfcorrect.registry import resolve
 
     backend = TransformersBackend.from_options(resolve(args.model), LoadOptions(args.dtype))
+    assert backend._mask_per_type, f"{args.model} has no mask per layer type"
     prompts, cands = long_prompts(backend, args.items)
     lengths = [len(backend._encode(p)) for p in prompts]
     backend.score(prompts[:4], cands[:4])  # warm-up
+    routed: list[str] = []  # the prompts the way before sent one sequence per option
+    per_option = backend.score_per_option
+    backend.score_per_option = lambda p, c: routed.extend(p) or per_option(p, c)
     walls, got = {}, {}
     for way, per_type in (("tree", True), ("per-option", False)):
         backend._mask_per_type = per_type
         t = time.perf_counter()
         got[way] = backend.score(prompts, cands)
         walls[way] = round(time.perf_counter() - t, 2)
-    over = [i for i, n in enumerate(lengths) if n > backend._window]
-    diffs = np.array([np.abs(np.subtract(a.logprobs, b.logprobs)).max()
-                      for a, b in zip(got["tree"], got["per-option"], strict=True)])  # fmt: skip
-    agree = [int(np.argmax(a.logprobs) == np.argmax(b.logprobs))
-             for a, b in zip(got["tree"], got["per-option"], strict=True)]  # fmt: skip
+    moved = [i for i, p in enumerate(prompts) if p in set(routed)]  # scored two ways
+    pairs = [(got["tree"][i], got["per-option"][i]) for i in moved]
+    diffs = np.array([np.abs(np.subtract(a.logprobs, b.logprobs)).max() for a, b in pairs])
+    agree = sum(int(np.argmax(a.logprobs) == np.argmax(b.logprobs)) for a, b in pairs)
+    # the residual stream at the answer position (the study's layers) on the moved rows
+    backend.capture_layers = parse_layers("14,-1", backend.n_hidden_states)
+    states = {}
+    for way, per_type in (("tree", True), ("per-option", False)):
+        backend._mask_per_type = per_type
+        res = backend.score([prompts[i] for i in moved], [cands[i] for i in moved])
+        states[way] = np.stack([r.hidden for r in res])
+    rel = np.linalg.norm(states["tree"] - states["per-option"], axis=-1) / np.linalg.norm(
+        states["per-option"], axis=-1
+    )
     result = {
         "model": args.model, "dtype": args.dtype, "rows": len(prompts),
-        "window": backend._window, "rows_over_window": len(over),
+        "window": backend._window, "rows_over_window_way_before": len(moved),
         "prompt_tokens_min_median_max": [min(lengths), int(np.median(lengths)), max(lengths)],
         "wall_s": walls, "speedup": round(walls["per-option"] / walls["tree"], 2),
-        "answers_agree": sum(agree),
-        "max_abs_dlogprob_median": float(np.median(diffs)),
-        "max_abs_dlogprob_max": float(diffs.max()),
-        "max_abs_dlogprob_max_over_window": float(diffs[over].max()) if over else None,
+        "rows_over_window": {
+            "answers_agree": agree,
+            "max_abs_dlogprob_median": float(np.median(diffs)),
+            "max_abs_dlogprob_max": float(diffs.max()),
+            "hidden_layers": backend.capture_layers,
+            "hidden_relative_diff_median": float(np.median(rel)),
+            "hidden_relative_diff_max": float(rel.max()),
+        },
         "threads": backend.info["threads"],
     }  # fmt: skip
     print(json.dumps(result, indent=2))

@@ -461,7 +461,7 @@ def test_decode_memory_is_bounded_by_its_slots(smollm2):
 
 
 @pytest.mark.parametrize("kind,prefix_cache", [("llama", True), ("llama", False),
-                                               ("gemma", True)])  # fmt: skip
+                                               ("gemma", True), ("gemma", False)])  # fmt: skip
 def test_captured_hidden_state_is_the_models_at_the_answer_position(smollm2, kind, prefix_cache):
     """Every scoring path keeps the model's own states: the shared prefix, one sequence per
     option, and a sliding-window model with one row inside its window and one beyond it."""

@@ -206,8 +206,8 @@ class TransformersBackend(ChatRendering):
             for b, ((r, j, ids, start), lp) in enumerate(zip(batch, lps, strict=True)):
                 out[r][j] = lp
                 ntok[r][j] = len(ids) - start
-                if states is not None:  # every option's copy is the same prompt's: keep one
-                    kept.setdefault(r, states[:, b].float().cpu().numpy())
+                if states is not None and r not in kept:  # the options share the prompt
+                    kept[r] = states[:, b].float().cpu().numpy()
         return [ScoreResult(tuple(o), tuple(n), kept.get(r))
                 for r, (o, n) in enumerate(zip(out, ntok, strict=True))]  # fmt: skip
 
@@ -358,7 +358,7 @@ class TransformersBackend(ChatRendering):
             capture = bool(self.capture_layers) and bool(targets)
             out = self.decoder(
                 input_ids=ids.to(self.device),
-                attention_mask=self._attention_masks(allowed, pos, c_len, wc),
+                attention_mask=self._attention_masks(allowed, pos, wc),
                 position_ids=pos.to(self.device),
                 use_cache=True,
                 output_hidden_states=capture,
@@ -377,18 +377,15 @@ class TransformersBackend(ChatRendering):
             flat = self._summed_logprobs(hidden, at, targets, owner, starts[-1])
         return [flat[a:z] for a, z in itertools.pairwise(starts)]
 
-    def _attention_masks(self, allowed, pos, c_len, wc):
+    def _attention_masks(self, allowed, pos, wc):
         """The tree mask; for a model with a mask per layer type, also its sliding-window
         layers' copy, which drops keys `window` or more positions before the query (the
         decoder's own rule, by position: the tree puts tokens off their position order)."""
         if not self._mask_per_type:
             return self._mask4d(allowed)
-        torch = self.torch
-        key_pos = torch.zeros(allowed.shape[0], allowed.shape[2], dtype=torch.long)
-        for b, c in enumerate(c_len):  # the reused run sits right-aligned before column wc
-            key_pos[b, wc - c : wc] = torch.arange(c)
-        key_pos[:, wc:] = pos
-        near = pos[:, :, None] - key_pos[:, None, :] < self._window
+        if wc:  # windowed models keep no prompt KV (budget 0): every key is this forward's
+            raise RuntimeError("a sliding-window model reused prompt KV")
+        near = pos[:, None, :] > pos[:, :, None] - self._window  # [B, query, key]
         return {"full_attention": self._mask4d(allowed),
                 "sliding_attention": self._mask4d(allowed & near)}  # fmt: skip
 
