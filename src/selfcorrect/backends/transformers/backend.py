@@ -142,13 +142,15 @@ class TransformersBackend(ChatRendering):
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         text = getattr(self.model.config, "text_config", None) or self.model.config
         full = set(getattr(text, "layer_types", None) or ["full_attention"]) == {"full_attention"}
-        self._kv = PromptKV(torch, self.kv_budget if full else 0)
         # sliding-window layers would see the whole row under one tree mask: used only for
         # rows that fit the window
         self._window = None if full else getattr(text, "sliding_window", None) or 0
         # Gemma 3's decoder takes one mask per layer type, so its sliding-window layers get the
-        # tree mask cut to their window, and rows longer than the window keep the one-pass path
+        # tree mask cut to their window, and rows longer than the window keep the one-pass path;
+        # given a plain cache its sliding layers keep every key (the masks cut, not the cache),
+        # so its prompts' KV can be reused like a full-attention model's
         self._mask_per_type = bool(self._window) and text.model_type == "gemma3_text"
+        self._kv = PromptKV(torch, self.kv_budget if full or self._mask_per_type else 0)
         self._attn = self.model.config._attn_implementation
         if self._attn not in ("sdpa", "eager"):  # they take a ready 4D mask; others may not
             self.prefix_cache = False
@@ -354,11 +356,11 @@ class TransformersBackend(ChatRendering):
             starts.append(slots.stop)
         self.forward_tokens += sum(n_new) + sum(option_width(q.options) for q in batch)
         with torch.inference_mode():
-            past = self._kv.assemble(reused, c_len, wc) if wc else None
+            past = self._kv.assemble(reused, c_len, wc) if wc else self._empty_cache()
             capture = bool(self.capture_layers) and bool(targets)
             out = self.decoder(
                 input_ids=ids.to(self.device),
-                attention_mask=self._attention_masks(allowed, pos, wc),
+                attention_mask=self._attention_masks(allowed, pos, c_len, wc),
                 position_ids=pos.to(self.device),
                 use_cache=True,
                 output_hidden_states=capture,
@@ -377,15 +379,28 @@ class TransformersBackend(ChatRendering):
             flat = self._summed_logprobs(hidden, at, targets, owner, starts[-1])
         return [flat[a:z] for a, z in itertools.pairwise(starts)]
 
-    def _attention_masks(self, allowed, pos, wc):
+    def _empty_cache(self):
+        """None (the decoder makes its own), or for a model with a mask per layer type a
+        plain cache: the decoder's own would keep only a window of its sliding layers' keys,
+        and the prompt KV cache stores whole rows."""
+        if not self._mask_per_type:
+            return None
+        from transformers import DynamicCache
+
+        return DynamicCache()
+
+    def _attention_masks(self, allowed, pos, c_len, wc):
         """The tree mask; for a model with a mask per layer type, also its sliding-window
         layers' copy, which drops keys `window` or more positions before the query (the
         decoder's own rule, by position: the tree puts tokens off their position order)."""
         if not self._mask_per_type:
             return self._mask4d(allowed)
-        if wc:  # windowed models keep no prompt KV (budget 0): every key is this forward's
-            raise RuntimeError("a sliding-window model reused prompt KV")
-        near = pos[:, None, :] > pos[:, :, None] - self._window  # [B, query, key]
+        torch = self.torch
+        key_pos = torch.zeros(allowed.shape[0], allowed.shape[2], dtype=torch.long)
+        for b, c in enumerate(c_len):  # a reused run sits right-aligned before column wc
+            key_pos[b, wc - c : wc] = torch.arange(c)
+        key_pos[:, wc:] = pos
+        near = key_pos[:, None, :] > pos[:, :, None] - self._window  # [B, query, key]
         return {"full_attention": self._mask4d(allowed),
                 "sliding_attention": self._mask4d(allowed & near)}  # fmt: skip
 
@@ -482,9 +497,10 @@ class TransformersBackend(ChatRendering):
             allowed[b, torch.arange(wn - n), wc + torch.arange(wn - n)] = True  # pads: themselves
         self.forward_tokens += sum(n_new)
         with torch.inference_mode():
-            past = self._kv.assemble(reused, c_len, wc) if wc else None
+            past = self._kv.assemble(reused, c_len, wc) if wc else self._empty_cache()
+            masks = self._attention_masks(allowed, pos, c_len, wc)
             out = self.decoder(input_ids=ids.to(self.device), position_ids=pos.to(self.device),
-                               attention_mask=self._mask4d(allowed), use_cache=True,
+                               attention_mask=masks, use_cache=True,
                                **({self._cache_kw: past} if past is not None else {}))  # fmt: skip
             keys = torch.stack([layer.keys for layer in out.past_key_values.layers])
             values = torch.stack([layer.values for layer in out.past_key_values.layers])
