@@ -142,8 +142,8 @@ class TransformersBackend(ChatRendering):
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         text = getattr(self.model.config, "text_config", None) or self.model.config
         full = set(getattr(text, "layer_types", None) or ["full_attention"]) == {"full_attention"}
-        # sliding-window layers would see the whole row under one tree mask: used only for
-        # rows that fit the window
+        # sliding-window layers would see the whole row under one tree mask: unless the
+        # decoder takes a mask per layer type (below), used only for rows that fit the window
         self._window = None if full else getattr(text, "sliding_window", None) or 0
         # Gemma 3's decoder takes one mask per layer type, so its sliding-window layers get the
         # tree mask cut to their window, and rows longer than the window keep the one-pass path;

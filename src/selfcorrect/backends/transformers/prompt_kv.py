@@ -12,7 +12,8 @@ class PromptKV:
     """Keeps the KV cache of recently scored prompts, so that a later prompt that extends one
     (the next feedback round, the answer turn after reasoning) computes only its new tokens.
     Bounded by a token budget, least recently used first out. Off (budget 0) for models with
-    sliding-window layers, whose caches cannot be spliced this way."""
+    sliding-window layers whose decoder takes one mask for all layers (their windows cannot be
+    cut by position); Gemma 3 takes a mask per layer type, so it keeps whole rows here."""
 
     def __init__(self, torch, budget_tokens: int):
         self.torch = torch
