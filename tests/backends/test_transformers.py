@@ -421,6 +421,26 @@ def test_sliding_window_rows_that_fit_the_window_use_the_decode_loop(smollm2):
     assert backend.decode_steps > 0 and sorted(finished) == sorted(enumerate(got))
 
 
+def test_sliding_window_answer_turn_reuses_the_decode_loops_kv(smollm2):
+    """Gemma-3: the KV the decode loop keeps for a reasoning is reused by the answer turn
+    that extends it past the window, with the same log-probabilities as computed afresh."""
+    model = _tiny_model(smollm2.tok, "gemma", window=64)
+    backend = TransformersBackend.from_model(model, smollm2.tok, "tiny-gemma", kind="chat")
+    first = backend.render(Conversation((("user", "Who was late, the man or the woman?"),), ""))
+    (said,) = backend.generate([first], 16)
+    again = "Think again. " * 8 + "Who was late?"
+    turn = Conversation((("user", "Who was late, the man or the woman?"), ("assistant", said),
+                         ("user", again)), "The answer is")  # fmt: skip
+    prompt, cands = backend.render(turn), [[" the man", " the woman", " unknown"]]
+    assert len(backend._encode(prompt)) > 64 and backend._kv.peek(backend._encode(prompt)) >= 16
+    reused = backend.score([prompt], cands)
+    backend._kv.clear()
+    fresh = backend.score([prompt], cands)
+    plain = backend.score_per_option([prompt], cands)
+    assert reused[0].logprobs == pytest.approx(fresh[0].logprobs, abs=1e-4)
+    assert reused[0].logprobs == pytest.approx(plain[0].logprobs, abs=1e-4)
+
+
 def test_sampling_depends_only_on_the_row_seed(smollm2_fp32):
     smollm2 = smollm2_fp32  # bf16 kernels round differently per batch shape: see performance.md
     from unittest import mock
