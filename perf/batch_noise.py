@@ -10,19 +10,12 @@ each, the share of answers that agree and the spread of their log-probabilities.
 from __future__ import annotations
 
 import argparse
-import json
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-
-
-def _answers(store: Path) -> pd.DataFrame:
-    with sqlite3.connect(f"file:{store / 'results.sqlite'}?mode=ro", uri=True) as c:
-        return pd.read_sql_query("SELECT condition, uid, pred, logprobs FROM answers", c)
+from compare import answers, emit, logprob_spread  # perf/, beside this script
 
 
 def main() -> None:
@@ -44,12 +37,12 @@ def main() -> None:
                     permute="none", batch_size=bs, out=out, progress=False,
                     write_report=False)  # fmt: skip
             runs[bs] = round(time.perf_counter() - t, 1)
-            frames[bs] = _answers(out).set_index(["condition", "uid"])
+            frames[bs] = answers(out, "condition, uid, pred, logprobs").set_index(
+                ["condition", "uid"]
+            )
     (a, fa), (b, fb) = list(frames.items())[:2]
     both = fa.merge(fb, left_index=True, right_index=True, suffixes=("_a", "_b"))
-    diffs = np.array([np.abs(np.array(json.loads(x)) - np.array(json.loads(y))).max()
-                      for x, y in zip(both["logprobs_a"], both["logprobs_b"], strict=True)
-                      if isinstance(x, str) and isinstance(y, str)])  # fmt: skip
+    diffs = logprob_spread(both["logprobs_a"], both["logprobs_b"])
     result = {
         "model": args.model, "items": args.items, "conditions": args.conditions,
         "wall_s": runs, "answers": len(both),
@@ -60,9 +53,7 @@ def main() -> None:
         "max_abs_dlogprob_max": round(float(diffs.max()), 3),
         "batches": [a, b],
     }  # fmt: skip
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -10,21 +10,13 @@ log-probabilities, and of the hidden states kept at layers 14 and the last.
 from __future__ import annotations
 
 import argparse
-import json
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-
-def _answers(store: Path) -> pd.DataFrame:
-    with sqlite3.connect(f"file:{store / 'results.sqlite'}?mode=ro", uri=True) as c:
-        return pd.read_sql_query(
-            "SELECT condition, readout, uid, round, pred, logprobs FROM answers", c
-        )
+from compare import answers, emit, logprob_spread  # perf/, beside this script
 
 
 def main() -> None:
@@ -58,7 +50,9 @@ def main() -> None:
                     save_hidden="14,-1", dtype=args.dtype, out=out, progress=False,
                     write_report=False)  # fmt: skip
             walls[way] = round(time.perf_counter() - t, 1)
-            frames[way] = _answers(out).set_index(["condition", "readout", "uid", "round"])
+            frames[way] = answers(out, "condition, readout, uid, round, pred, logprobs").set_index(
+                ["condition", "readout", "uid", "round"]
+            )
             keys, h, _ = load_hidden(out)
             keys = keys.set_index(["condition", "readout", "uid", "round"]).index
             states[way] = pd.Series(list(h), index=keys).sort_index()
@@ -66,8 +60,7 @@ def main() -> None:
     both = frames["cache"].merge(
         frames["no-cache"], left_index=True, right_index=True, suffixes=("_a", "_b")
     )
-    pairs = zip(both["logprobs_a"], both["logprobs_b"], strict=True)
-    diffs = np.array([np.abs(np.subtract(json.loads(x), json.loads(y))).max() for x, y in pairs])
+    diffs = logprob_spread(both["logprobs_a"], both["logprobs_b"])
     a, b = states["cache"], states["no-cache"].reindex(states["cache"].index)
     # per state: the larger of its layers' |difference| / |state|
     rel = np.array([(np.linalg.norm(x - y, axis=-1) / np.linalg.norm(y, axis=-1)).max()
@@ -82,9 +75,7 @@ def main() -> None:
         "hidden_relative_diff_median": float(np.median(rel)),
         "hidden_relative_diff_max": float(rel.max()),
     }  # fmt: skip
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

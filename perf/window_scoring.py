@@ -13,11 +13,11 @@ the two ways' log-probabilities and hidden states (layers 14 and the last) are a
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
+from compare import emit  # perf/, beside this script
 
 
 def long_prompts(backend, n: int, seed: int = 0) -> tuple[list[str], list[list[str]]]:
@@ -92,9 +92,7 @@ def main() -> None:
         },
         "threads": backend.info["threads"],
     }  # fmt: skip
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    emit(result, args.json)
 
 
 if __name__ == "__main__":
