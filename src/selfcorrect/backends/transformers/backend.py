@@ -20,9 +20,11 @@ from selfcorrect.backends.base import (
     continues_prefill,
 )
 from selfcorrect.backends.transformers.batching import (
+    HEAD_ROWS,
     PROMPT_KV_TOKENS,
     Request,
     auto_batch_tokens,
+    head_pieces,
     length_batches,
     option_width,
 )
@@ -416,15 +418,21 @@ class TransformersBackend(ChatRendering):
 
     def _summed_logprobs(self, hidden, at, targets, owner, n_rows) -> list[float]:
         """Logits only at the positions read (`hidden`, one row each), log-softmax in fp32;
-        token i is targets[i] read at hidden row at[i], summed into owner[i] in fp64."""
+        token i is targets[i] read at hidden row at[i], summed into owner[i] in fp64. The head
+        runs over the rows in pieces of HEAD_ROWS to 2 * HEAD_ROWS - 1 (one piece below that):
+        a whole batch at once holds rows x vocabulary x 10 bytes (10.7 GB for Gemma 3's 262k
+        tokens at 4,096 rows), a piece at most 2.7 GB; pieces that large take the GEMM kernel the
+        whole batch took, bit for bit the same on every packaged model (perf/head_pieces.py)."""
         torch = self.torch
-        logits = self.head(hidden).float()
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        lp = torch.log_softmax(logits, dim=-1)
-        tok_lp = lp[torch.tensor(at, device=lp.device), torch.tensor(targets, device=lp.device)]
+        at = torch.tensor(at, dtype=torch.long)
+        targets = torch.tensor(targets, dtype=torch.long)
+        tok_lp = torch.empty(len(at), dtype=torch.float32)
+        for a, z in head_pieces(hidden.shape[0], HEAD_ROWS):
+            lp = torch.log_softmax(self.last_logits(hidden[a:z]), dim=-1)
+            sel = (at >= a) & (at < z)
+            tok_lp[sel] = lp[(at[sel] - a).to(lp.device), targets[sel].to(lp.device)].cpu()
         sums = torch.zeros(n_rows, dtype=torch.float64)
-        sums.index_add_(0, torch.tensor(owner), tok_lp.double().cpu())
+        sums.index_add_(0, torch.tensor(owner), tok_lp.double())
         return sums.tolist()
 
     def _score_batch(self, batch):

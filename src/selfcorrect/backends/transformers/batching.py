@@ -3,6 +3,7 @@ rows the scorer builds."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import NamedTuple
 
@@ -37,6 +38,7 @@ def free_bytes(device: str) -> int:
 
 
 PROMPT_KV_TOKENS = 32768  # the prompt KV cache's default budget
+HEAD_ROWS = 512  # least rows per piece of the scoring head's GEMM (head_pieces)
 
 
 def auto_batch_tokens(config, device: str, reserved_kv_tokens: int = 0, cap: int = 32768) -> int:
@@ -100,3 +102,12 @@ def length_batches(seqs, budget: int, size, overhead: int = 64):
         j = cut[j]
     for i, j in reversed(bounds):
         yield ordered[i:j]
+
+
+def head_pieces(n: int, least: int) -> list[tuple[int, int]]:
+    """[a, z) bounds cutting n rows into n // least pieces as equal as can be (one piece when
+    n < 2 * least): every piece has `least` rows or more, so none takes a small-M kernel."""
+    k = max(1, n // least)
+    size, extra = divmod(n, k)
+    bounds = [i * size + min(i, extra) for i in range(k + 1)]
+    return list(itertools.pairwise(bounds))
