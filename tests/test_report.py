@@ -162,6 +162,7 @@ def test_cost_table_sums_resumed_runs_of_one_part_per_model(tmp_path):
     both = table.loc[[p for p in table.index if "baseline, instruct" in p][0]]
     assert both["runs"] == 2 and both["answers"] == 16 and both["untimed runs"] == 0
     assert both["wall_s"] > 0 and re.fullmatch(r"\d+:\d\d:\d\d", both["wall"])
+    assert both["peak RSS GB"] > 0 and set(table["peak scope"]) == {"run"}
     assert table.loc[[p for p in table.index if ": s2;" in p][0]]["answers"] == 8
     # a run killed without timing: its answers' first-to-last span stands in (a lower bound)
     import json
@@ -174,11 +175,19 @@ def test_cost_table_sums_resumed_runs_of_one_part_per_model(tmp_path):
         c.execute("UPDATE runs SET manifest=? WHERE run_id=?", (json.dumps(m), run))
         lo, hi = c.execute("SELECT MIN(created), MAX(created) FROM answers WHERE run_id=?",
                            (run,)).fetchone()  # fmt: skip
+        # a run of a store from before peaks were per run: its part's peak is the process's
+        first, text = c.execute("SELECT run_id, manifest FROM runs ORDER BY started").fetchone()
+        m = json.loads(text)
+        del m["peak_rss_scope"]
+        c.execute("UPDATE runs SET manifest=? WHERE run_id=?", (json.dumps(m), first))
     store = Store(tmp_path, create=False, read_only=True)
-    s2 = cost_table(store).set_index("part")
+    table = cost_table(store).set_index("part")
     store.close()
-    s2 = s2.loc[[p for p in s2.index if ": s2;" in p][0]]
+    s2 = table.loc[[p for p in table.index if ": s2;" in p][0]]
     assert s2["untimed runs"] == 1 and s2["wall_s"] == 0
+    assert table.loc[[p for p in table.index if "baseline, instruct" in p][0]]["peak scope"] == (
+        "process"
+    )
     assert hi > lo and s2["untimed answer span s"] == pytest.approx(hi - lo)
 
 

@@ -322,3 +322,20 @@ def test_law_school_through_rounds_critic_resume_shards_and_rescoring(tmp_path):
     store = Store(tmp_path / "merged")
     assert store.merge_rows(rows, "run-1") == 8
     store.close()
+
+
+def test_a_runs_peak_memory_is_its_own_not_an_earlier_larger_parts(tmp_path):
+    """The peak resident memory a run records starts at the run (where the platform lets the
+    count be reset): a larger allocation earlier in the same process does not show in it."""
+    import resource
+
+    import numpy as np
+
+    api.run("fake:a", conditions="baseline", out=tmp_path / "first", **COMMON)  # imports
+    block = np.ones(2**30 // 8)  # 1 GiB touched, then freed
+    del block
+    process_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res = api.run("fake:a", conditions="baseline", out=tmp_path / "second", **COMMON)
+    if res.manifest["peak_rss_scope"] != "run":
+        pytest.skip("this platform cannot reset a process's peak memory count")
+    assert 0 < res.manifest["peak_rss_mb"] < process_peak - 512

@@ -309,7 +309,7 @@ def cost(store: Path) -> str:
     return section("Cost per model x part (this 2-core CPU)",
                    c.assign(**{"untimed answer span": (c["untimed answer span s"] / 60).map(
                        lambda x: f"{x:.0f} min")})[
-                       ["model", "part", "runs", "answers", "wall", "peak RSS GB",
+                       ["model", "part", "runs", "answers", "wall", "peak RSS GB", "peak scope",
                         "untimed runs", "untimed answer span"]])  # fmt: skip
 
 

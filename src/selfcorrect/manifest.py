@@ -59,9 +59,34 @@ def hardware() -> dict:
     return info
 
 
-def peak_rss_mb() -> float:
+def reset_peak_rss() -> str:
+    """Start a new peak resident-memory count for this process: "run" where Linux lets the
+    peak be reset (/proc/self/clear_refs), so a run's peak is its own even after a larger
+    part in the same process; else "process" (the peak since the process started)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        _vm_hwm_kib()
+        return "run"
+    except (OSError, ValueError, StopIteration):
+        return "process"
+
+
+def _vm_hwm_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def peak_rss_mb(scope: str = "process") -> float:
+    """Peak resident memory in MB: since reset_peak_rss() for scope "run", else since the
+    process started."""
     import resource
 
+    if scope == "run":
+        try:
+            return round(_vm_hwm_kib() / 1024, 1)
+        except (OSError, ValueError, StopIteration):
+            pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 

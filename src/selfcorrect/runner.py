@@ -21,7 +21,7 @@ from selfcorrect.conditions import Condition, Library
 from selfcorrect.engine import BRANCH, Job, count_pending, execute
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.hidden import HiddenWriter, estimate_bytes, parse_layers
-from selfcorrect.manifest import data_hashes, hardware, peak_rss_mb, process_info
+from selfcorrect.manifest import data_hashes, hardware, peak_rss_mb, process_info, reset_peak_rss
 from selfcorrect.registry import ResolvedModel
 from selfcorrect.rules_file import RULES_LOGIC, default_rules_path, load_rules
 from selfcorrect.spec import RunSpec
@@ -313,6 +313,7 @@ def execute_prepared(prep: Prepared, progress: bool = True) -> Outcome:
     from selfcorrect.progress import progress_bar
 
     t_start = time.perf_counter()
+    rss_scope = reset_peak_rss()
     store = Store(prep.spec.out)
     store.mark_dead_runs()
     man = manifest(prep)
@@ -334,7 +335,8 @@ def execute_prepared(prep: Prepared, progress: bool = True) -> Outcome:
         status = "finished"
     finally:
         man["wall_s"] = round(time.perf_counter() - t_start, 2)
-        man["peak_rss_mb"] = peak_rss_mb()
+        man["peak_rss_mb"] = peak_rss_mb(rss_scope)
+        man["peak_rss_scope"] = rss_scope
         store.update_run(run_id, man, status)
         store.close()
     return Outcome(Path(prep.spec.out), run_id, man)

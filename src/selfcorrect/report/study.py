@@ -112,7 +112,10 @@ def manifest_blocks(store: Store) -> list[Block]:
 def cost_table(store: Store) -> pd.DataFrame:
     """Wall time and peak memory per model x part (the runs of one command, resumed or not,
     summed): what each part of a study cost. A run whose process was killed has no timing; the
-    span from its first to its last answer is given instead (a lower bound)."""
+    span from its first to its last answer is given instead (a lower bound). "peak scope" is
+    "run" when every run's peak was its own, "process" when one's was the peak of its process
+    since it started (no reset on that platform, or a store from before 2026-12-06), which
+    can be an earlier, larger part's."""
     per_run, span = store.answers_per_run(), store.answer_span_per_run()
     parts: dict[tuple, dict] = {}
     for r in store.runs():
@@ -126,7 +129,8 @@ def cost_table(store: Store) -> pd.DataFrame:
                    f"{sampled.get('temperature')}" if sampled else ""))  # fmt: skip
         key = (", ".join(m.get("models") or {}), part)
         blank = {"model": key[0], "part": part, "runs": 0, "wall_s": 0.0, "untimed runs": 0,
-                 "untimed answer span s": 0.0, "peak_rss_mb": 0.0, "answers": 0}  # fmt: skip
+                 "untimed answer span s": 0.0, "peak_rss_mb": 0.0, "peak scope": "run",
+                 "answers": 0}  # fmt: skip
         row = parts.setdefault(key, blank)
         row["runs"] += 1
         row["answers"] += per_run.get(r["run_id"], 0)
@@ -136,6 +140,8 @@ def cost_table(store: Store) -> pd.DataFrame:
         else:
             row["wall_s"] += m["wall_s"]
             row["peak_rss_mb"] = max(row["peak_rss_mb"], m.get("peak_rss_mb") or 0.0)
+            if m.get("peak_rss_scope") != "run":  # stores before 2026-12-06 kept no scope
+                row["peak scope"] = "process"
     out = pd.DataFrame(parts.values())
     if not out.empty:
         out["wall"] = [f"{int(w // 3600)}:{int(w % 3600 // 60):02d}:{int(w % 60):02d}"
