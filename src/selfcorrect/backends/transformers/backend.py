@@ -420,9 +420,9 @@ class TransformersBackend(ChatRendering):
         """Logits only at the positions read (`hidden`, one row each), log-softmax in fp32;
         token i is targets[i] read at hidden row at[i], summed into owner[i] in fp64. The head
         runs over the rows in pieces of HEAD_ROWS to 2 * HEAD_ROWS - 1 (one piece below that):
-        a whole batch at once holds rows x vocabulary x 10 bytes (10.7 GB for Gemma 3's 262k
-        tokens at 4,096 rows), a piece at most 2.7 GB; pieces that large take the GEMM kernel the
-        whole batch took, bit for bit the same on every packaged model (perf/head_pieces.py)."""
+        a whole batch at once holds up to rows x vocabulary x 10 bytes (Gemma 3's 262k tokens at
+        4,096 rows: 8.2 GB measured, 1.5 GB in pieces); pieces that large take the GEMM kernel
+        the whole batch took, bit for bit the same on every packaged model (perf/head_pieces.py)."""
         torch = self.torch
         at = torch.tensor(at, dtype=torch.long)
         targets = torch.tensor(targets, dtype=torch.long)
