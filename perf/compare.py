@@ -1,6 +1,6 @@
-"""What the perf scripts that compute the same answers two ways share: reading a store's
-answers, the per-answer spread of two stores' log-probabilities, printing and saving the
-result."""
+"""What the perf scripts that compute the same answers two ways share: loading a packaged
+model's transformers backend, reading a store's answers, the per-answer spread of two stores'
+log-probabilities, printing and saving the result."""
 
 from __future__ import annotations
 
@@ -10,6 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+
+def load_backend(model: str, dtype: str):
+    """The transformers backend of a packaged model (name or alias) in `dtype`."""
+    from selfcorrect.backends.base import LoadOptions
+    from selfcorrect.backends.transformers.backend import TransformersBackend
+    from selfcorrect.registry import resolve
+
+    return TransformersBackend.from_options(resolve(model), LoadOptions(dtype))
 
 
 def answers(store: Path, columns: str) -> pd.DataFrame:

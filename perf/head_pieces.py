@@ -2,8 +2,8 @@
 (one GEMM and one full-vocabulary log-softmax over every position read) and the way now
 (`_summed_logprobs`: pieces of HEAD_ROWS rows or more), on real hidden states (the last layer
 at the tokens of BBQ prompts). Prints whether the two are bit for bit the same, the wall time of
-each, and each way's peak resident memory above what the process held before it (VmHWM, reset
-through /proc/self/clear_refs).
+each, and each way's peak resident memory above what the process held before it (the run's
+peak count of selfcorrect.manifest, reset before each way).
 
     python perf/head_pieces.py [--model gemma-3-270m] [--rows 4096] [--dtype bfloat16]
         [--json out.json]"""
@@ -14,22 +14,19 @@ import argparse
 import time
 from pathlib import Path
 
-from compare import emit  # perf/, beside this script
-
-
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field))
+from compare import emit, load_backend  # perf/, beside this script
 
 
 def peak_above_start(fn):
     """fn()'s result, its wall time, and the peak resident memory (MiB) it added."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current resident size
-    start = _rss_kib("VmRSS:")
+    from selfcorrect.manifest import peak_rss_mb, reset_peak_rss
+
+    scope = reset_peak_rss()
+    assert scope == "run", "this platform cannot reset a process's peak memory count"
+    start = peak_rss_mb(scope)  # right after the reset, the peak is the resident size
     t = time.perf_counter()
     out = fn()
-    return out, round(time.perf_counter() - t, 2), round((_rss_kib("VmHWM:") - start) / 1024)
+    return out, round(time.perf_counter() - t, 2), round(peak_rss_mb(scope) - start)
 
 
 def whole(backend, hidden, at, targets, owner, n_rows):
@@ -55,12 +52,10 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from selfcorrect.backends.base import LoadOptions
-    from selfcorrect.backends.transformers.backend import HEAD_ROWS, TransformersBackend
+    from selfcorrect.backends.transformers.backend import HEAD_ROWS
     from selfcorrect.benchmarks.bbq import BBQ
-    from selfcorrect.registry import resolve
 
-    backend = TransformersBackend.from_options(resolve(args.model), LoadOptions(args.dtype))
+    backend = load_backend(args.model, args.dtype)
     bbq = BBQ()
     states, n = [], 0
     with torch.inference_mode():

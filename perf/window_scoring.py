@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from compare import emit  # perf/, beside this script
+from compare import emit, load_backend  # perf/, beside this script
 
 
 def long_prompts(backend, n: int, seed: int = 0) -> tuple[list[str], list[list[str]]]:
@@ -44,12 +44,9 @@ def main() -> None:
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    from selfcorrect.backends.base import LoadOptions
-    from selfcorrect.backends.transformers.backend import TransformersBackend
     from selfcorrect.hidden import parse_layers
-    from selfcorrect.registry import resolve
 
-    backend = TransformersBackend.from_options(resolve(args.model), LoadOptions(args.dtype))
+    backend = load_backend(args.model, args.dtype)
     assert backend._mask_per_type, f"{args.model} has no mask per layer type"
     prompts, cands = long_prompts(backend, args.items)
     lengths = [len(backend._encode(p)) for p in prompts]
