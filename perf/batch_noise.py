@@ -14,8 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from compare import answers, emit, logprob_spread  # perf/, beside this script
+from compare import agreement, answers, emit  # perf/, beside this script
 
 
 def main() -> None:
@@ -41,18 +40,14 @@ def main() -> None:
                 ["condition", "uid"]
             )
     (a, fa), (b, fb) = list(frames.items())[:2]
-    both = fa.merge(fb, left_index=True, right_index=True, suffixes=("_a", "_b"))
-    diffs = logprob_spread(both["logprobs_a"], both["logprobs_b"])
     result = {
-        "model": args.model, "items": args.items, "conditions": args.conditions,
-        "wall_s": runs, "answers": len(both),
-        "agree": int((both["pred_a"] == both["pred_b"]).sum()),
-        "agree_share": round(float((both["pred_a"] == both["pred_b"]).mean()), 4),
-        "max_abs_dlogprob_median": round(float(np.median(diffs)), 3),
-        "max_abs_dlogprob_p95": round(float(np.quantile(diffs, 0.95)), 3),
-        "max_abs_dlogprob_max": round(float(diffs.max()), 3),
+        "model": args.model,
+        "items": args.items,
+        "conditions": args.conditions,
+        "wall_s": runs,
+        **agreement(fa, fb),
         "batches": [a, b],
-    }  # fmt: skip
+    }
     emit(result, args.json)
 
 

@@ -34,6 +34,19 @@ def logprob_spread(left, right) -> np.ndarray:
                      if isinstance(x, str) and isinstance(y, str)])  # fmt: skip
 
 
+def agreement(left: pd.DataFrame, right: pd.DataFrame) -> dict:
+    """Two stores' answers (`pred`, `logprobs`, indexed by the same keys) side by side: how
+    many agree, and the spread of their log-probabilities (median, 95th percentile, max)."""
+    both = left.merge(right, left_index=True, right_index=True, suffixes=("_a", "_b"))
+    same = both["pred_a"] == both["pred_b"]
+    diffs = logprob_spread(both["logprobs_a"], both["logprobs_b"])
+    return {"answers": len(both), "agree": int(same.sum()),
+            "agree_share": round(float(same.mean()), 4),
+            "max_abs_dlogprob_median": round(float(np.median(diffs)), 3),
+            "max_abs_dlogprob_p95": round(float(np.quantile(diffs, 0.95)), 3),
+            "max_abs_dlogprob_max": round(float(diffs.max()), 3)}  # fmt: skip
+
+
 def emit(result: dict, path: Path | None) -> None:
     print(json.dumps(result, indent=2))
     if path:
