@@ -21,8 +21,13 @@ def load_backend(model: str, dtype: str):
     return TransformersBackend.from_options(resolve(model), LoadOptions(dtype))
 
 
+def connect(store: Path) -> sqlite3.Connection:
+    """A store's database, read-only."""
+    return sqlite3.connect(f"file:{store / 'results.sqlite'}?mode=ro", uri=True)
+
+
 def answers(store: Path, columns: str) -> pd.DataFrame:
-    with sqlite3.connect(f"file:{store / 'results.sqlite'}?mode=ro", uri=True) as c:
+    with connect(store) as c:
         return pd.read_sql_query(f"SELECT {columns} FROM answers", c)
 
 

@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from compare import connect  # perf/, beside this script
 
 SCORING_PER_S = 156.6  # H100, perf/results-2026-11-27-h100-stackedkv.json
 GENERATED = ("generate",)  # readouts whose answer is generated text
@@ -39,9 +40,7 @@ def _token_counter(model: str):
 
 
 def projection(store_dir: Path, decode_rate: float) -> pd.DataFrame:
-    import sqlite3
-
-    con = sqlite3.connect(f"file:{store_dir / 'results.sqlite'}?mode=ro", uri=True)
+    con = connect(store_dir)
     try:
         answers = pd.read_sql_query(
             "SELECT model, readout, COUNT(*) AS n, SUM(LENGTH(COALESCE(raw, ''))) AS chars "

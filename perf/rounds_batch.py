@@ -1,11 +1,12 @@
-"""Items per stored batch in the feedback-rounds part: how much of each conversation the prompt KV
-cache finds again. A batch's conversations advance one round at a time together (baseline and
-S1, letter and cloze readouts: four conversations per item, plus the exact-transition branches),
-so when a round's conversations outgrow the cache's token budget, least-recently-used eviction
-drops each conversation just before its next round needs it, and every round recomputes the
-whole conversation. The same items run the study's rounds part (6 rounds, exact transitions,
-hidden states at 14 and the last layer) into fresh stores at two batch sizes; prints the wall
-time, the tokens the model computed, the cache's hits, and how many answers agree.
+"""Items per stored batch in the feedback-rounds part: does the prompt KV cache find each
+conversation again? A batch's conversations advance one round at a time together (baseline and
+S1, letter and cloze readouts: four conversations per item, plus the exact-transition
+branches); if a round's conversations outgrew the cache's token budget, least-recently-used
+eviction would drop each conversation just before its next round needs it and every round would
+recompute the whole conversation. The same items run the study's rounds part (6 rounds, exact
+transitions, hidden states at 14 and the last layer) into fresh stores at two batch sizes;
+prints the wall time, the tokens the model computed, the cache's hits, and how many answers
+agree (on SmolLM2, 48 items: the same tokens at 48 and 8 per batch, docs/performance.md).
 
     python perf/rounds_batch.py [--model smollm2-135m-instruct] [--items 48] [--batches 48,8]
         [--json out.json]"""

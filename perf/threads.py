@@ -15,13 +15,12 @@ import argparse
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from compare import answers, emit  # perf/, beside this script
+from compare import answers, connect, emit  # perf/, beside this script
 
 
 def command(model: str, out: Path, conditions: str, limit: int, batch: int) -> list[str]:
@@ -46,13 +45,13 @@ def run_chain(cmds: list[list[str]], threads: int, core: int | None) -> subproce
 
 
 def wall(store: Path) -> float:
-    with sqlite3.connect(f"file:{store / 'results.sqlite'}?mode=ro", uri=True) as c:
+    with connect(store) as c:
         rows = c.execute("SELECT manifest FROM runs").fetchall()
     return round(sum(json.loads(m)["wall_s"] for (m,) in rows), 1)
 
 
 def texts(store: Path) -> dict:
-    with sqlite3.connect(f"file:{store / 'results.sqlite'}?mode=ro", uri=True) as c:
+    with connect(store) as c:
         rows = c.execute("SELECT condition, uid, step, text FROM turns").fetchall()
     return {r[:3]: r[3] for r in rows}
 
