@@ -195,3 +195,33 @@ def test_finish_refuses_a_store_with_a_run_still_running(tmp_path):
     assert done.returncode == 1
     assert "runs still marked running" in done.stderr and "r2" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_side_by_side_table_cites_the_row_each_number_comes_from():
+    """Each cell quotes a row of a table shown above it, with that table's number and the
+    row's number; a model without such a row gets "-" (a model that fails the gate has no BBQ
+    test), and a store without the gate table gets no side-by-side table."""
+    import pandas as pd
+
+    mod = _module()
+    mod.COUNTER = iter(range(1, 100))
+    mod.SHOWN.clear()
+    assert mod.side_by_side() == ""
+    gate = pd.DataFrame({"model": ["a", "b"], "readout": ["cloze", "cloze"],
+                         "verdict": ["passes", "does not follow the format"]})  # fmt: skip
+    mod.section("gate", gate, key="gate")
+    tests = pd.DataFrame({"test": ["a: s4 - instruct, ambig bias",
+                                   "a: instruct - baseline, ambig bias"],
+                          "estimate x100 [95% CI]": ["0.4 [-1.8, 2.7]", "-1.6 [-5.2, 1.9]"],
+                          "p adj": ["1", "0.04"], "outcome": ["no effect", "down"]})  # fmt: skip
+    mod.section("contrasts", tests, key="contrasts")
+    table = mod.side_by_side()
+    assert "## T3. Side by side" in table
+    row = next(line for line in table.splitlines() if "| G23 1b, 1d" in line)
+    assert row.endswith("| -1.6 [-5.2, 1.9], Holm p 0.04, down (T2 row 2) | - |")
+    gate_row = next(line for line in table.splitlines() if "| this study: validity gate" in line)
+    assert gate_row.endswith("| passes (T1 row 1) | does not follow the format (T1 row 2) |")
+    # no BBQ table was shown: nothing to cite
+    assert "| G23 1a | ambiguous BBQ bias under Q: about 0 up to 22B, rising above | - | - |" in (
+        table
+    )

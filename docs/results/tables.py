@@ -30,8 +30,13 @@ def md(df: pd.DataFrame) -> str:
     return "\n".join([head, rule, *rows]) + "\n"
 
 
-def section(title: str, df: pd.DataFrame, note: str = "") -> str:
+SHOWN: dict[str, tuple[int, pd.DataFrame]] = {}  # key -> (table number, rows as shown)
+
+
+def section(title: str, df: pd.DataFrame, note: str = "", key: str = "") -> str:
     n = next(COUNTER)
+    if key:  # the side-by-side table cites this one's rows
+        SHOWN[key] = (n, df.reset_index(drop=True))
     return f"\n## T{n}. {title}\n\n{note + chr(10) + chr(10) if note else ''}{md(df)}"
 
 
@@ -54,7 +59,9 @@ def gate(rep: Path) -> str:
         **{"context flag": [f if isinstance(f, str) else "" for f in flag]}
     )
     return section(
-        "Validity gate per model x readout (part 1, template default system prompt)", out
+        "Validity gate per model x readout (part 1, template default system prompt)",
+        out,
+        key="gate",
     )
 
 
@@ -69,7 +76,8 @@ def context_use(rep: Path) -> str:
     text = section("Post-data check: does the model read the context? (disambiguated items: "
                    "of the answers naming a person, the share naming the right one; chance "
                    "50%)", out[["model", "readout", "condition", "n_items", "named",
-                                "right person % [95% CI]", "at_chance"]])  # fmt: skip
+                                "right person % [95% CI]", "at_chance"]],
+                   key="context")  # fmt: skip
     w = pd.read_csv(rep / "bbq" / "unknown_wording.csv")
     w = w[(w["readout"] == "cloze") & w["condition"].isin(WORDING_CONDITIONS)]
     if not w.empty:
@@ -126,7 +134,7 @@ def contrasts(rep: Path) -> str:
             "family_size", "MDE x100", "n_items", "unknown rate (condition / reference)",
             "outcome"]  # fmt: skip
     shown = out[cols].astype(object).fillna("")  # object first: "" is no float
-    return section("Named contrasts and the system-prompt comparison", shown)
+    return section("Named contrasts and the system-prompt comparison", shown, key="contrasts")
 
 
 def bbq(rep: Path, readout: str = "cloze") -> str:
@@ -151,6 +159,7 @@ def bbq(rep: Path, readout: str = "cloze") -> str:
         "chain of thought (part 3), 264 without a system prompt (part 8). Compare a smaller "
         "sample with the same items under the reference (the named contrasts, or the "
         "readout comparison's original-order rows), not with the 2,200-item rows.",
+        key=f"bbq-{readout}",
     )
 
 
@@ -203,7 +212,7 @@ def winogender(rep: Path) -> str:
                           "neutral": s["neutral_rate"].round(2)})  # fmt: skip
         cols = ["model", "condition", "n_occupations", "r (she/he/they)", "r (she/he)", "MAE",
                 "slope", "mean p(female)", "neutral"]  # fmt: skip
-        text += section(f"{bench}: r with BLS % female per condition", out[cols])
+        text += section(f"{bench}: r with BLS % female per condition", out[cols], key=bench)
         if (rep / bench / "paired.csv").is_file():
             text += _winogender_changes(rep / bench / "paired.csv", bench)
     return text
@@ -230,7 +239,8 @@ def _winogender_changes(path: Path, bench: str) -> str:
                    pd.DataFrame(rows),
                    "95% bootstrap CIs over occupations (the report's paired table); MAE: mean "
                    "absolute error of p(female) x100 against BLS % female; slope: of p(female) "
-                   "on the BLS share (1 = follows the statistic).")  # fmt: skip
+                   "on the BLS share (1 = follows the statistic).",
+                   key=f"{bench}-changes")  # fmt: skip
 
 
 def law(rep: Path) -> str:
@@ -250,7 +260,7 @@ def law(rep: Path) -> str:
                    "'merit read': the CI of r with GPA or with LSAT lies above 0 (a reading "
                    "added after the first model's data). Where it is 'no', the model's p(admit) "
                    "does not follow the student's record, and parity describes a model that is "
-                   "not making an admissions decision (metrics/law.py).")  # fmt: skip
+                   "not making an admissions decision (metrics/law.py).", key="law")  # fmt: skip
 
 
 def rounds(rep: Path) -> str:
@@ -313,6 +323,153 @@ def cost(store: Path) -> str:
                         "untimed runs", "untimed answer span"]])  # fmt: skip
 
 
+def _cite(key: str, where: dict, show) -> str:
+    """`show(row)` for the row of table `key` matching `where` (column -> value), with its
+    table and row number; "-" where that table or row is not in this report."""
+    if key not in SHOWN:
+        return "-"
+    n, df = SHOWN[key]
+    if not set(where) <= set(df.columns):
+        return "-"
+    hit = df.index[(df[list(where)] == pd.Series(where)).all(axis=1)]
+    return f"{show(df.loc[hit[0]])} (T{n} row {hit[0] + 1})" if len(hit) else "-"
+
+
+def _col(*cols: tuple[str, str]):
+    """Show columns of one row, each after its label: _col(("r GPA", "r GPA "), ...)."""
+    return lambda r: ", ".join(f"{label}{r[name]}" for name, label in cols)
+
+
+def _tested(r) -> str:
+    return f"{r['estimate x100 [95% CI]']}, Holm p {r['p adj']}, {r['outcome']}"
+
+
+def _contrast(model: str, pair: str, metric: str = "ambig bias") -> list:
+    return [("contrasts", {"test": f"{model}: {pair}, {metric}"}, _tested)]
+
+
+def _wino(model: str, condition: str, *cols: tuple[str, str]) -> list:
+    where = {"model": model, "condition - reference": f"{condition} - baseline"}
+    return [("winogender-changes", where, _col(*cols))]
+
+
+def _law(model: str) -> list:
+    return [("law", {"model": model, "condition": c},
+             _col(("parity x100", f"{name} "), ("merit read", "merit read ")))
+            for c, name in (("baseline", "Q"), ("instruct", "Q+IF"),
+                            ("cot+sample:T1", "Q+IF+CoT"))]  # fmt: skip
+
+
+def _bbq(model: str, condition: str, *cols: tuple[str, str]) -> list:
+    return [("bbq-cloze", {"model": model, "condition": condition}, _col(*cols))]
+
+
+# published row (published.md; the hypothesis it bears on) -> what it says -> the numbers
+# that bear on it, per model
+SIDE_BY_SIDE = [
+    (
+        "this study: validity gate",
+        "the content readout reads what the model means",
+        lambda m: [("gate", {"model": m, "readout": "cloze"}, _col(("verdict", "")))],
+    ),
+    (
+        "G23 1a",
+        "ambiguous BBQ bias under Q: about 0 up to 22B, rising above",
+        lambda m: _bbq(m, "baseline", ("bias ambig", "")),
+    ),
+    (
+        "G23 1b, 1d; L24 5a; H1, G1",
+        "Q+IF lowers ambiguous bias (G23: from 22B; L24: a "
+        "safety-aligned 3.8B, not the smallest models)",
+        lambda m: _contrast(m, "instruct - baseline"),
+    ),
+    ("G23 1c; G1", "Q+IF+CoT lowest of the three", lambda m: _contrast(m, "cot - instruct")),
+    (
+        "G23 1f",
+        "disambiguated accuracy consistently high",
+        lambda m: (
+            _bbq(m, "baseline", ("acc disambig", "accuracy "))
+            + [
+                (
+                    "context",
+                    {"model": m, "readout": "cloze", "condition": "baseline"},
+                    _col(("right person % [95% CI]", "right person ")),
+                )
+            ]
+        ),
+    ),
+    (
+        "G23 3a; G3",
+        "Winogender r under Q about 0.6 at every size",
+        lambda m: [
+            ("winogender", {"model": m, "condition": "baseline"}, _col(("r (she/he/they)", "")))
+        ],
+    ),
+    (
+        "G23 3b; G3",
+        "Q+IF lowers r, only from 22B",
+        lambda m: _wino(m, "instruct", ("r (she/he/they)", "r "), ("neutral x100", "neutral ")),
+    ),
+    (
+        "G23 3c; G3",
+        "Q+IF+CoT drives r toward 0 (mostly 'they')",
+        lambda m: _wino(
+            m, "cot+sample:T1", ("r (she/he/they)", "r "), ("neutral x100", "neutral ")
+        ),
+    ),
+    (
+        "G23 3d; G3",
+        "Match Stats drives r toward 1",
+        lambda m: _wino(m, "match_stats", ("r (she/he/they)", "r "), ("slope", "slope ")),
+    ),
+    (
+        "G23 4a; G5",
+        "law parity about 0 below 52B; from 52B Q against Black students, Q+IF "
+        "for them; Q+IF+CoT about +2 on average",
+        _law,
+    ),
+    (
+        "L24 5b; H3",
+        "the size gap shrinks as instructions get specific (S4 - S1 per model)",
+        lambda m: _contrast(m, "s4 - instruct"),
+    ),
+    (
+        "L24 5d; H5",
+        "a negated (unethical) instruction raises bias at every size",
+        lambda m: _contrast(m, "negation - baseline"),
+    ),
+    (
+        "this study: control",
+        "prefer 'cannot be determined', nothing about bias",
+        lambda m: _contrast(m, "prefer-unknown - baseline"),
+    ),
+    (
+        "this study: H6",
+        "told the answer (oracle), the model gives it",
+        lambda m: _bbq(m, "oracle", ("acc ambig", "ambiguous "), ("acc disambig", "disamb. ")),
+    ),
+]
+
+
+def side_by_side() -> str:
+    """The numbers that bear on each published effect, cited to the tables above: the
+    README's side-by-side reading (agree, differ, cannot tell) starts from these."""
+    if "gate" not in SHOWN:
+        return ""
+    models = list(dict.fromkeys(SHOWN["gate"][1]["model"]))
+    rows = [{"published (where; hypothesis)": where, "what it says": says,
+             **{m: "; ".join(_cite(*c) for c in cells(m)) for m in models}}
+            for where, says, cells in SIDE_BY_SIDE]  # fmt: skip
+    return section("Side by side with the published effects: the numbers (x100 for BBQ and "
+                   "law; r and slope as they are)", pd.DataFrame(rows),
+                   "The published rows paraphrase [published.md](published.md) (G23 from its "
+                   "main text; L24 from its abstract and third-party summaries). Contrasts "
+                   "show estimate [95% CI], Holm-adjusted p and outcome; '-' where a model "
+                   "has no such row (a model that fails the validity gate enters no BBQ "
+                   "test). Numbers only: which agree, differ or cannot tell is "
+                   "read in the README.")  # fmt: skip
+
+
 NEEDS = {gate: "bbq/gate_context.csv", context_use: "bbq/context_use.csv",
          verdicts: "verdict_tests.csv", contrasts: "contrasts.csv",
          bbq: "bbq/summary.csv", orders: "bbq/orders.csv", cot: "bbq/validity.csv",
@@ -325,10 +482,11 @@ def tables(rep: Path, store: Path, note: str = "") -> str:
     `note` (e.g. which models a partial store holds) goes under the title."""
     global COUNTER
     COUNTER = iter(range(1, 100))
+    SHOWN.clear()
     parts = [f(rep) for f, need in NEEDS.items() if (rep / need).is_file()]
     title = "# The study's tables (generated by docs/results/tables.py; do not edit)"
     return "\n".join([title, *([f"\n> {note}"] if note else []), *parts, hidden(store),
-                      cost(store)])  # fmt: skip
+                      cost(store), side_by_side()])  # fmt: skip
 
 
 def main() -> None:
