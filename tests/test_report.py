@@ -217,3 +217,39 @@ def test_the_readout_comparison_has_a_figure(tmp_path):
     page = (tmp_path / "report" / "bbq" / "report.md").read_text()
     assert (tmp_path / "report" / "bbq" / "bbq_readouts.png").is_file()
     assert page.index("Readout comparison") < page.index("bbq_readouts.png")
+
+
+def test_the_size_and_condition_figures_draw_one_readout(tmp_path, monkeypatch):
+    """A store read with several readouts (the study: content, letter, generation) must not
+    join them in one line per condition (or crowd one panel with every model x readout): the
+    figures draw the readout most model x condition pairs have, and say which."""
+    import pandas as pd
+
+    from selfcorrect.report import bbq_figures
+
+    rows = [{"model": m, "condition": c, "readout": r, "round": 0, "group": "overall",
+             "context": ctx, "n": 100, "bias": b, "bias_lo": b - 0.1, "bias_hi": b + 0.1,
+             "accuracy": 0.5, "accuracy_lo": 0.4, "accuracy_hi": 0.6}
+            for m, b0 in (("small", 0.0), ("large", 0.2))
+            for r, conds in (("cloze", ("baseline", "instruct")), ("logprob", ("baseline",)))
+            for c in conds
+            for ctx in ("ambig", "disambig")
+            for b in [b0 + (0.5 if r == "logprob" else 0.0)]]  # fmt: skip
+    summary = pd.DataFrame(rows)
+    assert bbq_figures.main_readout(summary) == "cloze"
+    drawn = []
+    monkeypatch.setattr(bbq_figures, "save_figure", lambda fig, out, name: drawn.append(fig))
+    models = {"small": {"params": 1e8}, "large": {"params": 1e9}}
+    bbq_figures.size_figure(summary, models, tmp_path)
+    ax = drawn[0].axes[0]  # ambiguous bias
+    assert "cloze readout" in ax.get_title()
+    lines = [bars.lines[0] for bars in ax.containers]  # each errorbar's data line
+    assert len(lines) == 2  # baseline and instruct, two models each
+    for line in lines:
+        assert list(np.round(line.get_ydata(), 6)) == [0.0, 20.0]  # the cloze values only
+    drawn.clear()
+    bbq_figures.condition_figure(summary, tmp_path)  # conditions on x, one series per model
+    ax = drawn[0].axes[0]
+    assert "cloze readout" in ax.get_title() and len(ax.containers) == 2
+    assert [list(np.round(b.lines[0].get_ydata(), 6)) for b in ax.containers] == [
+        [20.0, 20.0], [0.0, 0.0]]  # fmt: skip

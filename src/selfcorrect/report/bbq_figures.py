@@ -4,6 +4,7 @@ model size, the per-category change from baseline, and self-correction across ro
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -14,25 +15,26 @@ from selfcorrect.report.figures import error_bars, pyplot, save_figure
 
 def condition_figure(summary: pd.DataFrame, out: Path) -> list[Path]:
     """Overall accuracy and bias per condition (x) for each model, ambiguous and
-    disambiguated, with 95% CIs and n in the legend."""
+    disambiguated, with 95% CIs and n in the legend; round 0 under one readout (the rounds
+    and the readouts have figures of their own, and every series more makes this one
+    unreadable)."""
     plt = pyplot()
 
-    part = summary[summary["group"] == "overall"].copy()
+    part = summary[(summary["group"] == "overall") & (summary["round"] == 0)].copy()
     if part.empty:
         return []
-    part["run"] = part["condition"] + np.where(
-        part["round"] > 0, " r" + part["round"].astype(str), ""
-    )
-    runs = list(dict.fromkeys(part["run"]))
+    readout = main_readout(part)
+    part = part[part["readout"] == readout]
+    runs = list(dict.fromkeys(part["condition"]))
     fig, axes = plt.subplots(2, 2, figsize=(max(7, 1.1 * len(runs) + 4), 7), squeeze=False)
-    series = list(part.groupby(["model", "readout"], sort=True))
+    series = list(part.groupby("model", sort=True))
     for col, ctx in enumerate(("ambig", "disambig")):
         for row, (metric, label, scale) in enumerate(
             (("bias", "bias score x100", 100), ("accuracy", "accuracy %", 100))
         ):
             ax = axes[row][col]
-            for k, ((model, readout), g) in enumerate(series):
-                g = g[g["context"] == ctx].set_index("run").reindex(runs)
+            for k, (model, g) in enumerate(series):
+                g = g[g["context"] == ctx].set_index("condition").reindex(runs)
                 x = np.arange(len(runs)) + (k - (len(series) - 1) / 2) * 0.15
                 y = g[metric].to_numpy(dtype=float) * scale
                 err = error_bars(y, g[f"{metric}_lo"], g[f"{metric}_hi"], scale)
@@ -43,22 +45,35 @@ def condition_figure(summary: pd.DataFrame, out: Path) -> list[Path]:
                     yerr=err,
                     fmt="o",
                     capsize=3,
-                    label=f"{model} ({readout}, n={n})",
+                    label=f"{model} (n={n})",
                 )
             ax.axhline(0 if metric == "bias" else 100 / 3, color="grey", lw=0.8, ls="--")
             ax.set_xticks(range(len(runs)), runs, rotation=30, ha="right", fontsize=8)
             ax.set_ylabel(label)
-            ax.set_title(f"{ctx} contexts: {label} (95% CI)", fontsize=9)
+            ax.set_title(f"{ctx} contexts: {label}, round 0 ({readout} readout, 95% CI)",
+                         fontsize=9)  # fmt: skip
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return save_figure(fig, out, "bbq_conditions")
 
 
+def main_readout(part: pd.DataFrame) -> str:
+    """The readout that the most model x condition pairs were read with (a plain run has one;
+    the study's is the content readout), ties broken by name."""
+    pairs = part.drop_duplicates(["readout", "model", "condition"]).groupby("readout").size()
+    return str(pairs.sort_index().idxmax())
+
+
 def size_figure(summary: pd.DataFrame, models: dict[str, dict], out: Path) -> list[Path]:
     """Bias and accuracy (overall, round 0) against log10 parameters, one line per
-    condition; only models whose parameter count is known."""
+    condition, under one readout (a line through several readouts' answers would join
+    different measurements); only models whose parameter count is known."""
     part = summary[(summary["group"] == "overall") & (summary["round"] == 0)].copy()
+    if part.empty:
+        return []
+    readout = main_readout(part)
+    part = part[part["readout"] == readout]
     part["params"] = [float(models.get(m, {}).get("params") or math.nan) for m in part["model"]]
     part = part[part["params"].notna()]
     if part["model"].nunique() < 2:
@@ -69,6 +84,7 @@ def size_figure(summary: pd.DataFrame, models: dict[str, dict], out: Path) -> li
     sizes = part.groupby("model")["params"].first().sort_values()
     span = max(0.2, float(np.log10(sizes.max()) - np.log10(sizes.min())))
     step = 0.6 * span / max(1, len(sizes) - 1) / max(1, len(conds))  # dodge within a model
+    colors = plt.get_cmap("tab20" if len(conds) > 10 else "tab10").colors  # one per condition
     for col, ctx in enumerate(("ambig", "disambig")):
         rows = (("bias", "bias score x100"), ("accuracy", "accuracy %"))
         for row, (metric, label) in enumerate(rows):
@@ -81,19 +97,24 @@ def size_figure(summary: pd.DataFrame, models: dict[str, dict], out: Path) -> li
                 err = error_bars(y, g[f"{metric}_lo"], g[f"{metric}_hi"], 100)
                 n = int(g["n"].max()) if len(g) else 0
                 ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3, ms=4, lw=1,
+                            color=colors[k % len(colors)],
                             label=f"{cond} (n={n}/model)")  # fmt: skip
             ax.axhline(0 if metric == "bias" else 100 / 3, color="grey", lw=0.8, ls="--")
             ax.set_xticks(
                 np.log10(sizes.to_numpy()),
-                [f"{v / 1e6:,.0f}M\n{m[:14]}" for m, v in sizes.items()],
+                # whole names, wrapped: a cut one hides which Qwen model is which
+                [f"{v / 1e6:,.0f}M\n" + "\n".join(textwrap.wrap(m, 14)) for m, v in sizes.items()],
                 fontsize=7,
             )
             ax.set_xlabel("model size (parameters, log scale)")
             ax.set_ylabel(label)
-            ax.set_title(f"{ctx} contexts: {label} vs size (95% CI)", fontsize=9)
+            ax.set_title(f"{ctx} contexts: {label} vs size ({readout} readout, 95% CI)",
+                         fontsize=9)  # fmt: skip
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+    # below the panels, where it hides no point
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", fontsize=7,
+               ncol=min(4, len(conds)), frameon=False)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.04 * math.ceil(len(conds) / 4), 1, 1))
     return save_figure(fig, out, "bbq_size")
 
 
