@@ -253,3 +253,29 @@ def test_the_size_and_condition_figures_draw_one_readout(tmp_path, monkeypatch):
     assert "cloze readout" in ax.get_title() and len(ax.containers) == 2
     assert [list(np.round(b.lines[0].get_ydata(), 6)) for b in ax.containers] == [
         [20.0, 20.0], [0.0, 0.0]]  # fmt: skip
+
+
+def test_the_rounds_figure_has_a_row_per_readout_and_a_line_per_model_and_condition(
+    tmp_path, monkeypatch
+):
+    """Entropy, p(gold) and ECE per round: one row of panels per readout (the cloze length
+    normalisations left to the tables), one line per model x condition; a run read once has
+    no line."""
+    import pandas as pd
+
+    from selfcorrect.report import rounds
+
+    rows = [{"model": m, "condition": c, "readout": r, "round": k, "n": 10,
+             **{f"{x}{s}": v for x in ("entropy", "p_gold", "ece")
+                for s, v in (("", 0.5), ("_lo", 0.4), ("_hi", 0.6))}}
+            for m in ("a", "b") for c in ("baseline", "instruct")
+            for r in ("cloze", "cloze/byte", "logprob") for k in range(3)]  # fmt: skip
+    rows += [{**rows[0], "model": "once"}]  # round 0 only
+    drawn = []
+    monkeypatch.setattr(rounds, "save_figure", lambda fig, out, name: drawn.append(fig) or [])
+    rounds.figures({"rounds_uncertainty": pd.DataFrame(rows)}, tmp_path)
+    axes = drawn[0].axes
+    assert len(axes) == 6  # cloze and logprob x three metrics
+    assert "cloze readout" in axes[0].get_title() and "logprob readout" in axes[3].get_title()
+    assert "ECE" in axes[2].get_title()
+    assert all(len(ax.containers) == 4 for ax in axes)  # a/b x baseline/instruct

@@ -4,6 +4,7 @@ convergence, and a figure of entropy and p(gold) against round."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -93,29 +94,47 @@ def exact_figure(exact: pd.DataFrame, out: Path) -> list[Path]:
     return save_figure(fig, out, "exact_transitions")
 
 
+ROUND_METRICS = {"entropy": "entropy (nats)", "p_gold": "p(gold)", "ece": "ECE"}
+STYLES = ("-", "--", ":", "-.")  # one per condition
+
+
 def figures(tables: Tables, out: Path) -> list[Path]:
-    """Entropy and p(gold) against round for every run with rounds, on the rounds' items
-    only (95% CIs), and the exact transitions."""
+    """Entropy, p(gold) and ECE against round for every run with rounds, on the rounds' items
+    only (95% CIs), one row per readout (the length-normalised cloze variants stay in the
+    tables), a colour per model and a line style per condition; and the exact transitions."""
     made = exact_figure(tables.get("exact_transitions", pd.DataFrame()), out)
     u = tables.get("rounds_uncertainty", pd.DataFrame())
     if u.empty or u["round"].max() == 0:
         return made
+    u = u[u.groupby(["model", "condition", "readout"])["round"].transform("nunique") > 1]
+    readouts = [r for r in dict.fromkeys(u["readout"]) if "/" not in r] or list(
+        dict.fromkeys(u["readout"])
+    )
+    metrics = [m for m in ROUND_METRICS if m in u]
+    models = sorted(u["model"].unique())
+    conds = list(dict.fromkeys(u["condition"]))
     plt = pyplot()
-    metrics = [m for m in ("entropy", "p_gold") if m in u]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        for (model, cond, readout), g in u.groupby(["model", "condition", "readout"]):
-            if g["round"].nunique() < 2:
-                continue
-            g = g.sort_values("round")
-            y = g[metric].to_numpy(float)
-            err = error_bars(y, g[f"{metric}_lo"], g[f"{metric}_hi"])
-            ax.errorbar(g["round"], y, yerr=err, fmt="o-", capsize=3, ms=4,
-                        label=f"{model[:20]} / {cond} ({readout})")  # fmt: skip
-        ax.set_xlabel("round (0 = first answer)")
-        ax.set_ylabel(metric.replace("_", " "))
-        ax.set_title(f"{metric.replace('_', ' ')} per round (95% CI)", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
+    colors = plt.get_cmap("tab10").colors
+    fig, axes = plt.subplots(len(readouts), len(metrics),
+                             figsize=(4.6 * len(metrics), 3.2 * len(readouts) + 0.8),
+                             squeeze=False)  # fmt: skip
+    for row, readout in enumerate(readouts):
+        for ax, metric in zip(axes[row], metrics, strict=True):
+            for (model, cond), g in u[u["readout"] == readout].groupby(["model", "condition"]):
+                g = g.sort_values("round")
+                y = g[metric].to_numpy(float)
+                ax.errorbar(g["round"], y, yerr=error_bars(y, g[f"{metric}_lo"],
+                                                            g[f"{metric}_hi"]),
+                            fmt="o", ls=STYLES[conds.index(cond) % len(STYLES)], capsize=2,
+                            ms=3, lw=1, color=colors[models.index(model) % len(colors)],
+                            label=f"{model} / {cond}")  # fmt: skip
+            ax.set_xlabel("round (0 = first answer)")
+            ax.set_ylabel(ROUND_METRICS[metric])
+            ax.set_title(f"{ROUND_METRICS[metric]} per round, {readout} readout (95% CI)",
+                         fontsize=9)  # fmt: skip
+            ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7,
+               frameon=False)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.035 * math.ceil(len(labels) / 4) + 0.02, 1, 1))
     return made + save_figure(fig, out, "rounds_uncertainty")
