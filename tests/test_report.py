@@ -279,3 +279,29 @@ def test_the_rounds_figure_has_a_row_per_readout_and_a_line_per_model_and_condit
     assert "cloze readout" in axes[0].get_title() and "logprob readout" in axes[3].get_title()
     assert "ECE" in axes[2].get_title()
     assert all(len(ax.containers) == 4 for ax in axes)  # a/b x baseline/instruct
+
+
+def test_the_category_heatmap_draws_one_readout_one_panel_per_model(tmp_path, monkeypatch):
+    """A cell must not take whichever readout came first: the heatmap reads the main
+    readout, says which, and gives each model its own panel."""
+    import pandas as pd
+
+    from selfcorrect.report import bbq_figures
+
+    rows = [{"model": m, "readout": r, "round": 0, "condition": c, "group": g,
+             "context": "ambig", "metric": "bias", "n_pairs": 10,
+             "diff": d, "diff_lo": d - 0.05, "diff_hi": d + 0.05}
+            for m in ("a", "b")
+            for r, d in (("cloze/byte", 0.5), ("cloze", 0.1), ("cloze/token", -0.5))
+            for c in ("instruct", "s4") for g in ("Age", "Religion")]  # fmt: skip
+    rows += [{**rows[0], "readout": "logprob", "diff": 0.9}]  # one pair only: not the main
+    drawn = []
+    monkeypatch.setattr(bbq_figures, "save_figure", lambda fig, out, name: drawn.append(fig))
+    bbq_figures.category_heatmap(pd.DataFrame(rows), tmp_path)
+    fig = drawn[0]
+    assert "cloze readout" in fig._suptitle.get_text()
+    panels = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in panels] == ["a", "b"]
+    for ax in panels:
+        assert np.allclose(ax.images[0].get_array(), 10.0)  # the cloze readout's 0.1, x100
+        assert [t.get_text() for t in ax.texts] == ["10*"] * 4  # CI excludes 0

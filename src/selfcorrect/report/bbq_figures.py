@@ -119,36 +119,47 @@ def size_figure(summary: pd.DataFrame, models: dict[str, dict], out: Path) -> li
 
 
 def category_heatmap(paired: pd.DataFrame, out: Path, context: str = "ambig") -> list[Path]:
-    """condition - baseline bias (x100) per category (rows) and model x condition (columns),
-    round 0; cells whose paired CI excludes zero are marked with *."""
+    """condition - baseline bias (x100) per category (rows) and condition (columns), one panel
+    per model, round 0, under one readout (a cell must not mix readouts); cells whose paired
+    CI excludes zero are marked with *."""
     p = paired[(paired["metric"] == "bias") & (paired["context"] == context)
                & (paired["round"] == 0) & (paired["group"] != "overall")]  # fmt: skip
     if p.empty:
         return []
-    p = p.assign(column=p["model"].str.slice(0, 28) + "\n" + p["condition"])
-    grid = p.pivot_table(index="group", columns="column", values="diff", aggfunc="first") * 100
-    sig = p.assign(s=(p["diff_lo"] > 0) | (p["diff_hi"] < 0)).pivot_table(
-        index="group", columns="column", values="s", aggfunc="first"
-    )
+    readout = main_readout(p)
+    p = p[p["readout"] == readout].assign(sig=lambda d: (d["diff_lo"] > 0) | (d["diff_hi"] < 0))
+    grid = p.pivot_table(index=["model", "group"], columns="condition", values="diff",
+                         aggfunc="first") * 100  # fmt: skip
+    sig = p.pivot_table(index=["model", "group"], columns="condition", values="sig",
+                        aggfunc="first").reindex_like(grid)  # fmt: skip
+    models = list(dict.fromkeys(grid.index.get_level_values("model")))
+    groups = sorted(set(grid.index.get_level_values("group")))
     plt = pyplot()
-    fig, ax = plt.subplots(
-        figsize=(max(6, 0.9 * grid.shape[1] + 3), max(4, 0.32 * grid.shape[0] + 2))
+    fig, axes = plt.subplots(
+        len(models),
+        1,
+        squeeze=False,
+        figsize=(max(6, 0.75 * grid.shape[1] + 4), len(models) * (0.3 * len(groups) + 1.6) + 0.6),
     )
-    lim = max(5.0, float(np.nanmax(np.abs(grid.to_numpy()))))
-    im = ax.imshow(grid.to_numpy(float), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
-    for i in range(grid.shape[0]):
-        for j in range(grid.shape[1]):
-            v = grid.iat[i, j]
-            if v == v:
-                star = "*" if sig.iat[i, j] is True or sig.iat[i, j] == 1 else ""
-                ax.text(j, i, f"{v:.0f}{star}", ha="center", va="center", fontsize=6)
-    ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=60, ha="right", fontsize=6)
-    ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
-    fig.colorbar(im, ax=ax, label="change in bias score x100 vs baseline")
+    lim = max(5.0, float(np.nanmax(np.abs(grid.to_numpy(float)))))
+    for ax, model in zip(axes[:, 0], models, strict=True):
+        g = grid.loc[model].reindex(groups)
+        s = sig.loc[model].reindex(groups)
+        im = ax.imshow(g.to_numpy(float), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+        for i in range(g.shape[0]):
+            for j in range(g.shape[1]):
+                v = g.iat[i, j]
+                if v == v:
+                    star = "*" if s.iat[i, j] is True or s.iat[i, j] == 1 else ""
+                    ax.text(j, i, f"{v:.0f}{star}", ha="center", va="center", fontsize=6)
+        ax.set_xticks(range(g.shape[1]), g.columns, rotation=30, ha="right", fontsize=7)
+        ax.set_yticks(range(g.shape[0]), g.index, fontsize=7)
+        ax.set_title(model, fontsize=8)
+        fig.colorbar(im, ax=ax, label="bias change x100", fraction=0.03)
     n = int(p["n_pairs"].median())
-    ax.set_title(f"{context} contexts: bias change from baseline per category, round 0 "
-                 f"(median n = {n} paired items per cell; * paired 95% CI excludes 0)",
-                 fontsize=9)  # fmt: skip
+    fig.suptitle(f"{context} contexts: bias change from baseline per category, round 0, "
+                 f"{readout} readout (median n = {n} paired items per cell; * paired 95% CI "
+                 "excludes 0)", fontsize=9)  # fmt: skip
     fig.tight_layout()
     return save_figure(fig, out, f"bbq_heatmap_{context}")
 
