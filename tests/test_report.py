@@ -305,3 +305,29 @@ def test_the_category_heatmap_draws_one_readout_one_panel_per_model(tmp_path, mo
     for ax in panels:
         assert np.allclose(ax.images[0].get_array(), 10.0)  # the cloze readout's 0.1, x100
         assert [t.get_text() for t in ax.texts] == ["10*"] * 4  # CI excludes 0
+
+
+def test_the_hidden_state_figure_has_a_row_per_readout(tmp_path, monkeypatch):
+    """One line per model x condition within a readout (a line through two readouts' states
+    joined different answers), the probe's CI, and each line's own majority class."""
+    import pandas as pd
+
+    from selfcorrect.report import hidden
+
+    rows = [{"model": m, "condition": c, "readout": r, "layer": layer, "n_fit": 50,
+             "n_test": 50, "probe_accuracy": 0.7, "probe_lo": 0.6, "probe_hi": 0.8,
+             "majority_accuracy": 0.55, "shift_norm": 3.0, "cosine": 0.1,
+             "cosine_lo": 0.05, "cosine_hi": 0.15, "n_shifts": 40}
+            for m, depth in (("a", 24), ("b", 30)) for c in ("baseline", "instruct")
+            for r in ("cloze", "logprob") for layer in (14, depth)]  # fmt: skip
+    drawn = []
+    monkeypatch.setattr(hidden, "save_figure", lambda fig, out, name: drawn.append(fig) or [])
+    hidden.write(tmp_path, pd.DataFrame(rows))
+    axes = drawn[0].axes
+    assert len(axes) == 6 and "logprob readout" in axes[3].get_title()
+    for ax in axes:
+        assert len(ax.containers) == 4  # a/b x baseline/instruct, two layers each
+        assert all(len(b.lines[0].get_xdata()) == 2 for b in ax.containers)
+    probe = axes[0]
+    assert probe.containers[0].lines[0].get_ydata().tolist() == [0.7, 0.7]
+    assert sum(line.get_marker() == "x" for line in probe.get_lines()) == 4  # majorities

@@ -16,6 +16,7 @@ Tables and figures go to DIR/report/hidden/."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ import pandas as pd
 from selfcorrect.hidden import hidden_folders, load_hidden
 from selfcorrect.metrics.probes import cosines, diff_in_means, fit_probe, halves, predict
 from selfcorrect.metrics.stats import bootstrap, ratio
-from selfcorrect.report.figures import pyplot, save_figure
+from selfcorrect.report.figures import error_bars, pyplot, save_figure
 from selfcorrect.store import Store
 
 
@@ -122,16 +123,45 @@ def write(directory: str | Path, table: pd.DataFrame) -> list[Path]:
     cols = [c for c in ("probe_accuracy", "cosine", "shift_norm") if c in table]
     if not cols:  # too few answers of either kind to fit anything
         return files
+    return files + _figure(table, cols, out)
+
+
+TITLES = {"probe_accuracy": "probe accuracy (held-out; x: majority class)",
+          "cosine": "cosine of the round shift with the bias direction",
+          "shift_norm": "norm of the round shift"}  # fmt: skip
+STYLES = ("-", "--", ":", "-.")  # one per condition
+
+
+def _figure(table: pd.DataFrame, cols: list[str], out: Path) -> list[Path]:
+    """One row of panels per readout (a line through two readouts' states joins different
+    answers), a colour per model, a line style per condition, 95% CIs where the table has
+    them, and each probe line's own majority-class accuracy as x marks."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(cols), figsize=(5 * len(cols), 4), squeeze=False)
-    for ax, col in zip(axes[0], cols, strict=True):
-        for (model, cond), g in table.groupby(["model", "condition"]):
-            ax.plot(g["layer"], g[col], "o-", ms=3, label=f"{model[:20]} / {cond}")
-        if col == "probe_accuracy":
-            ax.plot(table["layer"], table["majority_accuracy"], "k:", lw=0.8, label="majority")
-        ax.set_xlabel("layer (0 = embeddings)")
-        ax.set_title(col.replace("_", " "), fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    return files + save_figure(fig, out, "hidden_layers")
+    readouts = list(dict.fromkeys(table["readout"]))
+    models = sorted(table["model"].unique())
+    conds = list(dict.fromkeys(table["condition"]))
+    colors = plt.get_cmap("tab10").colors
+    fig, axes = plt.subplots(len(readouts), len(cols), squeeze=False,
+                             figsize=(5 * len(cols), 3.4 * len(readouts) + 0.8))  # fmt: skip
+    for row, readout in enumerate(readouts):
+        for ax, col in zip(axes[row], cols, strict=True):
+            part = table[table["readout"] == readout]
+            for (model, cond), g in part.groupby(["model", "condition"]):
+                g = g.sort_values("layer")
+                color = colors[models.index(model) % len(colors)]
+                y = g[col].to_numpy(float)
+                lo, hi = (f"{col.split('_')[0]}_lo", f"{col.split('_')[0]}_hi")
+                err = error_bars(y, g[lo], g[hi]) if lo in g and hi in g else None
+                ax.errorbar(g["layer"], y, yerr=err, fmt="o",
+                            ls=STYLES[conds.index(cond) % len(STYLES)], ms=3, lw=1, capsize=2,
+                            color=color, label=f"{model} / {cond}")  # fmt: skip
+                if col == "probe_accuracy":
+                    ax.plot(g["layer"], g["majority_accuracy"], "x", color=color, ms=6)
+            ax.set_xlabel("layer (0 = embeddings)")
+            ax.set_title(f"{TITLES[col]}, {readout} readout", fontsize=8)
+            ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7,
+               frameon=False)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.035 * math.ceil(len(labels) / 4) + 0.02, 1, 1))
+    return save_figure(fig, out, "hidden_layers")
