@@ -236,3 +236,14 @@ def test_merit_figure_shows_every_model_and_condition_in_g23_order(tmp_path, mon
     assert len(titles) == 3 and all(len(row) == 4 for row in titles)
     assert [t.split("\n")[1].split()[0] for t in titles[2]] == ["baseline", "instruct", "cot", "s2"]
     assert titles[2][0].startswith("c\n")
+
+
+def test_a_sampled_cot_sits_in_g23_order_beside_its_orientation_mark():
+    """'cot+sample:T1' (the study's Q+IF+CoT) is ordered as Q+IF+CoT and gets the
+    reproduction's CoT mark; it once fell to the end, unmarked."""
+    from selfcorrect.metrics.law import ORIENTATION
+    from selfcorrect.report import law as section
+
+    order = section._in_g23_order(["s2", "cot+sample:T1", "instruct", "baseline"])
+    assert order == ["baseline", "instruct", "cot+sample:T1", "s2"]
+    assert ORIENTATION.get(section._base("cot+sample:T1")) == ORIENTATION["cot"]

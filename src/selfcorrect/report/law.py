@@ -71,10 +71,18 @@ def blocks(tables: Tables) -> list[Block]:
     return out
 
 
+def _base(condition: str) -> str:
+    """The condition a variant is of: 'cot+sample:T1' -> 'cot'."""
+    return condition.split("+")[0]
+
+
 def _in_g23_order(conditions) -> list[str]:
-    """Q, Q+IF, Q+IF+CoT first (G23's order), then the others as named."""
-    first = [c for c in ORIENTATION if c in set(conditions)]
-    return first + sorted(set(conditions) - set(first))
+    """Q, Q+IF, Q+IF+CoT first (G23's order; a variant such as the sampled CoT beside its
+    condition), then the others as named."""
+    order = list(ORIENTATION)
+    rank = {c: (order.index(_base(c)) if _base(c) in order else len(order), c)
+            for c in set(conditions)}  # fmt: skip
+    return sorted(rank, key=rank.get)
 
 
 def parity_figure(summary: pd.DataFrame, out: Path) -> list[Path]:
@@ -93,7 +101,7 @@ def parity_figure(summary: pd.DataFrame, out: Path) -> list[Path]:
         ax.errorbar(x, y, yerr=error_bars(y, g["parity_lo"], g["parity_hi"]),
                     fmt="o", capsize=3,
                     label=f"{model[:28]} ({readout}, {n} students)")  # fmt: skip
-    ref = [ORIENTATION.get(c, np.nan) for c in conds]
+    ref = [ORIENTATION.get(_base(c), np.nan) for c in conds]
     ax.scatter(range(len(conds)), ref, marker="x", color="black",
                label="gpt-3.5-turbo reproduction (admit-rate diff.)")  # fmt: skip
     ax.axhline(0, color="grey", lw=0.8, ls="--")
