@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from selfcorrect.report.figures import error_bars, pyplot, save_figure
+from selfcorrect.report.figures import error_bars, legend_below, pyplot, save_figure
 
 
 def condition_figure(summary: pd.DataFrame, out: Path) -> list[Path]:
@@ -111,10 +111,7 @@ def size_figure(summary: pd.DataFrame, models: dict[str, dict], out: Path) -> li
             ax.set_title(f"{ctx} contexts: {label} vs size ({readout} readout, 95% CI)",
                          fontsize=9)  # fmt: skip
             ax.grid(alpha=0.3)
-    # below the panels, where it hides no point
-    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", fontsize=7,
-               ncol=min(4, len(conds)), frameon=False)  # fmt: skip
-    fig.tight_layout(rect=(0, 0.04 * math.ceil(len(conds) / 4), 1, 1))
+    legend_below(fig, axes[0][0])
     return save_figure(fig, out, "bbq_size")
 
 

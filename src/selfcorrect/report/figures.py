@@ -16,6 +16,16 @@ def pyplot():
     return plt
 
 
+def legend_below(fig, ax, ncol: int = 4) -> None:
+    """One legend for the whole figure (the labels of `ax`), below the panels where it hides
+    no point; the panels are laid out above it."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(ncol, max(1, len(labels))),
+               fontsize=7, frameon=False)  # fmt: skip
+    rows = -(-len(labels) // ncol)
+    fig.tight_layout(rect=(0, min(0.5, (0.2 * rows + 0.15) / fig.get_size_inches()[1]), 1, 1))
+
+
 def save_figure(fig, out: Path, stem: str) -> list[Path]:
     paths = [out / f"{stem}.png", out / f"{stem}.svg"]
     for p in paths:

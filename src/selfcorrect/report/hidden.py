@@ -16,7 +16,6 @@ Tables and figures go to DIR/report/hidden/."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ import pandas as pd
 from selfcorrect.hidden import hidden_folders, load_hidden
 from selfcorrect.metrics.probes import cosines, diff_in_means, fit_probe, halves, predict
 from selfcorrect.metrics.stats import bootstrap, ratio
-from selfcorrect.report.figures import error_bars, pyplot, save_figure
+from selfcorrect.report.figures import error_bars, legend_below, pyplot, save_figure
 from selfcorrect.store import Store
 
 
@@ -160,8 +159,5 @@ def _figure(table: pd.DataFrame, cols: list[str], out: Path) -> list[Path]:
             ax.set_xlabel("layer (0 = embeddings)")
             ax.set_title(f"{TITLES[col]}, {readout} readout", fontsize=8)
             ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7,
-               frameon=False)  # fmt: skip
-    fig.tight_layout(rect=(0, 0.035 * math.ceil(len(labels) / 4) + 0.02, 1, 1))
+    legend_below(fig, axes[0][0])
     return save_figure(fig, out, "hidden_layers")

@@ -4,13 +4,12 @@ convergence, and a figure of entropy and p(gold) against round."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 
 from selfcorrect.metrics.format import fmt_ci_column
-from selfcorrect.report.figures import error_bars, pyplot, save_figure
+from selfcorrect.report.figures import error_bars, legend_below, pyplot, save_figure
 from selfcorrect.report.render import Block
 from selfcorrect.report.section import Tables
 
@@ -133,8 +132,5 @@ def figures(tables: Tables, out: Path) -> list[Path]:
             ax.set_title(f"{ROUND_METRICS[metric]} per round, {readout} readout (95% CI)",
                          fontsize=9)  # fmt: skip
             ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7,
-               frameon=False)  # fmt: skip
-    fig.tight_layout(rect=(0, 0.035 * math.ceil(len(labels) / 4) + 0.02, 1, 1))
+    legend_below(fig, axes[0][0])
     return made + save_figure(fig, out, "rounds_uncertainty")
