@@ -331,3 +331,19 @@ def test_the_hidden_state_figure_has_a_row_per_readout(tmp_path, monkeypatch):
     probe = axes[0]
     assert probe.containers[0].lines[0].get_ydata().tolist() == [0.7, 0.7]
     assert sum(line.get_marker() == "x" for line in probe.get_lines()) == 4  # majorities
+
+
+def test_the_category_table_holds_one_readouts_numbers():
+    """Five readouts share model x condition in the study: a per-category cell must hold the
+    main readout's bias, not whichever readout's row came first."""
+    import pandas as pd
+
+    from selfcorrect.report.bbq import category_table
+
+    rows = [{"model": "m", "condition": c, "readout": r, "round": 0, "group": "Age",
+             "context": "ambig", "bias": b, "bias_lo": b - 0.1, "bias_hi": b + 0.1}
+            for r, b, conds in (("cloze/byte", 0.5, ("baseline",)),
+                                ("cloze", 0.1, ("baseline", "instruct")))
+            for c in conds]  # fmt: skip
+    table = category_table(pd.DataFrame(rows), "ambig")
+    assert table.loc[0, "m / baseline / r0"].startswith("10.0 [")

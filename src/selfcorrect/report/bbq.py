@@ -48,10 +48,12 @@ def paired_table(paired: pd.DataFrame, group: str = "overall") -> pd.DataFrame:
 
 
 def category_table(summary: pd.DataFrame, context: str) -> pd.DataFrame:
-    """Bias (x100) per group (rows) and model/condition (columns) for one context condition."""
+    """Bias (x100) per group (rows) and model/condition/round (columns) for one context, under
+    the main readout (a cell holds one readout's number; bbq/summary.csv has them all)."""
     part = summary[summary["context"] == context].copy()
     if part.empty:
         return pd.DataFrame()
+    part = part[part["readout"] == bbq_figures.main_readout(part)]
     part["cell"] = fmt_ci_column(part, "bias", scale=100)
     part["column"] = part["model"] + " / " + part["condition"] + " / r" + part["round"].astype(str)
     order = list(dict.fromkeys(part["group"]))
@@ -282,7 +284,11 @@ def blocks(tables: Tables) -> list[Block]:
     for ctx in ("ambig", "disambig"):
         if not summary.empty:
             out += [
-                ("h2", f"Bias score x100 by category, {ctx} contexts"),
+                (
+                    "h2",
+                    f"Bias score x100 by category, {ctx} contexts "
+                    f"({bbq_figures.main_readout(summary)} readout)",
+                ),
                 ("table", category_table(summary, ctx)),
             ]
     out.append(("p", METHOD_NOTE))
