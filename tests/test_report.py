@@ -265,11 +265,12 @@ def test_the_rounds_figure_has_a_row_per_readout_and_a_line_per_model_and_condit
 
     from selfcorrect.report import rounds
 
+    level = {"cloze": 0.5, "cloze/byte": 0.9, "logprob": 0.2}  # each readout its own value
     rows = [{"model": m, "condition": c, "readout": r, "round": k, "n": 10,
-             **{f"{x}{s}": v for x in ("entropy", "p_gold", "ece")
+             **{f"{x}{s}": v + level[r] - 0.5 for x in ("entropy", "p_gold", "ece")
                 for s, v in (("", 0.5), ("_lo", 0.4), ("_hi", 0.6))}}
             for m in ("a", "b") for c in ("baseline", "instruct")
-            for r in ("cloze", "cloze/byte", "logprob") for k in range(3)]  # fmt: skip
+            for r in level for k in range(3)]  # fmt: skip
     rows += [{**rows[0], "model": "once"}]  # round 0 only
     drawn = []
     monkeypatch.setattr(rounds, "save_figure", lambda fig, out, name: drawn.append(fig) or [])
@@ -279,6 +280,13 @@ def test_the_rounds_figure_has_a_row_per_readout_and_a_line_per_model_and_condit
     assert "cloze readout" in axes[0].get_title() and "logprob readout" in axes[3].get_title()
     assert "ECE" in axes[2].get_title()
     assert all(len(ax.containers) == 4 for ax in axes)  # a/b x baseline/instruct
+    for ax, readout in zip(axes, ["cloze"] * 3 + ["logprob"] * 3, strict=True):
+        for bars in ax.containers:  # three rounds of this readout's values, no other's
+            assert list(bars.lines[0].get_xdata()) == [0, 1, 2]
+            assert np.allclose(bars.lines[0].get_ydata(), level[readout])
+    drawn.clear()
+    once = pd.DataFrame(rows[-1:]).assign(round=1)  # rounds, but no run with two of its own
+    assert rounds.figures({"rounds_uncertainty": once}, tmp_path) == [] and not drawn
 
 
 def test_the_category_heatmap_draws_one_readout_one_panel_per_model(tmp_path, monkeypatch):
@@ -290,8 +298,8 @@ def test_the_category_heatmap_draws_one_readout_one_panel_per_model(tmp_path, mo
 
     rows = [{"model": m, "readout": r, "round": 0, "condition": c, "group": g,
              "context": "ambig", "metric": "bias", "n_pairs": 10,
-             "diff": d, "diff_lo": d - 0.05, "diff_hi": d + 0.05}
-            for m in ("a", "b")
+             "diff": d + shift, "diff_lo": d + shift - 0.05, "diff_hi": d + shift + 0.05}
+            for m, shift in (("a", 0.0), ("b", 0.1))
             for r, d in (("cloze/byte", 0.5), ("cloze", 0.1), ("cloze/token", -0.5))
             for c in ("instruct", "s4") for g in ("Age", "Religion")]  # fmt: skip
     rows += [{**rows[0], "readout": "logprob", "diff": 0.9}]  # one pair only: not the main
@@ -302,9 +310,9 @@ def test_the_category_heatmap_draws_one_readout_one_panel_per_model(tmp_path, mo
     assert "cloze readout" in fig._suptitle.get_text()
     panels = [ax for ax in fig.axes if ax.images]
     assert [ax.get_title() for ax in panels] == ["a", "b"]
-    for ax in panels:
-        assert np.allclose(ax.images[0].get_array(), 10.0)  # the cloze readout's 0.1, x100
-        assert [t.get_text() for t in ax.texts] == ["10*"] * 4  # CI excludes 0
+    for ax, value in zip(panels, (10, 20), strict=True):  # the cloze readout's, x100
+        assert np.allclose(ax.images[0].get_array(), value)
+        assert [t.get_text() for t in ax.texts] == [f"{value}*"] * 4  # CI excludes 0
 
 
 def test_the_hidden_state_figure_has_a_row_per_readout(tmp_path, monkeypatch):
@@ -316,9 +324,10 @@ def test_the_hidden_state_figure_has_a_row_per_readout(tmp_path, monkeypatch):
 
     rows = [{"model": m, "condition": c, "readout": r, "layer": layer, "n_fit": 50,
              "n_test": 50, "probe_accuracy": 0.7, "probe_lo": 0.6, "probe_hi": 0.8,
-             "majority_accuracy": 0.55, "shift_norm": 3.0, "cosine": 0.1,
+             "majority_accuracy": majority, "shift_norm": 3.0, "cosine": 0.1,
              "cosine_lo": 0.05, "cosine_hi": 0.15, "n_shifts": 40}
-            for m, depth in (("a", 24), ("b", 30)) for c in ("baseline", "instruct")
+            for m, depth, majority in (("a", 24, 0.55), ("b", 30, 0.65))
+            for c in ("baseline", "instruct")
             for r in ("cloze", "logprob") for layer in (14, depth)]  # fmt: skip
     drawn = []
     monkeypatch.setattr(hidden, "save_figure", lambda fig, out, name: drawn.append(fig) or [])
@@ -330,7 +339,11 @@ def test_the_hidden_state_figure_has_a_row_per_readout(tmp_path, monkeypatch):
         assert all(len(b.lines[0].get_xdata()) == 2 for b in ax.containers)
     probe = axes[0]
     assert probe.containers[0].lines[0].get_ydata().tolist() == [0.7, 0.7]
-    assert sum(line.get_marker() == "x" for line in probe.get_lines()) == 4  # majorities
+    assert all(bars.has_yerr for bars in probe.containers)  # the probe's CI
+    marks = [line for line in probe.get_lines() if line.get_marker() == "x"]
+    # each line's own majority class, drawn at its own layers
+    assert sorted((tuple(m.get_xdata()), tuple(m.get_ydata())) for m in marks) == [
+        ((14, 24), (0.55, 0.55))] * 2 + [((14, 30), (0.65, 0.65))] * 2  # fmt: skip
 
 
 def test_the_category_table_holds_one_readouts_numbers():

@@ -225,3 +225,9 @@ def test_the_side_by_side_table_cites_the_row_each_number_comes_from():
     assert "| G23 1a | ambiguous BBQ bias under Q: about 0 up to 22B, rising above | - | - |" in (
         table
     )
+    # two rows that the cited table does not tell apart: an error, not the first of them
+    mod.COUNTER = iter(range(1, 100))
+    mod.SHOWN.clear()
+    mod.section("gate", pd.concat([gate, gate.iloc[:1]]), key="gate")
+    with pytest.raises(ValueError, match=r"matches rows 1, 3 of T1"):
+        mod.side_by_side()

@@ -332,6 +332,9 @@ def _cite(key: str, where: dict, show) -> str:
     if not set(where) <= set(df.columns):
         return "-"
     hit = df.index[(df[list(where)] == pd.Series(where)).all(axis=1)]
+    if len(hit) > 1:  # a cell must name one row: the table lacks a column that tells them apart
+        rows = ", ".join(str(i + 1) for i in hit)
+        raise ValueError(f"side by side: {where} matches rows {rows} of T{n}")
     return f"{show(df.loc[hit[0]])} (T{n} row {hit[0] + 1})" if len(hit) else "-"
 
 
@@ -349,8 +352,12 @@ def _contrast(model: str, pair: str, metric: str = "ambig bias") -> list:
 
 
 def _wino(model: str, condition: str, *cols: tuple[str, str]) -> list:
+    """r under the condition, then its change from Q (the published claims are about where r
+    goes; the change is what the paired test reads)."""
+    level = ("winogender", {"model": model, "condition": condition},
+             _col(("r (she/he/they)", "r ")))  # fmt: skip
     where = {"model": model, "condition - reference": f"{condition} - baseline"}
-    return [("winogender-changes", where, _col(*cols))]
+    return [level, ("winogender-changes", where, _col(*cols))]
 
 
 def _law(model: str) -> list:
@@ -408,19 +415,21 @@ SIDE_BY_SIDE = [
     (
         "G23 3b; G3",
         "Q+IF lowers r, only from 22B",
-        lambda m: _wino(m, "instruct", ("r (she/he/they)", "r "), ("neutral x100", "neutral ")),
+        lambda m: _wino(
+            m, "instruct", ("r (she/he/they)", "r - Q "), ("neutral x100", "neutral - Q ")
+        ),
     ),
     (
         "G23 3c; G3",
         "Q+IF+CoT drives r toward 0 (mostly 'they')",
         lambda m: _wino(
-            m, "cot+sample:T1", ("r (she/he/they)", "r "), ("neutral x100", "neutral ")
+            m, "cot+sample:T1", ("r (she/he/they)", "r - Q "), ("neutral x100", "neutral - Q ")
         ),
     ),
     (
         "G23 3d; G3",
         "Match Stats drives r toward 1",
-        lambda m: _wino(m, "match_stats", ("r (she/he/they)", "r "), ("slope", "slope ")),
+        lambda m: _wino(m, "match_stats", ("r (she/he/they)", "r - Q "), ("slope", "slope - Q ")),
     ),
     (
         "G23 4a; G5",
@@ -429,7 +438,7 @@ SIDE_BY_SIDE = [
         _law,
     ),
     (
-        "L24 5b; H3",
+        "this study's H3 (L24 5b: not found in what was read of L24)",
         "the size gap shrinks as instructions get specific (S4 - S1 per model)",
         lambda m: _contrast(m, "s4 - instruct"),
     ),

@@ -238,7 +238,7 @@ def test_merit_figure_shows_every_model_and_condition_in_g23_order(tmp_path, mon
     assert titles[2][0].startswith("c\n")
 
 
-def test_a_sampled_cot_sits_in_g23_order_beside_its_orientation_mark():
+def test_a_sampled_cot_sits_in_g23_order_beside_its_orientation_mark(tmp_path, monkeypatch):
     """'cot+sample:T1' (the study's Q+IF+CoT) is ordered as Q+IF+CoT and gets the
     reproduction's CoT mark; it once fell to the end, unmarked."""
     from selfcorrect.metrics.law import ORIENTATION
@@ -246,4 +246,13 @@ def test_a_sampled_cot_sits_in_g23_order_beside_its_orientation_mark():
 
     order = section._in_g23_order(["s2", "cot+sample:T1", "instruct", "baseline"])
     assert order == ["baseline", "instruct", "cot+sample:T1", "s2"]
-    assert ORIENTATION.get(section._base("cot+sample:T1")) == ORIENTATION["cot"]
+    summary = pd.DataFrame([{"model": "m", "readout": "logprob", "round": 0,
+                             "attribute": "race", "condition": c, "n_students": 10,
+                             "parity": 0.0, "parity_lo": -0.01, "parity_hi": 0.01}
+                            for c in order])  # fmt: skip
+    drawn = []
+    monkeypatch.setattr(section, "save_figure", lambda fig, out, name: drawn.append(fig) or [])
+    section.parity_figure(summary, tmp_path)
+    # the reproduction's x marks (a condition without one is a masked nan)
+    marks = np.ma.filled(drawn[0].axes[0].collections[-1].get_offsets(), np.nan)
+    assert marks[2].tolist() == [2.0, ORIENTATION["cot"]] and np.isnan(marks[3][1])

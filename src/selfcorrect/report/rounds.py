@@ -106,6 +106,8 @@ def figures(tables: Tables, out: Path) -> list[Path]:
     if u.empty or u["round"].max() == 0:
         return made
     u = u[u.groupby(["model", "condition", "readout"])["round"].transform("nunique") > 1]
+    if u.empty:  # no run with two rounds of its own
+        return made
     readouts = [r for r in dict.fromkeys(u["readout"]) if "/" not in r] or list(
         dict.fromkeys(u["readout"])
     )
