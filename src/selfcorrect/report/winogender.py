@@ -84,7 +84,8 @@ def figures(tables: Tables, models: dict[str, dict], out: Path) -> list[Path]:
 
 
 def scatter(occupations: pd.DataFrame, out: Path) -> list[Path]:
-    """p(female) against BLS % female, one panel per model x condition x round."""
+    """p(female) against BLS % female, one panel per model x condition x round, with the
+    diagonal p(female) = BLS share (slope 1) for orientation."""
     plt = pyplot()
 
     panels = list(occupations.groupby(["model", "condition", "readout", "round"], sort=True))
@@ -99,6 +100,8 @@ def scatter(occupations: pd.DataFrame, out: Path) -> list[Path]:
             g.loc[ok, "p_female"].to_numpy(), g.loc[ok, "bls_pct_female"].to_numpy()
         )
         ax.scatter(g["bls_pct_female"], g["p_female"], s=14, alpha=0.8)
+        # where a model that follows the statistic (Match Stats' target) would lie
+        ax.plot([0, 100], [0, 1], color="grey", lw=0.8, ls="--")
         ax.set_xlim(0, 100)
         ax.set_ylim(0, 1)
         ax.set_xlabel("BLS % female (occupation)")
