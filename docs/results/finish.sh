@@ -31,9 +31,10 @@ if [ "${REPORT:-}" != "existing" ]; then
     selfcorrect analyze hidden "$STORE"
 fi
 mkdir -p "$OUT/figures"
-python docs/results/tables.py "$STORE/report" "$STORE" > "$OUT/tables.md.part"
+projection="$PERF/results-$(date -u +%Y-%m-%d)-gpu-projection.json"
+python perf/gpu_projection.py "$STORE" --json "$projection"
+python docs/results/tables.py "$STORE/report" "$STORE" --gpu "$projection" > "$OUT/tables.md.part"
 mv "$OUT/tables.md.part" "$OUT/tables.md"
-python perf/gpu_projection.py "$STORE" --json "$PERF/results-$(date -u +%Y-%m-%d)-gpu-projection.json"
 for f in bbq/bbq_conditions bbq/bbq_size bbq/bbq_heatmap_ambig bbq/bbq_readouts \
          bbq/rounds_uncertainty bbq/exact_transitions winogender/winogender_r \
          winogender/scatter law/law_parity law/law_merit hidden/hidden_layers; do
