@@ -221,6 +221,11 @@ def test_the_side_by_side_table_cites_the_row_each_number_comes_from():
     assert row.endswith("| -1.6 [-5.2, 1.9], Holm p 0.04, down (T2 row 2) | - |")
     gate_row = next(line for line in table.splitlines() if "| this study: validity gate" in line)
     assert gate_row.endswith("| passes (T1 row 1) | does not follow the format (T1 row 2) |")
+    # columns from the smallest model (the ladder's order), unknown sizes last
+    mod.COUNTER = iter(range(3, 100))
+    smallest_first = mod.side_by_side({"a": 2e9, "b": 1e8})
+    assert "| what it says | b | a |" in smallest_first
+    assert "| what it says | a | b |" in mod.side_by_side({"a": 2e9})  # b: size unknown
     # no BBQ table was shown: nothing to cite
     assert "| G23 1a | ambiguous BBQ bias under Q: about 0 up to 22B, rising above | - | - |" in (
         table
