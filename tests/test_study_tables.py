@@ -27,6 +27,13 @@ def test_tables_from_a_small_report(tmp_path):
     assert not any("Law school" in t for t in titles)  # no law answers: no law table
     row = next(line for line in text.splitlines() if line.startswith("| 1 | fake:a | baseline"))
     assert "[" in row  # estimates carry their CI
+    # the gate's table shows the diagnostics it read, passing or not
+    head = next(line for line in text.splitlines() if "| verdict | reasons |" in line)
+    assert head.endswith("| position consistency | top letter share | oracle accuracy % | "
+                         "unparseable % |")  # fmt: skip
+    gate_row = next(line for line in text.splitlines() if line.startswith("| 1 | fake:a | logprob"))
+    cells = [c.strip() for c in gate_row.split("|")[-5:-1]]
+    assert all(c.replace(".", "").isdigit() for c in cells), gate_row
 
 
 def _module():

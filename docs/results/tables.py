@@ -59,9 +59,30 @@ def gate(rep: Path) -> str:
     out = g[["model", "readout", "verdict", "reasons"]].assign(
         **{"context flag": [f if isinstance(f, str) else "" for f in flag]}
     )
+    # the diagnostics the gate reads, passing or not (bbq/validity.csv, round 0): the
+    # baseline's and the oracle's answers over part 1's option orders
+    v = pd.read_csv(rep / "bbq" / "validity.csv")
+    v = v[v["round"] == 0]
+    o = v[v["condition"] == "oracle"].set_index(["model", "readout"])
+    v = v[v["condition"] == "baseline"].set_index(["model", "readout"])
+    keys = list(zip(g["model"], g["readout"], strict=True))
+
+    def pick(table, col, scale=1.0, digits=2):
+        return [f"{table.loc[k, col] * scale:.{digits}f}"
+                if k in table.index and table.loc[k, col] == table.loc[k, col] else ""
+                for k in keys]  # fmt: skip
+
+    out = out.assign(**{"position consistency": pick(v, "position_consistency"),
+                        "top letter share": pick(v, "top_letter_share"),
+                        "oracle accuracy %": pick(o, "accuracy", 100, 0),
+                        "unparseable %": pick(v, "unparseable_rate", 100, 1)})  # fmt: skip
     return section(
         "Validity gate per model x readout (part 1, template default system prompt)",
         out,
+        "The diagnostics it reads, on part 1's items over their three option orders: the "
+        "baseline's position consistency, top letter share and unparseable answers, the "
+        "oracle's accuracy (both contexts; the context flag reads the oracle per context); "
+        "docs/validity.md has the rules and thresholds.",
         key="gate",
     )
 
