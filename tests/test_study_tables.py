@@ -267,3 +267,22 @@ def test_the_gpu_projection_table_sits_beside_this_cpus_wall_time(tmp_path, monk
     assert "| 1 | m | 10 | 8.5 | 1.5 h + 0.1 h untimed |" in table
     assert "| 2 | n | 5 | 1.0 | 0.2 h |" in table
     assert mod.gpu(tmp_path, None) == ""  # no projection passed: no table
+
+
+def test_the_named_contrasts_say_how_many_items_a_5_point_mde_needs(tmp_path):
+    """The MDE scales as 1/sqrt(n): 1,100 items with an MDE of 6.8 points need at least
+    1100 * (6.8 / 5)^2 = 2,034.6, so 2,035 items for 5; a contrast without an MDE shows none."""
+    import pandas as pd
+
+    mod = _module()
+    row = {"holm family": "named contrasts", "contrast": 1,
+           "test": "m: instruct - baseline, ambig bias", "estimate": -0.016, "ci_lo": -0.052,
+           "ci_hi": 0.019, "p": 0.4, "p_adj": 1.0, "family_size": 14, "n_items": 1100,
+           "unknown rate (condition / reference)": "34% / 19%",
+           "outcome": "inconclusive"}  # fmt: skip
+    rows = [{**row, "mde": 0.068}, {**row, "mde": float("nan")}]
+    pd.DataFrame(rows).to_csv(tmp_path / "contrasts.csv", index=False)
+    table = mod.contrasts(tmp_path)
+    assert "| MDE x100 | n_items | items for MDE 5 (>=) |" in table
+    assert "| 6.8 | 1100 | 2035 | 34% / 19% | inconclusive |" in table
+    assert "|  | 1100 |  | 34% / 19% | inconclusive |" in table  # no MDE, no number

@@ -9,6 +9,7 @@ p as the report computed them. Tables are numbered so that the README can cite "
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -149,14 +150,29 @@ def verdicts(rep: Path) -> str:
 
 def contrasts(rep: Path) -> str:
     t = pd.read_csv(rep / "contrasts.csv")
+    # the MDE is z * SE at this family's alpha; the SE falls as 1/sqrt(n) while templates
+    # repeat in the same proportion (metrics/inference.items_needed: a lower bound beyond)
+    needed = [int(math.ceil(n * (m * 100 / TARGET_MDE) ** 2)) if m == m and n == n else ""
+              for m, n in zip(t["mde"], t["n_items"], strict=True)]  # fmt: skip
     out = t.assign(**{"estimate x100 [95% CI]": ci(t, "estimate", "ci_lo", "ci_hi"),
                       "p": t["p"].map(pval), "p adj": t["p_adj"].map(pval),
-                      "MDE x100": (t["mde"] * 100).round(1)})  # fmt: skip
+                      "MDE x100": (t["mde"] * 100).round(1),
+                      f"items for MDE {TARGET_MDE:g} (>=)": needed})  # fmt: skip
     cols = ["holm family", "contrast", "test", "estimate x100 [95% CI]", "p", "p adj",
-            "family_size", "MDE x100", "n_items", "unknown rate (condition / reference)",
-            "outcome"]  # fmt: skip
+            "family_size", "MDE x100", "n_items", f"items for MDE {TARGET_MDE:g} (>=)",
+            "unknown rate (condition / reference)", "outcome"]  # fmt: skip
     shown = out[cols].astype(object).fillna("")  # object first: "" is no float
-    return section("Named contrasts and the system-prompt comparison", shown, key="contrasts")
+    return section("Named contrasts and the system-prompt comparison", shown,
+                   f"items for MDE {TARGET_MDE:g}: the items per condition (ambiguous ones for "
+                   "an ambiguous-bias contrast, students for a parity) that a "
+                   f"{TARGET_MDE:g}-point minimum detectable effect needs at the family's "
+                   "alpha and 80% power, scaling this contrast's standard error as 1/sqrt(n); "
+                   "a lower bound where a design already uses every template "
+                   "(metrics/inference.py, items_needed).",
+                   key="contrasts")  # fmt: skip
+
+
+TARGET_MDE = 5.0  # points: #18's target for the main contrasts
 
 
 def bbq(rep: Path, readout: str = "cloze") -> str:
