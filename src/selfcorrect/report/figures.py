@@ -16,6 +16,9 @@ def pyplot():
     return plt
 
 
+LINE_STYLES = ("-", "--", ":", "-.")  # one per condition, where colour marks the model
+
+
 def legend_below(fig, ax, ncol: int = 4) -> None:
     """One legend for the whole figure (the labels of `ax`), below the panels where it hides
     no point; the panels are laid out above it."""

@@ -24,7 +24,7 @@ import pandas as pd
 from selfcorrect.hidden import hidden_folders, load_hidden
 from selfcorrect.metrics.probes import cosines, diff_in_means, fit_probe, halves, predict
 from selfcorrect.metrics.stats import bootstrap, ratio
-from selfcorrect.report.figures import error_bars, legend_below, pyplot, save_figure
+from selfcorrect.report.figures import LINE_STYLES, error_bars, legend_below, pyplot, save_figure
 from selfcorrect.store import Store
 
 
@@ -128,7 +128,6 @@ def write(directory: str | Path, table: pd.DataFrame) -> list[Path]:
 TITLES = {"probe_accuracy": "probe accuracy (held-out; x: majority class)",
           "cosine": "cosine of the round shift with the bias direction",
           "shift_norm": "norm of the round shift"}  # fmt: skip
-STYLES = ("-", "--", ":", "-.")  # one per condition
 
 
 def _figure(table: pd.DataFrame, cols: list[str], out: Path) -> list[Path]:
@@ -152,7 +151,8 @@ def _figure(table: pd.DataFrame, cols: list[str], out: Path) -> list[Path]:
                 lo, hi = (f"{col.split('_')[0]}_lo", f"{col.split('_')[0]}_hi")
                 err = error_bars(y, g[lo], g[hi]) if lo in g and hi in g else None
                 ax.errorbar(g["layer"], y, yerr=err, fmt="o",
-                            ls=STYLES[conds.index(cond) % len(STYLES)], ms=3, lw=1, capsize=2,
+                            ls=LINE_STYLES[conds.index(cond) % len(LINE_STYLES)], ms=3, lw=1,
+                            capsize=2,
                             color=color, label=f"{model} / {cond}")  # fmt: skip
                 if col == "probe_accuracy":
                     ax.plot(g["layer"], g["majority_accuracy"], "x", color=color, ms=6)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from selfcorrect.metrics.format import fmt_ci_column
-from selfcorrect.report.figures import error_bars, legend_below, pyplot, save_figure
+from selfcorrect.report.figures import LINE_STYLES, error_bars, legend_below, pyplot, save_figure
 from selfcorrect.report.render import Block
 from selfcorrect.report.section import Tables
 
@@ -94,7 +94,6 @@ def exact_figure(exact: pd.DataFrame, out: Path) -> list[Path]:
 
 
 ROUND_METRICS = {"entropy": "entropy (nats)", "p_gold": "p(gold)", "ece": "ECE"}
-STYLES = ("-", "--", ":", "-.")  # one per condition
 
 
 def figures(tables: Tables, out: Path) -> list[Path]:
@@ -126,7 +125,8 @@ def figures(tables: Tables, out: Path) -> list[Path]:
                 y = g[metric].to_numpy(float)
                 ax.errorbar(g["round"], y, yerr=error_bars(y, g[f"{metric}_lo"],
                                                             g[f"{metric}_hi"]),
-                            fmt="o", ls=STYLES[conds.index(cond) % len(STYLES)], capsize=2,
+                            fmt="o", ls=LINE_STYLES[conds.index(cond) % len(LINE_STYLES)],
+                            capsize=2,
                             ms=3, lw=1, color=colors[models.index(model) % len(colors)],
                             label=f"{model} / {cond}")  # fmt: skip
             ax.set_xlabel("round (0 = first answer)")
