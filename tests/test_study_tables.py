@@ -245,7 +245,7 @@ def test_the_side_by_side_table_cites_the_row_each_number_comes_from():
         mod.side_by_side()
 
 
-def test_the_gpu_projection_table_sits_beside_this_cpus_wall_time(tmp_path, monkeypatch):
+def test_the_gpu_projection_table_sits_beside_this_cpus_wall_time(tmp_path):
     """finish.sh passes perf/gpu_projection.py's JSON with --gpu: its rows, each beside the
     model's timed CPU hours (and the untimed span where runs kept no time)."""
     import json
@@ -260,13 +260,12 @@ def test_the_gpu_projection_table_sits_beside_this_cpus_wall_time(tmp_path, monk
                                        "projected GPU minutes": 1.0}]))  # fmt: skip
     cost = pd.DataFrame({"model": ["m", "m", "n"], "wall_s": [3600.0, 1800.0, 720.0],
                          "untimed answer span s": [0.0, 360.0, 0.0]})  # fmt: skip
-    monkeypatch.setattr(mod, "_cost_table", lambda store: cost)
     mod.COUNTER = iter(range(1, 100))
-    table = mod.gpu(tmp_path, projection)
+    table = mod.gpu(cost, projection)
     assert "## T1. Cost on one GPU" in table and "Not a measurement." in table
     assert "| 1 | m | 10 | 8.5 | 1.5 h + 0.1 h untimed |" in table
     assert "| 2 | n | 5 | 1.0 | 0.2 h |" in table
-    assert mod.gpu(tmp_path, None) == ""  # no projection passed: no table
+    assert mod.gpu(cost, None) == ""  # no projection passed: no table
 
 
 def test_the_named_contrasts_say_how_many_items_a_5_point_mde_needs(tmp_path):
