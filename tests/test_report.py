@@ -133,6 +133,20 @@ def test_rescoring_with_a_bias_variant_needs_only_the_store(tmp_path):
     assert not rep.tables["bbq_summary"].empty
 
 
+def test_the_figure_legend_holds_every_panels_labels_once():
+    """A series drawn only in a later panel (a model with no row under one readout) is in the
+    legend too; a label drawn in several panels is listed once, in the order first drawn."""
+    from selfcorrect.report.figures import legend_below, pyplot
+
+    fig, axes = pyplot().subplots(1, 2)
+    axes[0].plot([0, 1], label="a")
+    axes[1].plot([0, 1], label="a")
+    axes[1].plot([1, 0], label="b")
+    legend_below(fig)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b"]
+    pyplot().close(fig)
+
+
 def test_error_bars_never_go_negative_and_missing_cis_draw_none():
     """An exact floor's CI can sit a float hair inside its estimate (accuracy 0.0, lower
     bound 2.8e-17): matplotlib refuses negative error bars, which stopped a whole report."""

@@ -111,7 +111,7 @@ def size_figure(summary: pd.DataFrame, models: dict[str, dict], out: Path) -> li
             ax.set_title(f"{ctx} contexts: {label} vs size ({readout} readout, 95% CI)",
                          fontsize=9)  # fmt: skip
             ax.grid(alpha=0.3)
-    legend_below(fig, axes[0][0])
+    legend_below(fig)
     return save_figure(fig, out, "bbq_size")
 
 

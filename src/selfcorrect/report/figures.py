@@ -19,10 +19,14 @@ def pyplot():
 LINE_STYLES = ("-", "--", ":", "-.")  # one per condition, where colour marks the model
 
 
-def legend_below(fig, ax, ncol: int = 4) -> None:
-    """One legend for the whole figure (the labels of `ax`), below the panels where it hides
-    no point; the panels are laid out above it."""
-    handles, labels = ax.get_legend_handles_labels()
+def legend_below(fig, ncol: int = 4) -> None:
+    """One legend for the whole figure (every panel's labels, each once, in the order first
+    drawn), below the panels where it hides no point; the panels are laid out above it."""
+    seen: dict = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    labels, handles = list(seen), list(seen.values())
     fig.legend(handles, labels, loc="lower center", ncol=min(ncol, max(1, len(labels))),
                fontsize=7, frameon=False)  # fmt: skip
     rows = -(-len(labels) // ncol)

@@ -159,5 +159,5 @@ def _figure(table: pd.DataFrame, cols: list[str], out: Path) -> list[Path]:
             ax.set_xlabel("layer (0 = embeddings)")
             ax.set_title(f"{TITLES[col]}, {readout} readout", fontsize=8)
             ax.grid(alpha=0.3)
-    legend_below(fig, axes[0][0])
+    legend_below(fig)
     return save_figure(fig, out, "hidden_layers")

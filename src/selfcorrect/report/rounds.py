@@ -134,5 +134,5 @@ def figures(tables: Tables, out: Path) -> list[Path]:
             ax.set_title(f"{ROUND_METRICS[metric]} per round, {readout} readout (95% CI)",
                          fontsize=9)  # fmt: skip
             ax.grid(alpha=0.3)
-    legend_below(fig, axes[0][0])
+    legend_below(fig)
     return made + save_figure(fig, out, "rounds_uncertainty")
