@@ -564,7 +564,7 @@ def _has_rows(path: Path) -> bool:
 
 
 def tables(rep: Path, store: Path, note: str = "", projection: Path | None = None) -> str:
-    """Every table whose report file exists (a partial study has fewer), numbered from T1;
+    """Every table whose report file has rows (a partial study has fewer), numbered from T1;
     `note` (e.g. which models a partial store holds) goes under the title; `projection`, the
     GPU projection's JSON, adds its table."""
     global COUNTER
