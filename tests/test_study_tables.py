@@ -24,6 +24,9 @@ def test_tables_from_a_small_report(tmp_path):
     assert [t.split(".")[0] for t in titles] == [f"## T{k}" for k in range(1, len(titles) + 1)]
     assert any("Validity gate" in t for t in titles) and any("Cost" in t for t in titles)
     assert any("which person" in t for t in titles)  # the report wrote bbq/named_switch.csv
+    paired = text[text.index("Readout comparison, paired"):]
+    row = next(line for line in paired.splitlines() if line.startswith("| 1 | fake:a | ambig"))
+    assert row.count("[") == 2 and "(p " in row  # both readings of the orders, with CIs
     assert not any("Law school" in t for t in titles)  # no law answers: no law table
     row = next(line for line in text.splitlines() if line.startswith("| 1 | fake:a | baseline"))
     assert "[" in row  # estimates carry their CI
@@ -47,7 +50,7 @@ def test_a_report_file_left_empty_by_a_missing_part_gets_no_table(tmp_path):
     assert orders.is_file() and not orders.read_text().strip()
     text = mod.tables(tmp_path / "report", tmp_path)
     titles = [line for line in text.splitlines() if line.startswith("## T")]
-    assert not any("Readout comparison" in t for t in titles)
+    assert not any("Readout comparison" in t for t in titles)  # neither reading nor paired
     assert any("Rounds: convergence" in t for t in titles)
 
 

@@ -220,6 +220,27 @@ def orders(rep: Path) -> str:
                    "length normalisations are in the report's bbq/orders.csv.")  # fmt: skip
 
 
+def orders_paired(rep: Path) -> str:
+    """S1 - baseline per readout, paired on part 1's items, read in the original order alone
+    and combined over the three orders: what the readout and the order reading alone do."""
+    o = pd.read_csv(rep / "bbq" / "orders_paired.csv")
+    o = o[(o["round"] == 0) & (o["group"] == "overall") & (o["condition"] == "instruct")
+          & o["readout"].isin(["cloze", "logprob", "generate"])]  # fmt: skip
+    o = o.assign(cell=[f"{c} (p {pval(x)})" for c, x in zip(ci(o, "diff"), o["p"], strict=True)])
+    keys = ["model", "context", "metric", "readout"]
+    out = o.pivot_table(index=keys, columns="orders", values="cell", aggfunc="first")
+    n = o.groupby(keys)["n_pairs"].max().rename("n pairs")
+    out = out.join(n).reset_index().sort_values(keys, kind="stable")
+    cols = [c for c in ("original only", "combined") if c in out]
+    return section("Readout comparison, paired: S1 - baseline on part 1's items per readout and "
+                   "reading of the orders (x100)", out[[*keys, "n pairs", *cols]],
+                   "The same items and answers read each way: 'original only' reads the "
+                   "original option order alone (no permutation), 'combined' the answer over "
+                   "the three orders. Paired cluster-bootstrap 95% CI; p: permutation test, "
+                   "raw (descriptive; the verdicts make their own tests). cloze = content, "
+                   "logprob = letter, generate = generation.")  # fmt: skip
+
+
 def cot(rep: Path) -> str:
     v = pd.read_csv(rep / "bbq" / "validity.csv")
     v = v[v["condition"].str.contains("sample", na=False) & (v["readout"] == "cloze")]
@@ -549,7 +570,8 @@ def side_by_side(params: dict[str, float] | None = None) -> str:
 
 NEEDS = {gate: "bbq/gate_context.csv", context_use: "bbq/context_use.csv",
          verdicts: "verdict_tests.csv", contrasts: "contrasts.csv",
-         bbq: "bbq/summary.csv", orders: "bbq/orders.csv", cot: "bbq/validity.csv",
+         bbq: "bbq/summary.csv", orders: "bbq/orders.csv",
+         orders_paired: "bbq/orders_paired.csv", cot: "bbq/validity.csv",
          winogender: "winogender/summary.csv",
          law: "law/summary.csv", rounds: "bbq/convergence.csv"}  # fmt: skip
 

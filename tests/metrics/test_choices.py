@@ -257,3 +257,26 @@ def test_sampled_reasonings_in_one_order_are_no_position_test():
     cot[0]["sample"] = 0
     v = diagnostics(frame(cot), combine_orders(frame(cot))).iloc[0]
     assert math.isnan(v.position_consistency) and v.sample_agreement == 0.0
+
+
+def test_the_readout_comparison_pairs_each_condition_with_the_reference_under_both_readings():
+    """A contrast can hold in one reading of the orders and vanish in the other: under s1 the
+    model likes the second letter enough to name the unknown option in the original order,
+    while its content, averaged over three orders, still names the target, as the baseline
+    does. Paired on the same items: bias -1 (x100: -100) read in the original order, 0
+    combined; accuracy +1 and 0."""
+    ids = [f"Age:{k}" for k in range(1, 5)]
+    content = [0.5, 0.3, 0.2]  # original options 0 (target), 1 (unknown), 2
+
+    def s1(order):  # the content score plus 0.35 on whatever stands second; sums to 1.35
+        return [(content[o] + (0.35 if pos == 1 else 0)) / 1.35 for pos, o in enumerate(order)]
+
+    rows = [variant(o, [0.8 if x == 0 else 0.1 for x in o], uid=u) for u in ids for o in CYCLIC]
+    rows += [variant(o, s1(o), uid=u, condition="s1") for u in ids for o in CYCLIC]
+    op = bbq.bbq_tables(frame(rows), n_boot=50)["orders_paired"]
+    op = op[(op["group"] == "overall") & (op["condition"] == "s1")].set_index(["orders", "metric"])
+    assert (op["reference"] == "baseline").all() and (op["n_pairs"] == 4).all()
+    assert op.loc[("original only", "bias"), "diff"] == pytest.approx(-1)
+    assert op.loc[("original only", "accuracy"), "diff"] == pytest.approx(1)
+    assert op.loc[("combined", "bias"), "diff"] == 0
+    assert op.loc[("combined", "accuracy"), "diff"] == 0

@@ -460,6 +460,12 @@ def bbq_tables(
         "orders": orders_compared(
             gated, gated_items, lambda d: summary(d, n_boot, seed, bias_variant, unparseable)
         ),
+        # the readout comparison's contrasts, paired, under both order readings
+        "orders_paired": orders_compared(
+            gated,
+            gated_items,
+            lambda d: paired(d, reference, n_boot, seed, bias_variant, unparseable),
+        ),
         "paired": paired(items, reference, n_boot, seed, bias_variant, unparseable),
         "transitions": matrix,
         "flips": flips,

@@ -145,9 +145,10 @@ def split_designs(variants: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def orders_compared(gate: pd.DataFrame, gate_items: pd.DataFrame, summarise) -> pd.DataFrame:
     """The readout comparison on the items asked under several orders (round 0): each
-    model x condition x readout summarised with its answers combined over the orders (the
-    items of `gate_items` = combine_orders(gate)) and with the original order alone (the
-    same answers, read without the permutation)."""
+    model x condition x readout summarised (`summarise`: a level table, or paired differences
+    against the reference) with its answers combined over the orders (the items of
+    `gate_items` = combine_orders(gate)) and with the original order alone (the same answers,
+    read without the permutation)."""
     if gate.empty:
         return pd.DataFrame()
     g = gate[(gate["round"] == 0).to_numpy() & (_orders_per_item(gate) > 1).to_numpy()]

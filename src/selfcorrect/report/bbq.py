@@ -42,7 +42,7 @@ def paired_table(paired: pd.DataFrame, group: str = "overall") -> pd.DataFrame:
     for col in ("p", "p_holm"):
         if col in p:
             p[col] = p[col].map(lambda x: f"{x:.3g}")
-    cols = ["model", "readout", "round", "condition", "reference", "context", "metric",
+    cols = ["model", "readout", "orders", "round", "condition", "reference", "context", "metric",
             "n_pairs", "diff (x100)", "p", "p_holm"]  # fmt: skip
     return p[[c for c in cols if c in p]]
 
@@ -280,6 +280,17 @@ def blocks(tables: Tables) -> list[Block]:
                   "every item in its original order, so that all compared answers share one "
                   "design."),
             ("img", "bbq_readouts.png"),
+        ]  # fmt: skip
+    orders_paired = tables.get("orders_paired", pd.DataFrame())
+    if not orders_paired.empty:
+        out += [
+            ("h2", "Readout comparison, paired: each condition - the reference on those items, "
+                   "per readout and reading of the orders (overall)"),
+            ("table", paired_table(orders_paired).sort_values(
+                ["model", "condition", "context", "metric", "readout", "orders"], kind="stable")),
+            ("p", "What the readout and the order reading alone do to a contrast: the same "
+                  "items and answers, read each way. p and p_holm as above, Holm over each "
+                  "reading's rows (orders_paired.csv). Descriptive."),
         ]  # fmt: skip
     for ctx in ("ambig", "disambig"):
         if not summary.empty:
