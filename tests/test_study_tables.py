@@ -24,7 +24,7 @@ def test_tables_from_a_small_report(tmp_path):
     assert [t.split(".")[0] for t in titles] == [f"## T{k}" for k in range(1, len(titles) + 1)]
     assert any("Validity gate" in t for t in titles) and any("Cost" in t for t in titles)
     assert any("which person" in t for t in titles)  # the report wrote bbq/named_switch.csv
-    paired = text[text.index("Readout comparison, paired"):]
+    paired = text[text.index("Readout comparison, paired") :]
     row = next(line for line in paired.splitlines() if line.startswith("| 1 | fake:a | ambig"))
     assert row.count("[") == 2 and "(p " in row  # both readings of the orders, with CIs
     assert not any("Law school" in t for t in titles)  # no law answers: no law table

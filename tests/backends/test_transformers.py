@@ -413,26 +413,31 @@ def test_decode_loop_equals_generate_greedy_in_fp32(smollm2_fp32):
     assert sorted(finished) == sorted(enumerate(got)) and finished != list(enumerate(got))
 
 
-def test_sliding_window_rows_that_fit_the_window_use_the_decode_loop(smollm2):
-    """Gemma-3's sliding-window layers: a row whose prompt and new tokens fit the window is
-    decoded by the loop (exact: the window never cuts), token for token model.generate's
-    text; longer rows go through model.generate. Every row is reported once."""
+def test_sliding_window_rows_of_any_length_are_decoded_by_the_loop(smollm2):
+    """Gemma-3's sliding-window layers: the decode loop cuts their window (its decoder takes
+    a mask per layer type), so rows that fit the window and rows beyond it are all decoded
+    by the loop, token for token model.generate's text (which applies the window itself),
+    none sent to model.generate. Every row is reported once."""
     from unittest import mock
 
     model = _tiny_model(smollm2.tok, "gemma", window=64)
     backend = TransformersBackend.from_model(model, smollm2.tok, "tiny-gemma", kind="chat")
     short = [backend.render(Conversation((("user", q),), "Answer:"))
              for q in ("Hi", "Who was late?", "Say yes.")]  # fmt: skip
-    long = backend.render(Conversation((("user", "Two neighbours met at the stop. " * 6),), ""))
-    prompts = [short[0], long, short[1], short[2]]
-    assert max(len(backend._encode(p)) for p in short) + 12 <= 64 < len(backend._encode(long))
-    want = backend.generate_hf(prompts, 12)
+    long = [backend.render(Conversation((("user", "Two neighbours met at the stop. " * k),), ""))
+            for k in (2, 6)]  # fmt: skip
+    prompts = [short[0], long[1], short[1], long[0], short[2]]
+    n = [len(backend._encode(p)) for p in prompts]
+    # rows inside the window, one that crosses it while decoding, one beyond it from the start
+    assert max(n[0], n[2], n[4]) + 24 <= 64 and n[3] < 64 < n[3] + 24 and n[1] > 64
+    want = backend.generate_hf(prompts, 24)
+    backend._kv.clear()
     via_hf, real = [], backend.generate_hf
     finished = []
     with mock.patch.object(backend, "generate_hf",
                            lambda p, *a: via_hf.append(len(p)) or real(p, *a)):  # fmt: skip
-        got = backend.generate(prompts, 12, on_done=lambda i, t: finished.append((i, t)))
-    assert got == want and via_hf == [1]  # only the long row
+        got = backend.generate(prompts, 24, on_done=lambda i, t: finished.append((i, t)))
+    assert got == want and via_hf == []
     assert backend.decode_steps > 0 and sorted(finished) == sorted(enumerate(got))
 
 

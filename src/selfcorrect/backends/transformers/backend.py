@@ -555,12 +555,14 @@ class TransformersBackend(ChatRendering):
         encoded = [self._encode(p) for p in prompts]
         for r, ids in enumerate(encoded):  # the prompt and its new tokens must fit
             check_length(r, len(ids) + max_tokens, self.max_len)
-        # sliding-window layers attend to the whole row under the loop's mask: exact only
-        # for rows that fit the window; longer rows (and attention kernels that do not take
-        # a ready mask) go through model.generate
+        # a decoder with one mask for all layers makes its sliding-window layers attend to
+        # the whole row: the loop is exact there only for rows that fit the window; longer
+        # rows (and attention kernels that do not take a ready mask) go through
+        # model.generate. Gemma 3 takes a mask per layer type: the loop cuts its window.
         loop = [] if not self.prefix_cache else [
             r for r, ids in enumerate(encoded)
-            if self._window is None or len(ids) + max_tokens <= self._window
+            if self._window is None or self._mask_per_type
+            or len(ids) + max_tokens <= self._window
         ]  # fmt: skip
         texts: list[str] = [""] * len(prompts)
         if loop:

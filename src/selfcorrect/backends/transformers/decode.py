@@ -189,8 +189,8 @@ class Decoder:
         allowed = torch.arange(t + 1, device=self.b.device)[None, :] >= starts[:, None]
         with torch.inference_mode():
             out = self.b.decoder(
-                input_ids=ids, attention_mask=self.b._mask4d(allowed[:, None, :].cpu()),
-                position_ids=pos, use_cache=True, **{self.b._cache_kw: cache},
+                input_ids=ids, attention_mask=self._masks(allowed, t), position_ids=pos,
+                use_cache=True, **{self.b._cache_kw: cache},
             )  # fmt: skip
             cache.t = t + 1
             logits = self.b.last_logits(out.last_hidden_state[:, -1])
@@ -200,6 +200,18 @@ class Decoder:
             self._append(row, tok, max_tokens)
         self._retire(cache, active)
         self.step_log.append((rows, time.perf_counter() - began))
+
+    def _masks(self, allowed, t: int):
+        """The step's mask; for a model with a mask per layer type (Gemma 3) also its
+        sliding-window layers' copy: every row's query sits at column t, so the keys within
+        its window are the columns after t - window, whatever the row's start (the rule of
+        backend._attention_masks: key position > query position - window)."""
+        mask = self.b._mask4d(allowed[:, None, :].cpu())
+        if not self.b._mask_per_type:
+            return mask
+        cols = self.torch.arange(allowed.shape[1], device=allowed.device)[None, :]
+        near = self.b._mask4d((allowed & (cols > t - self.b._window))[:, None, :].cpu())
+        return {"full_attention": mask, "sliding_attention": near}
 
     def _choose(self, logits, rows, sampling) -> list[int]:
         """Greedy, or each row's own draw at the temperature, nucleus `top_p`.
