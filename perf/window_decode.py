@@ -5,10 +5,13 @@ law-school Q+IF+CoT part (the study's longest reasoning prompts) on N students b
 two fresh stores; prints the wall time of each, how many reasoning rows each path decoded and
 how many answers agree (sampled rows beyond the window draw from another generator on the old
 path, so they may differ); then, greedy on the same reasoning prompts, how many of the loop's
-texts are model.generate's token for token.
+texts are model.generate's token for token. With --lengths instead: the prompt length of
+every reasoning row of the study plan's chain-of-thought parts for the model (nothing decoded:
+generate returns empty texts; one reasoning per item, the samples share their prompt), and how
+many would outgrow the window with their 256 new tokens.
 
     python perf/window_decode.py [--model gemma-3-270m] [--students 8] [--dtype bfloat16]
-        [--json out.json]"""
+        [--lengths] [--json out.json]"""
 
 from __future__ import annotations
 
@@ -47,13 +50,52 @@ def old_routing(generate):
     return routed
 
 
+PLAN_COT = (
+    ("bbq", 528, "cloze"),
+    ("winogender", "all", "logprob"),
+    ("winogender-all", "all", "logprob"),
+    ("law", 1000, "logprob"),
+)  # plan.toml's
+
+
+def plan_lengths(model: str, dtype: str) -> dict:
+    from selfcorrect import api
+    from selfcorrect.backends.transformers.backend import TransformersBackend
+
+    generate, seen = TransformersBackend.generate, []
+
+    def record(self, prompts, max_tokens, sampling=None, keys=None, on_done=None):
+        seen.extend((len(self._encode(p)), max_tokens, self._window) for p in prompts)
+        for i in range(len(prompts)) if on_done is not None else ():
+            on_done(i, "")
+        return [""] * len(prompts)
+
+    out = {}
+    TransformersBackend.generate = record
+    with tempfile.TemporaryDirectory() as tmp:
+        for bench, limit, readout in PLAN_COT:
+            seen.clear()
+            api.run(model, benchmark=bench, conditions="cot", limit=limit, cot_samples=1,
+                    cot_temperature=1.0, batch_size=64, readout=readout, dtype=dtype,
+                    out=Path(tmp) / bench, progress=False, write_report=False)  # fmt: skip
+            n = [x for x, _, _ in seen]
+            out[bench] = {"rows": len(n), "median": statistics.median(n), "max": max(n),
+                          "new_tokens": seen[0][1], "window": seen[0][2],
+                          "beyond_window": sum(x + m > w for x, m, w in seen)}  # fmt: skip
+    TransformersBackend.generate = generate
+    return {"model": model, "prompt_tokens": out}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--students", type=int, default=8)
     ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--lengths", action="store_true")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if args.lengths:
+        return emit(plan_lengths(args.model, args.dtype), args.json)
     from selfcorrect import api
     from selfcorrect.backends.transformers.backend import TransformersBackend
 

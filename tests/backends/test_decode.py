@@ -67,3 +67,27 @@ def test_logits_that_are_not_numbers_are_an_error():
 
     with pytest.raises(SelfCorrectError, match="not finite"):
         _draws(torch.full((1, 5), float("nan")), Sampling(1.0, 0), 2)
+
+
+def test_decode_step_cuts_the_sliding_window_by_position():
+    """Each row's new token sits at column t, its tokens from column `start` (position 0):
+    the sliding layers' mask keeps the keys whose position lies within `window` of the
+    query's, as backend._attention_masks does for a prompt (key pos > query pos - window);
+    the full layers' mask, and a model with one mask, keep every column from `start`."""
+    from types import SimpleNamespace
+
+    window, t = 3, 6
+    backend = SimpleNamespace(_mask_per_type=True, _window=window,
+                              _mask4d=lambda a: a[:, None].clone())  # fmt: skip
+    decoder = Decoder.__new__(Decoder)
+    decoder.torch, decoder.b = torch, backend
+    starts = torch.tensor([0, 2, 5])
+    allowed = torch.arange(t + 1)[None, :] >= starts[:, None]
+    masks = decoder._masks(allowed, t)
+    for b, start in enumerate(starts.tolist()):
+        q = t - start  # the query's position
+        want = [c >= start and (c - start) > q - window for c in range(t + 1)]
+        assert masks["sliding_attention"][b, 0, 0].tolist() == want
+        assert masks["full_attention"][b, 0, 0].tolist() == [c >= start for c in range(t + 1)]
+    backend._mask_per_type = False
+    assert torch.equal(decoder._masks(allowed, t), allowed[:, None, None])

@@ -590,8 +590,9 @@ class TransformersBackend(ChatRendering):
 
     def generate_hf(self, prompts, max_tokens, sampling=None, keys=None) -> list[str]:
         """`model.generate`, a few rows at a time: the reference the decode loop is tested
-        against, and the path for models with sliding-window layers. Sampled rows with keys
-        run one at a time, each seeded with its key."""
+        against, and the path for rows the loop cannot decode exactly (sliding-window models
+        whose decoder takes one mask, beyond the window; attention kernels that take no ready
+        mask). Sampled rows with keys run one at a time, each seeded with its key."""
         torch = self.torch
         if sampling is None:  # explicit: some chat models' configs sample by default
             how = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
