@@ -210,7 +210,7 @@ def test_a_permuted_sample_inside_an_original_order_run_is_read_in_one_design():
     original order (so conditions compare like with like), the diagnostics read the permuted
     items of the conditions that have them, and the comparison table reads those items both
     ways. A uniform design is left alone."""
-    from selfcorrect.metrics.choices import orders_compared, split_designs
+    from selfcorrect.metrics.choices import order_readings, orders_compared, split_designs
 
     # the model picks original option 0 (the target) in the original order, and the letter
     # (a) whatever stands there: over three orders its content answer is a three-way tie
@@ -226,7 +226,7 @@ def test_a_permuted_sample_inside_an_original_order_run_is_read_in_one_design():
     items = combine_orders(metric)
     assert (items[items["condition"] == "baseline"]["pred"] == 0).all()  # no ties: one order
     preds = lambda d: d.groupby("condition")["pred"].apply(list).reset_index()  # noqa: E731
-    both = orders_compared(gated, combine_orders(gated), preds)
+    both = orders_compared(order_readings(gated, combine_orders(gated)), preds)
     combined = both[both["orders"] == "combined"].iloc[0]["pred"]
     alone = both[both["orders"] == "original only"].iloc[0]["pred"]
     assert [x is pd.NA for x in combined] == [True, True] and list(alone) == [0, 0]

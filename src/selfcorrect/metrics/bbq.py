@@ -441,6 +441,7 @@ def bbq_tables(
         combine_orders,
         diagnostics,
         gate,
+        order_readings,
         orders_compared,
         split_designs,
     )
@@ -455,16 +456,15 @@ def bbq_tables(
     validity = diagnostics(gated, gated_items)
     matrix, flips = transitions(items, bbq_states(items))
     summ, gates = summary(items, n_boot, seed, bias_variant, unparseable), gate(validity)
+    readings = order_readings(gated, gated_items)  # once, for both readout-comparison tables
     return {
         "summary": summ,
         "orders": orders_compared(
-            gated, gated_items, lambda d: summary(d, n_boot, seed, bias_variant, unparseable)
+            readings, lambda d: summary(d, n_boot, seed, bias_variant, unparseable)
         ),
         # the readout comparison's contrasts, paired, under both order readings
         "orders_paired": orders_compared(
-            gated,
-            gated_items,
-            lambda d: paired(d, reference, n_boot, seed, bias_variant, unparseable),
+            readings, lambda d: paired(d, reference, n_boot, seed, bias_variant, unparseable)
         ),
         "paired": paired(items, reference, n_boot, seed, bias_variant, unparseable),
         "transitions": matrix,

@@ -143,20 +143,26 @@ def split_designs(variants: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return metric.reset_index(drop=True), gate.reset_index(drop=True)
 
 
-def orders_compared(gate: pd.DataFrame, gate_items: pd.DataFrame, summarise) -> pd.DataFrame:
-    """The readout comparison on the items asked under several orders (round 0): each
-    model x condition x readout summarised (`summarise`: a level table, or paired differences
-    against the reference) with its answers combined over the orders (the items of
-    `gate_items` = combine_orders(gate)) and with the original order alone (the same answers,
-    read without the permutation)."""
+def order_readings(gate: pd.DataFrame, gate_items: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The readout comparison's two readings of the items asked under several orders (round
+    0): "combined", their answers combined over the orders (the items of `gate_items` =
+    combine_orders(gate)), and "original only", the original order alone (the same answers,
+    read without the permutation); empty when no item was asked under several orders."""
     if gate.empty:
-        return pd.DataFrame()
+        return {}
     g = gate[(gate["round"] == 0).to_numpy() & (_orders_per_item(gate) > 1).to_numpy()]
     if g.empty:
+        return {}
+    return {"combined": gate_items[(gate_items["round"] == 0) & (gate_items["n_orders"] > 1)],
+            "original only": combine_orders(g[_is_identity(g)])}  # fmt: skip
+
+
+def orders_compared(readings: dict[str, pd.DataFrame], summarise) -> pd.DataFrame:
+    """Each reading of order_readings summarised (`summarise`: a level table, or paired
+    differences against the reference), labelled in the column `orders`."""
+    if not readings:
         return pd.DataFrame()
-    both = summarise(gate_items[(gate_items["round"] == 0) & (gate_items["n_orders"] > 1)])
-    alone = summarise(combine_orders(g[_is_identity(g)]))
-    return pd.concat([both.assign(orders="combined"), alone.assign(orders="original only")],
+    return pd.concat([summarise(d).assign(orders=name) for name, d in readings.items()],
                      ignore_index=True)  # fmt: skip
 
 
