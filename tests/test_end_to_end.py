@@ -23,6 +23,16 @@ def count(db, where=""):
         return c.execute(f"SELECT count(*) FROM answers {where}").fetchone()[0]
 
 
+def stored(db):
+    """Answers so far while a run starts: its file exists a moment before its tables do."""
+    if not db.is_file():
+        return 0
+    try:
+        return count(db)
+    except sqlite3.OperationalError:
+        return 0
+
+
 def last_manifest(db):
     with sqlite3.connect(db) as c:
         row = c.execute("SELECT manifest FROM runs ORDER BY started DESC LIMIT 1").fetchone()
@@ -105,7 +115,7 @@ def test_interrupt_keeps_finished_batches(tmp_path):
     db = out / "results.sqlite"
     deadline = time.time() + 600
     while time.time() < deadline:
-        if db.is_file() and count(db) >= 4:
+        if stored(db) >= 4:
             break
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
