@@ -73,3 +73,21 @@ def test_unwritable_and_missing(tmp_path):
     (bad / "results.sqlite").write_bytes(b"not a database" * 100)
     with pytest.raises(SelfCorrectError, match="is damaged"):
         Store(bad)
+
+
+def test_a_failed_creation_leaves_a_fresh_file(tmp_path, monkeypatch):
+    """The schema is one transaction: a creation that fails half-way (here its last statement)
+    leaves no half-made store that the next open would call damaged."""
+    import selfcorrect.store as store_mod
+
+    good = store_mod._SCHEMA
+    monkeypatch.setattr(store_mod, "_SCHEMA", good + "CREATE TABLE broken (;")
+    with pytest.raises(SelfCorrectError):
+        Store(tmp_path)
+    with sqlite3.connect(tmp_path / store_mod.DB_NAME) as c:
+        assert c.execute("SELECT name FROM sqlite_master").fetchall() == []
+    monkeypatch.setattr(store_mod, "_SCHEMA", good)
+    s = Store(tmp_path)
+    assert s.runs() == []
+    assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    s.close()

@@ -136,13 +136,18 @@ class Store:
                 self.conn = conn
                 self._check_schema()  # never turn someone else's database into a store
                 self._migrate()
+            # One transaction, written before WAL is on: a reader or a second writer finds
+            # every table or none, and a creation that fails leaves an empty, fresh file.
+            try:
+                conn.executescript(
+                    f"BEGIN; {_SCHEMA} INSERT OR IGNORE INTO meta VALUES "
+                    f"('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
+                )
+            except sqlite3.DatabaseError:
+                conn.rollback()
+                raise
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            with conn:
-                conn.executescript(_SCHEMA)
-                conn.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
-                )
             return conn
         except OSError as exc:
             raise SelfCorrectError(
