@@ -229,7 +229,8 @@ def test_from_model_and_out_of_memory_split(smollm2, monkeypatch):
 
 def test_head_in_pieces_gives_each_read_its_own_rows_log_probability(smollm2_fp32, monkeypatch):
     """Pieces of 4 rows (many pieces, every read landing in one) score as the head in one
-    piece: a read taken from the wrong piece or row would move its option's sum."""
+    piece: a read taken from the wrong piece or row would move its option's sum (by far more
+    than the 1e-4 allowed: fp32 matmuls over another row blocking differ by about 2e-5)."""
     from selfcorrect.backends.transformers import backend as module
 
     prompts, cands = _bbq_prompts(smollm2_fp32, 6)
@@ -239,7 +240,7 @@ def test_head_in_pieces_gives_each_read_its_own_rows_log_probability(smollm2_fp3
     smollm2_fp32._kv.clear()
     pieces = smollm2_fp32.score(prompts, cands)
     for w, p in zip(whole, pieces, strict=True):
-        assert p.logprobs == pytest.approx(w.logprobs, abs=1e-5)
+        assert p.logprobs == pytest.approx(w.logprobs, abs=1e-4)
 
 
 def test_prompt_kv_finds_longest_shared_prefix_through_its_block_index():
