@@ -303,3 +303,20 @@ def test_the_named_contrasts_say_how_many_items_a_5_point_mde_needs(tmp_path):
     assert "| MDE x100 | n_items | items for MDE 5 (>=) |" in table
     assert "| 6.8 | 1100 | 2035 | 34% / 19% | inconclusive |" in table
     assert "|  | 1100 |  | 34% / 19% | inconclusive |" in table  # no MDE, no number
+
+
+def test_readings_with_different_pair_counts_show_both(tmp_path):
+    """'n pairs' is one count where the two readings of the orders agree, each where not."""
+    import pandas as pd
+
+    mod = _module()
+    rows = [dict(model="m", readout="cloze", round=0, condition="instruct", group="overall",
+                 context="ambig", metric="bias", orders=orders, n_pairs=n, diff=-0.1,
+                 diff_lo=-0.2, diff_hi=0.0, p=0.05)
+            for orders, n in (("original only", 132), ("combined", 120))]  # fmt: skip
+    rows += [dict(rows[0], metric="accuracy"), dict(rows[1], metric="accuracy", n_pairs=132)]
+    (tmp_path / "bbq").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "bbq" / "orders_paired.csv", index=False)
+    lines = mod.orders_paired(tmp_path).splitlines()
+    row = {line.split("|")[4].strip(): line for line in lines if line.startswith("| ")}
+    assert "| 132 / 120 |" in row["bias"] and "| 132 |" in row["accuracy"]

@@ -229,9 +229,12 @@ def orders_paired(rep: Path) -> str:
     o = o.assign(cell=[f"{c} (p {pval(x)})" for c, x in zip(ci(o, "diff"), o["p"], strict=True)])
     keys = ["model", "context", "metric", "readout"]
     out = o.pivot_table(index=keys, columns="orders", values="cell", aggfunc="first")
-    n = o.groupby(keys)["n_pairs"].max().rename("n pairs")
-    out = out.join(n).reset_index().sort_values(keys, kind="stable")
     cols = [c for c in ("original only", "combined") if c in out]
+    counts = o.pivot_table(index=keys, columns="orders", values="n_pairs", aggfunc="first")
+    # one count where the readings agree, else each, in the columns' order
+    n = counts[cols].apply(lambda r: " / ".join(dict.fromkeys(f"{v:.0f}" for v in r.dropna())),
+                           axis=1).rename("n pairs")  # fmt: skip
+    out = out.join(n).reset_index().sort_values(keys, kind="stable")
     return section("Readout comparison, paired: S1 - baseline on part 1's items per readout and "
                    "reading of the orders (x100)", out[[*keys, "n pairs", *cols]],
                    "The same items and answers read each way: 'original only' reads the "
