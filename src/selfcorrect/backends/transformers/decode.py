@@ -206,11 +206,11 @@ class Decoder:
         sliding-window layers' copy: every row's query sits at column t, so the keys within
         its window are the columns after t - window, whatever the row's start (the rule of
         backend._attention_masks: key position > query position - window)."""
-        mask = self.b._mask4d(allowed[:, None, :].cpu())
+        mask = self.b._mask4d(allowed[:, None, :])
         if not self.b._mask_per_type:
             return mask
         cols = self.torch.arange(allowed.shape[1], device=allowed.device)[None, :]
-        near = self.b._mask4d((allowed & (cols > t - self.b._window))[:, None, :].cpu())
+        near = self.b._mask4d((allowed & (cols > t - self.b._window))[:, None, :])
         return {"full_attention": mask, "sliding_attention": near}
 
     def _choose(self, logits, rows, sampling) -> list[int]:
