@@ -50,17 +50,14 @@ def old_routing(generate):
     return routed
 
 
-PLAN_COT = (
-    ("bbq", 528, "cloze"),
-    ("winogender", "all", "logprob"),
-    ("winogender-all", "all", "logprob"),
-    ("law", 1000, "logprob"),
-)  # plan.toml's
+PLAN = Path(__file__).resolve().parents[1] / "docs" / "results" / "plan.toml"
 
 
-def plan_lengths(model: str, dtype: str) -> dict:
+def plan_lengths(model: str, dtype: str, limit: int | None = None) -> dict:
+    """`limit` (a quick check) replaces each part's sample size; the plan's otherwise."""
     from selfcorrect import api
     from selfcorrect.backends.transformers.backend import TransformersBackend
+    from selfcorrect.plan import load_plan
 
     generate, seen = TransformersBackend.generate, []
 
@@ -70,19 +67,23 @@ def plan_lengths(model: str, dtype: str) -> dict:
             on_done(i, "")
         return [""] * len(prompts)
 
+    parts = [s for s in load_plan(PLAN, only=model, dtype=dtype).specs if "cot" in s.conditions]
     out = {}
     TransformersBackend.generate = record
-    with tempfile.TemporaryDirectory() as tmp:
-        for bench, limit, readout in PLAN_COT:
-            seen.clear()
-            api.run(model, benchmark=bench, conditions="cot", limit=limit, cot_samples=1,
-                    cot_temperature=1.0, batch_size=64, readout=readout, dtype=dtype,
-                    out=Path(tmp) / bench, progress=False, write_report=False)  # fmt: skip
-            n = [x for x, _, _ in seen]
-            out[bench] = {"rows": len(n), "median": statistics.median(n), "max": max(n),
-                          "new_tokens": seen[0][1], "window": seen[0][2],
-                          "beyond_window": sum(x + m > w for x, m, w in seen)}  # fmt: skip
-    TransformersBackend.generate = generate
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for k, spec in enumerate(parts):
+                seen.clear()
+                changes = {"out": Path(tmp) / str(k), "cot_samples": 1}
+                api.run(spec.shard(**changes, **({"limit": limit} if limit else {})),
+                        progress=False, write_report=False)  # fmt: skip
+                n = [x for x, _, _ in seen]
+                beyond = sum(x + m > w for x, m, w in seen)
+                out[spec.benchmark] = {"rows": len(n), "median": statistics.median(n),
+                                       "max": max(n), "new_tokens": seen[0][1],
+                                       "window": seen[0][2], "beyond_window": beyond}  # fmt: skip
+    finally:
+        TransformersBackend.generate = generate
     return {"model": model, "prompt_tokens": out}
 
 
@@ -92,10 +93,11 @@ def main() -> None:
     ap.add_argument("--students", type=int, default=8)
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--lengths", action="store_true")
+    ap.add_argument("--lengths-limit", type=int, help="with --lengths: items per part (a check)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if args.lengths:
-        return emit(plan_lengths(args.model, args.dtype), args.json)
+        return emit(plan_lengths(args.model, args.dtype, args.lengths_limit), args.json)
     from selfcorrect import api
     from selfcorrect.backends.transformers.backend import TransformersBackend
 
