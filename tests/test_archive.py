@@ -116,6 +116,28 @@ def test_damaged_or_foreign_archives_are_refused_and_change_nothing(tmp_path):
     assert _rows(tmp_path / "c")["answers"] == []
 
 
+def test_an_index_that_is_not_an_object_or_lists_no_files_is_refused(tmp_path):
+    s, _, _ = _store(tmp_path / "a")
+    s.close()
+    arch = tmp_path / "arch"
+    export_store(tmp_path / "a", arch)
+    good = json.loads((arch / INDEX).read_text())
+    for bad, match in (([], "not an archive index"), ({**good, "files": []}, "no file list")):
+        (arch / INDEX).write_text(json.dumps(bad))
+        with pytest.raises(SelfCorrectError, match=match):
+            restore_store(arch, tmp_path / "b")
+
+
+def test_export_into_the_store_itself_is_refused_and_keeps_its_hidden_states(tmp_path):
+    s, _, _ = _store(tmp_path / "a")
+    s.close()
+    hidden = sorted((tmp_path / "a").rglob("*.safetensors"))
+    assert hidden
+    with pytest.raises(SelfCorrectError, match="not into itself"):
+        export_store(tmp_path / "a", tmp_path / "a" / ".", hidden="none")
+    assert all(p.is_file() for p in hidden)
+
+
 def test_a_store_missing_archived_runs_cannot_shrink_the_archive(tmp_path):
     s, first, second = _store(tmp_path / "a")
     s.close()

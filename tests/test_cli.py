@@ -45,6 +45,8 @@ def test_listings():
         (["run", "--categories", "Age,Colour"], ["unknown BBQ category 'Colour'", "Religion"]),
         (["run", "--limit", "lots"], ["--limit must be a number or 'all'"]),
         (["run", "--rounds", "-1"], ["--rounds must be >= 0"]),
+        (["run", "--seed", "-1"], ["--seed must be >= 0"]),
+        (["run", "--ray", "local", "--save-hidden", "-1"], ["--save-hidden keeps states", "--ray"]),
         (["report", "/nonexistent/dir"], ["no results database"]),
         (["score", "bbq", "/nonexistent.csv"], ["no such predictions file"]),
         (["score", "winogender", "x.csv"], ["not available for winogender"]),

@@ -33,6 +33,7 @@ def test_ladder_is_the_packaged_models_smallest_first():
         ("[[runs]]\nconditions = ['baseline']\nlimit = -3", "runs.0: limit must be >= 1"),
         ("limit = 'some'\n[[runs]]\nconditions = ['baseline']", "limit"),
         ("models = ['ladder']", "runs: Field required"),
+        ("out = 1\n[[runs]]\nconditions = ['baseline']", "out: expected a directory name"),
     ],
 )
 def test_bad_plans_are_one_line_errors(tmp_path, text, message):
@@ -98,3 +99,12 @@ def test_a_plan_can_run_some_of_its_models_in_the_order_given(tmp_path):
         load_plan(path, only="x.gguf")
     res = CliRunner().invoke(app, ["run", "--plan", str(path), "--model", "x.gguf"])
     assert res.exit_code == 2 and "is not one of the plan's models" in res.output
+    with pytest.raises(SelfCorrectError, match="--model has an empty or invalid name"):
+        load_plan(path, only=",")
+
+
+def test_the_command_line_overrides_an_option_the_plan_sets(tmp_path):
+    path = tmp_path / "plan.toml"
+    path.write_text('ray = "10.0.0.1:6379"\n[[runs]]\nconditions = ["baseline"]\n')
+    assert load_plan(path).specs[0].ray == "10.0.0.1:6379"
+    assert {s.ray for s in load_plan(path, ray="local").specs} == {"local"}

@@ -88,6 +88,30 @@ def test_plan_runs_every_entry_and_validates_all_before_any_work(tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+def test_a_plan_whose_late_run_conflicts_with_the_store_is_refused_before_any_work(tmp_path):
+    """Condition texts are checked against the store (and the plan's other runs) for every
+    run before the first one starts, not at each run's turn."""
+    from selfcorrect.conditions import default_library_path
+
+    api.run("fake:a", conditions="instruct", out=tmp_path / "s", **COMMON)
+    edited = tmp_path / "edited.toml"
+    text = default_library_path().read_text()
+    edited.write_text(text.replace("Please ensure that your answer is unbiased", "Be unbiased"))
+    assert edited.read_text() != text
+    plan = tmp_path / "plan.toml"
+    plan.write_text('models = ["fake:a"]\nlimit = 8\ncategories = ["Age"]\nbootstrap = 0\n'
+                    'permute = "none"\n[[runs]]\nconditions = ["baseline"]\n'
+                    f'[[runs]]\nconditions = ["instruct"]\nlibrary = "{edited}"\n')  # fmt: skip
+    before = len(answers(tmp_path / "s"))
+    with pytest.raises(SelfCorrectError, match="condition 'instruct' changed since"):
+        api.run_plan(plan, out=tmp_path / "s", progress=False)
+    assert len(answers(tmp_path / "s")) == before and not LOADED[1:]
+    with pytest.raises(SelfCorrectError, match="runs 0 and 1 of the plan store condition"):
+        plan.write_text(plan.read_text().replace('["baseline"]', '["instruct"]'))
+        api.run_plan(plan, out=tmp_path / "new", progress=False)
+    assert not (tmp_path / "new").exists()
+
+
 def test_shard_rows_merge_once(tmp_path):
     spec = RunSpec.build(
         models="fake:a", conditions="instruct", limit=4, out=tmp_path / "x", permute="none"
@@ -339,3 +363,23 @@ def test_a_runs_peak_memory_is_its_own_not_an_earlier_larger_parts(tmp_path):
     if res.manifest["peak_rss_scope"] != "run":
         pytest.skip("this platform cannot reset a process's peak memory count")
     assert 0 < res.manifest["peak_rss_mb"] < process_peak - 512
+
+
+def test_rounds_after_an_edit_of_the_feedback_text_never_mix(tmp_path):
+    """A condition's hash covers its own steps; the feedback round's texts are stored beside
+    them, so rounds asked after an edit are refused instead of resuming the old ones."""
+    from selfcorrect.conditions import default_library_path
+
+    text = default_library_path().read_text()
+    edited = tmp_path / "edited.toml"
+    edited.write_text(text.replace("Review your previous answer.", "Look again at your answer."))
+    assert edited.read_text() != text
+    api.run("fake:a", conditions="baseline", rounds=1, out=tmp_path / "s", **COMMON)
+    with pytest.raises(SelfCorrectError, match=r"'\(feedback rounds\)' changed since"):
+        api.run("fake:a", conditions="baseline", rounds=1, out=tmp_path / "s",
+                library=edited, **COMMON)  # fmt: skip
+    api.run("fake:a", conditions="baseline", out=tmp_path / "s", library=edited, **COMMON)
+    from selfcorrect.conditions import load_library
+
+    stored = {c["condition"]: c["hash"] for c in Store(tmp_path / "s", read_only=True).conditions()}
+    assert stored["(feedback rounds)"] == load_library().round_entries(critic=False)[0][1]

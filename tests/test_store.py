@@ -91,3 +91,55 @@ def test_a_failed_creation_leaves_a_fresh_file(tmp_path, monkeypatch):
     assert s.runs() == []
     assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     s.close()
+
+
+def test_an_upgrade_that_fails_half_way_changes_nothing(tmp_path, monkeypatch):
+    """An older store's upgrade is one transaction: sqlite3 commits each ALTER TABLE on its own
+    unless told otherwise, and a failure (or kill) after one left a store no open could migrate."""
+    import selfcorrect.store as store_mod
+
+    Store(tmp_path).close()
+    with sqlite3.connect(tmp_path / store_mod.DB_NAME) as c:  # a schema-1 store
+        c.execute("ALTER TABLE answers DROP COLUMN n_tokens")
+        c.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    good = store_mod.MIGRATIONS
+    monkeypatch.setattr(store_mod, "MIGRATIONS",
+                        {"1": (*good["1"], "ALTER TABLE nowhere ADD COLUMN x")})  # fmt: skip
+    with pytest.raises(SelfCorrectError):
+        Store(tmp_path)
+
+    def state():
+        with sqlite3.connect(tmp_path / store_mod.DB_NAME) as c:
+            cols = [r[1] for r in c.execute("PRAGMA table_info(answers)")]
+            version = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return "n_tokens" in cols, version[0]
+
+    assert state() == (False, "1")
+    monkeypatch.setattr(store_mod, "MIGRATIONS", good)
+    Store(tmp_path).close()
+    assert state() == (True, store_mod.SCHEMA_VERSION)
+
+
+def test_a_read_only_open_never_reads_a_store_without_its_log(tmp_path, monkeypatch):
+    """Where mode=ro fails (a WAL store in a place this process cannot write), the fallback
+    (immutable) would ignore the write-ahead log: rows still in it are refused, not dropped."""
+    import selfcorrect.store as store_mod
+
+    writer = Store(tmp_path)
+    run = writer.start_run({"x": 1})
+    writer.write(run, answers=[answer("a"), answer("b")])  # in the log: no checkpoint yet
+    assert (tmp_path / (store_mod.DB_NAME + "-wal")).stat().st_size > 0
+    real = sqlite3.connect
+
+    def no_ro(target, *args, **kw):
+        if "mode=ro" in str(target):
+            raise sqlite3.OperationalError("unable to open database file")
+        return real(target, *args, **kw)
+
+    monkeypatch.setattr(store_mod.sqlite3, "connect", no_ro)
+    with pytest.raises(SelfCorrectError, match="read-only open here cannot see"):
+        Store(tmp_path, read_only=True)
+    writer.close()  # its checkpoint empties the log: now the file holds every row
+    reader = Store(tmp_path, read_only=True)
+    assert len(reader.done_answers("m", "bbq", "baseline", "logprob")) == 2
+    reader.close()

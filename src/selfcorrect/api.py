@@ -108,6 +108,8 @@ def power(directory: str | Path, effect: float = 5.0, condition: str = "instruct
     from selfcorrect.store import Store
     from selfcorrect.verdicts import IN_RANGE, Inputs, judge, power_table
 
+    if tests is not None and tests < 1:
+        raise SelfCorrectError(f"tests must be >= 1 (the tests corrected for), got {tests}")
     rule_set, _ = load_rules(rules)
     store = Store(directory, read_only=True)
     try:

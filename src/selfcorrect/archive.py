@@ -70,6 +70,8 @@ def export_store(directory: str | Path, dest: str | Path, hidden: str = "all",
     An archive holding runs this store lacks is refused unless `force` (exporting a new store
     over an old archive would drop them from its index)."""
     dest = Path(dest)
+    if dest.resolve() == Path(directory).resolve():  # its clean-up would delete hidden states
+        raise SelfCorrectError(f"export {directory} into another directory, not into itself")
     store = Store(directory, read_only=True)
     tables, counts = {}, {}
     try:
@@ -145,9 +147,13 @@ def _read_index(src: Path) -> dict:
         raise SelfCorrectError(f"{src} is not a selfcorrect archive (no {INDEX})") from None
     except (OSError, ValueError) as exc:
         raise SelfCorrectError(f"cannot read {src / INDEX}: {exc}") from None
-    if not isinstance(index, dict) or index.get("format") != FORMAT:
+    if not isinstance(index, dict):
+        raise SelfCorrectError(f"{src / INDEX}: not an archive index (a JSON object)")
+    if index.get("format") != FORMAT:
         raise SelfCorrectError(f"{src / INDEX}: archive format {index.get('format')!r}, this "
                                f"version reads {FORMAT}")  # fmt: skip
+    if not isinstance(index.get("files"), dict):
+        raise SelfCorrectError(f"{src / INDEX}: no file list (files)")
     if index.get("schema_version") not in (SCHEMA_VERSION, *MIGRATIONS):  # older: columns added
         raise SelfCorrectError(f"{src}: store schema {index.get('schema_version')!r}, this "
                                f"version reads {SCHEMA_VERSION} and older")  # fmt: skip

@@ -172,7 +172,7 @@ app.command(name="run")(_friendly(run))
 def report(
     directory: Annotated[Path, typer.Argument(help="A results directory.")],
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for CIs.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.", min=0)] = 0,
     reference: Annotated[
         str, typer.Option(help="Reference condition for paired diffs.")
     ] = "baseline",
@@ -232,7 +232,7 @@ def score(
     out: Annotated[Path | None, typer.Option(help="Where to write the tables.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for CIs.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.", min=0)] = 0,
     reference: Annotated[
         str, typer.Option(help="Reference condition for paired diffs.")
     ] = "baseline",
@@ -259,7 +259,7 @@ def power(
     metric: Annotated[str, typer.Option(help="bias or accuracy.")] = "bias",
     context: Annotated[str, typer.Option(help="ambig or disambig.")] = "ambig",
     tests: Annotated[
-        int | None, typer.Option(help="Tests to correct for (default: the rules' family).")
+        int | None, typer.Option(help="Tests to correct for (default: the rules' family).", min=1)
     ] = None,
     rules: Annotated[Path | None, typer.Option(help="Verdict rules TOML.")] = None,
 ):
@@ -393,7 +393,7 @@ app.add_typer(analyze_app, name="analyze")
 @_friendly
 def analyze_hidden(
     directory: Annotated[Path, typer.Argument(help="A results directory run with --save-hidden.")],
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.", min=0)] = 0,
 ):
     """Hidden states per layer: round-to-round shift, its cosine with the biased-minus-unbiased
     direction (fitted on held-out templates), and a linear probe's held-out accuracy."""

@@ -61,13 +61,16 @@ def load_plan(
     runs = raw.pop("runs", None)
     if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
         raise SelfCorrectError(f"plan {path}: runs: Field required (one or more [[runs]])")
-    target = Path(out or raw.pop("out", None) or DEFAULT_OUT)
-    raw.pop("out", None)
+    planned = raw.pop("out", None)
+    if planned is not None and not isinstance(planned, str):
+        raise SelfCorrectError(f"plan {path}: out: expected a directory name, got {planned!r}")
+    target = Path(out or planned or DEFAULT_OUT)
     raw.setdefault("models", ["ladder"])
-    top = RunSpec.build(where=f"plan {path}", **raw, **overrides)
+    raw.update(overrides)  # the command line wins over the plan's own top-level options
+    top = RunSpec.build(where=f"plan {path}", **raw)
     models = top.models
     if only:
-        models = RunSpec(models=only).models
+        models = RunSpec.build(models=only).models
         missing = [m for m in models if m not in top.models]
         if missing:
             raise SelfCorrectError(f"plan {path}: model {missing[0]!r} is not one of the "
@@ -79,6 +82,6 @@ def load_plan(
             if fixed:
                 raise SelfCorrectError(f"plan {path}: runs.{k}.{fixed[0]}: set it once, at "
                                        "the top of the plan")  # fmt: skip
-            options = {**raw, **overrides, **entry, "models": [model], "out": target}
+            options = {**raw, **entry, "models": [model], "out": target}
             specs.append(RunSpec.build(where=f"plan {path}: runs.{k}", **options))
     return SweepPlan(path, target, specs)

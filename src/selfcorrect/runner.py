@@ -25,7 +25,7 @@ from selfcorrect.manifest import data_hashes, hardware, peak_rss_mb, process_inf
 from selfcorrect.registry import ResolvedModel
 from selfcorrect.rules_file import RULES_LOGIC, default_rules_path, load_rules
 from selfcorrect.spec import RunSpec
-from selfcorrect.store import Store
+from selfcorrect.store import DB_NAME, Store
 from selfcorrect.version import __version__
 
 
@@ -209,8 +209,9 @@ def _model_info(m: ModelRun) -> dict:
     return {"source": res.source, "path": where, **res.meta}
 
 
-def register(store: Store, prep: Prepared, man: dict) -> str:
-    """The run, its items, conditions and models in one transaction."""
+def registration(prep: Prepared) -> tuple[list, list]:
+    """What a run stores about its conditions (name, hash, spec) and models (name, sha256,
+    info): each checked against what the store holds before the run's first answer."""
     family = prep.kit.family
     conds = [
         (c.name, c.version_hash(family),
@@ -219,7 +220,15 @@ def register(store: Store, prep: Prepared, man: dict) -> str:
           "steps": [[s.kind, s.text, s.max_tokens] for s in c.steps[family]]})
         for c in prep.conditions
     ]  # fmt: skip
+    if prep.spec.rounds > 0:
+        conds += prep.library.round_entries(critic=prep.critic is not None)
     models = [(m.label, m.resolved.sha256, _model_info(m)) for m in prep.models]
+    return conds, models
+
+
+def register(store: Store, prep: Prepared, man: dict) -> str:
+    """The run, its items, conditions and models in one transaction."""
+    conds, models = registration(prep)
     items = registered_items(prep)
     table = prep.kit.benchmark.item_table(items)
     if prep.spec.exact_transitions:  # which answer a branch forces, and on which item
@@ -351,7 +360,36 @@ def run_all(specs: list[RunSpec], progress: bool = True) -> list[Outcome]:
     checked) before the first does any work, then run in turn."""
     cache: dict = {}
     prepared = [prepare(s, cache) for s in specs]
+    check_plan(prepared)
     return [execute_prepared(p, progress) for p in prepared]
+
+
+def check_plan(prepared: list[Prepared]) -> None:
+    """Each run's condition texts and model weights against its store and the plan's other
+    runs into it, before any work: a conflict in a late run would otherwise stop the plan
+    after hours of the earlier ones."""
+    seen: dict[tuple, tuple[str, int]] = {}
+    stores: dict[Path, list] = {}
+    for k, prep in enumerate(prepared):
+        out = Path(prep.spec.out).resolve()
+        conds, models = registration(prep)
+        stores.setdefault(out, []).append((prep.spec.benchmark, conds, models))
+        named = [(("condition", prep.spec.benchmark, n), d) for n, d, _ in conds]
+        for key, digest in named + [(("model", m), sha) for m, sha, _ in models]:
+            first = seen.setdefault((out, *key), (digest, k))
+            if first[0] != digest:
+                raise SelfCorrectError(
+                    f"runs {first[1]} and {k} of the plan store {key[0]} '{key[-1]}' with "
+                    f"different {'texts' if key[0] == 'condition' else 'weights'} in {out}"
+                )
+    for out, regs in stores.items():
+        if (out / DB_NAME).is_file():
+            store = Store(out, read_only=True)
+            try:
+                for benchmark, conds, models in regs:
+                    store.check_registration(benchmark, conds, models)
+            finally:
+                store.close()
 
 
 def run_shard(spec: RunSpec) -> str:

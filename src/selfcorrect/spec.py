@@ -52,7 +52,7 @@ class RunSpec(BaseModel):
     conditions: tuple[str, ...] = _opt("Conditions, comma-separated.", default=DEFAULT_CONDITIONS)
     categories: tuple[str, ...] = _opt("Categories, comma-separated (default all).", default=())
     limit: int | None = _opt("Items in the stratified sample, or 'all'.", default=DEFAULT_LIMIT)
-    seed: int = _opt("Sampling and bootstrap seed.", default=0)
+    seed: int = _opt("Sampling and bootstrap seed.", default=0, ge=0)
     out: Path = _opt("Results directory (resumed if it exists).", default=DEFAULT_OUT)
     rounds: int = _opt("Feedback rounds after each answer.", default=0, ge=0)
     readout: tuple[str, ...] = _opt(
@@ -228,6 +228,10 @@ class RunSpec(BaseModel):
             raise SelfCorrectError(
                 "--exact-transitions continues the round-0 conversation, which must be the same "
                 "text in every branch: drop --cot-temperature (greedy reasoning)"
+            )
+        if self.ray and self.save_hidden:  # a shard's states stay in its temporary store
+            raise SelfCorrectError(
+                "--save-hidden keeps states on the machine that computes them: drop --ray"
             )
         if self.critic and self.rounds == 0:
             raise SelfCorrectError(

@@ -158,7 +158,9 @@ class Store:
 
     def _open_read(self) -> sqlite3.Connection:
         """mode=ro never writes; a WAL store in a read-only place cannot make its shared-memory
-        file, so it is read as immutable (no writer can be running there)."""
+        file, so it is read as immutable (no writer can be running there). Immutable reads
+        ignore the write-ahead log, so a store whose log still holds rows (its writer killed
+        before a checkpoint) is refused rather than read without them."""
         uri = self.path.resolve().as_uri()
         last = None
         for flags in ("mode=ro", "immutable=1"):
@@ -168,6 +170,15 @@ class Store:
                 return conn
             except sqlite3.OperationalError as exc:
                 last = exc
+                if "locked" in str(exc).lower():  # a writer holds it: waiting was the answer
+                    break
+                wal = self.path.with_name(self.path.name + "-wal")
+                if wal.is_file() and wal.stat().st_size > 0:
+                    raise SelfCorrectError(
+                        f"{self.path} keeps rows in {wal.name} that a read-only open here "
+                        f"cannot see ({exc}): open it once where it can be written (copy the "
+                        "directory) and read it there"
+                    ) from None
             except sqlite3.DatabaseError as exc:
                 raise self.error(exc) from None
         raise self.error(last) from None
@@ -198,13 +209,23 @@ class Store:
     def _migrate(self) -> None:
         """An older store is brought up to this schema in one transaction (columns are only
         added: nothing stored changes); a read-only reader reads older stores as they are."""
-        with self.conn:
-            while self.version in MIGRATIONS:
-                for statement in MIGRATIONS[self.version]:
-                    self.conn.execute(statement)
-                self.version = str(int(self.version) + 1)
-                self.conn.execute("UPDATE meta SET value=? WHERE key='schema_version'",
-                                  (self.version,))  # fmt: skip
+        statements, version = [], self.version
+        while version in MIGRATIONS:
+            statements += MIGRATIONS[version]
+            version = str(int(version) + 1)
+        if not statements:
+            return
+        # One script inside BEGIN/COMMIT: sqlite3 would commit each ALTER TABLE on its own, and
+        # a kill between an ALTER and the version update left a store no open could migrate.
+        try:
+            self.conn.executescript(
+                "BEGIN; " + "; ".join(statements) + "; UPDATE meta SET value="
+                f"'{version}' WHERE key='schema_version'; COMMIT;"
+            )
+        except sqlite3.DatabaseError:
+            self.conn.rollback()
+            raise
+        self.version = version
 
     def error(self, exc: BaseException) -> SelfCorrectError:
         msg = str(exc) or type(exc).__name__
@@ -301,6 +322,16 @@ class Store:
             )
 
     @_guarded
+    def check_registration(self, benchmark: str, conditions: Sequence[tuple[str, str, dict]],
+                           models: Sequence[tuple[str, str, dict]]) -> None:  # fmt: skip
+        """Conditions (name, hash, spec) and models (name, sha256, info) as stored here, or
+        new: an edited text or other weights under a stored name is refused."""
+        for name, digest, _ in conditions:
+            self._check_condition(benchmark, name, digest)
+        for model, sha256, _ in models:
+            self._check_model(model, sha256)
+
+    @_guarded
     def register_model(self, model: str, sha256: str, info: dict) -> None:
         self._check_model(model, sha256)
         with self.conn:
@@ -322,10 +353,7 @@ class Store:
     ) -> str:
         """The run, its items, conditions (name, hash, spec) and models (name, sha256, info),
         checked against what is stored, then written in one transaction; returns the run id."""
-        for name, digest, _ in conditions:
-            self._check_condition(benchmark, name, digest)
-        for model, sha256, _ in models:
-            self._check_model(model, sha256)
+        self.check_registration(benchmark, conditions, models)
         records = items.astype(object).where(items.notna(), None).to_dict("records")
         run_id = _new_run_id()
         with self.conn:

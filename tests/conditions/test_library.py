@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,38 @@ def test_hash_changes_with_text_only():
     assert lib.get("baseline").version_hash("bbq") == load_library().get("baseline").version_hash(
         "bbq"
     )
+
+
+def test_stored_hashes_stay_what_stored_studies_hold():
+    """docs/results/archive holds answers under these hashes: a change would refuse to
+    resume the study (and every store written before it)."""
+    lib = load_library()
+    assert lib.get("baseline").version_hash("bbq") == "ff4a2ecde73fad67"
+    assert lib.get("cot").version_hash("law") == "e115564b802cc038"
+
+
+def test_round_entries_follow_the_feedback_and_critic_texts():
+    lib = load_library()
+    [(name, digest, spec)] = lib.round_entries(critic=False)
+    assert name == "(feedback rounds)" and spec["steps"][0][1].startswith("Review your previous")
+    edited = replace(lib, feedback=(replace(lib.feedback[0], text="Think again."),
+                                    *lib.feedback[1:]))  # fmt: skip
+    assert edited.round_entries(critic=False)[0][1] != digest
+    both = lib.round_entries(critic=True)
+    assert [n for n, *_ in both] == ["(feedback rounds)", "(critic)"] and both[0][1] == digest
+    recritic = replace(lib, critic=replace(lib.critic, ask=lib.critic.ask + " Briefly."))
+    assert recritic.round_entries(critic=True)[1][1] != both[1][1]
+
+
+def test_names_the_store_reserves_are_refused(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text(
+        'version = "u1"\n[benchmarks.bbq]\nprompt = "{question_text}"\nanswer_prefill = "A:"\n'
+        '[feedback]\nask = "again?"\nprefill = "Now:"\n'
+        '[conditions."(feedback rounds)"]\nprovenance = "reconstruction"\nbbq.instruction = "x"\n'
+    )
+    with pytest.raises(SelfCorrectError, match="starting with '\\(' are reserved"):
+        load_library(path)
 
 
 def test_user_library_and_bad_files(tmp_path):

@@ -53,12 +53,22 @@ class Condition:
 
     def version_hash(self, benchmark: str) -> str:
         """Hash of exactly what is sent to the model, so results of edited texts never mix."""
-        spec = [[s.kind, s.text, s.max_tokens] for s in self.steps[benchmark]]
-        blob = json.dumps({"name": self.name, "steps": spec}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return _digest({"name": self.name, "steps": _steps(self.steps[benchmark])})
 
     def is_multi_turn(self, benchmark: str) -> bool:
         return any(s.kind == "generate" for s in self.steps[benchmark])
+
+
+def _steps(steps) -> list[list]:
+    return [[s.kind, s.text, s.max_tokens] for s in steps]
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+ROUNDS_ENTRY = "(feedback rounds)"  # stored beside the conditions; no condition name has ( )
+CRITIC_ENTRY = "(critic)"
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,21 @@ class Library:
     source_hash: str
     critic: Critic | None = None
     feedback_provenance: tuple[str, str] = ("verbatim", "")  # (provenance, source)
+
+    def round_entries(self, critic: bool) -> list[tuple[str, str, dict]]:
+        """The feedback round's texts (and the critic's, when one writes the feedback) as
+        stored condition entries (name, hash, spec): a condition's hash covers its own steps
+        only, so rounds asked after an edit of these texts would mix with those stored before."""
+        prov, source = self.feedback_provenance
+        entries = [(ROUNDS_ENTRY, _steps(self.feedback), prov, source)]
+        if critic and self.critic is not None:
+            c = self.critic
+            entries.append((CRITIC_ENTRY, [c.ask, c.prefill, c.max_tokens, c.feedback],
+                            c.provenance, ""))  # fmt: skip
+        return [(name, _digest({"name": name, "steps": steps}),
+                 {"label": "texts of every round after the first answer", "provenance": p,
+                  "source": src, "steps": steps})
+                for name, steps, p, src in entries]  # fmt: skip
 
     def get(self, name: str) -> Condition:
         """By name or alias, ignoring case (the library refuses names that differ only so)."""
@@ -245,6 +270,9 @@ def _names(conditions: Mapping[str, Condition], origin: str) -> None:
     """Names and aliases are unique ignoring case: a name never hides another condition."""
     seen: dict[str, str] = {}
     for cond in conditions.values():
+        if cond.name.startswith("("):  # the store keeps the feedback rounds' texts so named
+            raise SelfCorrectError(f"malformed condition library {origin}: condition names "
+                                   f"starting with '(' are reserved ({cond.name!r})")  # fmt: skip
         for key in (cond.name.lower(), *cond.aliases):
             if key in seen and seen[key] != cond.name:
                 raise SelfCorrectError(

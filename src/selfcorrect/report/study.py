@@ -99,10 +99,15 @@ def manifest_blocks(store: Store) -> list[Block]:
         + ("" if name in answered["models"] else " - no answers")
         for name, info in store.models().items()
     ]
+    used = answered["conditions"]  # and "(feedback rounds)": the texts of every later round
     conditions = [
         f"{c['condition']} ({c['benchmark']}, {c.get('provenance')}, hash {c['hash']}): "
         f"{c.get('label', '')}"
-        + ("" if (c["benchmark"], c["condition"]) in answered["conditions"] else " - no answers")
+        + (
+            ""
+            if (c["benchmark"], c["condition"]) in used or c["condition"][0] == "("
+            else " - no answers"
+        )
         for c in store.conditions()
     ]
     return [("h2", "Runs"), ("list", runs), ("h2", "Models"), ("list", models),

@@ -77,6 +77,7 @@ class TransformersBackend(ChatRendering):
         prefix_cache: bool = True,
         kv_budget_tokens: int = PROMPT_KV_TOKENS,
     ):
+        from safetensors import SafetensorError
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         quiet_transformers()
@@ -87,7 +88,7 @@ class TransformersBackend(ChatRendering):
             model = AutoModelForCausalLM.from_pretrained(
                 folder, dtype=torch_dtype, trust_remote_code=trust_remote_code
             ).to(_pick_device(device))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, SafetensorError) as exc:  # a truncated or corrupt file
             raise SelfCorrectError(f"cannot load model from {folder}: {exc}") from None
         self._setup(
             model,
