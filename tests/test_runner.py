@@ -137,9 +137,9 @@ class FakeRay:
         def wrap(fn):
             class Task:
                 @staticmethod
-                def remote(payload):
+                def remote(*args):
                     try:
-                        return ("ok", fn(payload))
+                        return ("ok", fn(*args))
                     except Exception as exc:  # what Ray hands back as a task error
                         return ("err", ray.exceptions.RayError(str(exc)))
 
@@ -161,11 +161,11 @@ def test_ray_path_ships_the_spec_and_names_failed_shards(tmp_path, monkeypatch):
     monkeypatch.setattr(distributed, "_connect", lambda address: FakeRay())
     seen, real = [], runner.run_shard
 
-    def worker(spec):
+    def worker(spec, stored=None):
         seen.append(spec)
         if spec.models == ("fake:broken",):
             raise RuntimeError("cannot load fake:broken")
-        return real(spec)
+        return real(spec, stored)
 
     monkeypatch.setattr(runner, "run_shard", worker)
     with pytest.raises(
@@ -191,7 +191,7 @@ def test_a_new_spec_field_reaches_ray_shards(tmp_path, monkeypatch):
 
     monkeypatch.setattr(distributed, "_connect", lambda address: FakeRay())
     seen = []
-    monkeypatch.setattr(runner, "run_shard", lambda spec: _record(seen, spec))
+    monkeypatch.setattr(runner, "run_shard", lambda spec, stored: _record(seen, spec))
     spec = Extended(models="fake:a", conditions="baseline", limit=4, ray="local", permute="none",
                     out=tmp_path, new_option="travels")  # fmt: skip
     runner.run(spec, progress=False)
@@ -383,3 +383,31 @@ def test_rounds_after_an_edit_of_the_feedback_text_never_mix(tmp_path):
 
     stored = {c["condition"]: c["hash"] for c in Store(tmp_path / "s", read_only=True).conditions()}
     assert stored["(feedback rounds)"] == load_library().round_entries(critic=False)[0][1]
+
+
+def test_a_shard_resumes_from_what_is_stored(tmp_path, monkeypatch):
+    """A Ray shard starts from its (model, condition)'s stored rows: round 1 follows the stored
+    round-0 answer, exactly as a resume on one machine, even where a recomputed round 0
+    would differ (here the model's preference changes between the two runs)."""
+    import shutil
+
+    monkeypatch.setattr(distributed, "_connect", lambda address: FakeRay())
+    BEHAVIOUR["fake:r"] = {"fail_after": 8}  # round 0 of 8 items stored, then interrupted
+    spec = RunSpec.build(models="fake:r", conditions="baseline", rounds=1, batch_size=8,
+                         out=tmp_path / "a", categories="Age,Religion", limit=8,
+                         permute="none")  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(spec, progress=False)
+    assert len(answers(tmp_path / "a")) == 8
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    BEHAVIOUR["fake:r"] = {"prefer": lambda prompt: 2}
+    runner.run(spec, progress=False)  # on one machine
+    runner.run(spec.shard(out=tmp_path / "b", ray="local"), progress=False)  # on Ray
+    assert LOADED[-1].calls["score"] == 8  # round 1 only
+
+    def rows(d):
+        with sqlite3.connect(d / "results.sqlite") as c:
+            return sorted(c.execute("SELECT uid, round, prompt, pred FROM answers"))
+
+    assert rows(tmp_path / "a") == rows(tmp_path / "b") and len(rows(tmp_path / "b")) == 16
+    assert {p for _, r, _, p in rows(tmp_path / "b") if r == 0} == {0}

@@ -40,17 +40,17 @@ def _connect(address: str):
 def run_shards(
     address: str,
     shards: list[tuple[Hashable, Any]],
-    worker: Callable[[Any], str],
+    worker: Callable[..., str],
     store: Store,
     run_id: str,
     on_done: Callable[[Any, dict, int], None],
 ) -> None:
-    """Submit `worker(payload)` for every (key, payload) shard; the worker returns JSON with
+    """Submit `worker(*payload)` for every (key, payload) shard; the worker returns JSON with
     `rows` (a store's export) and its `manifest`. Each shard is merged as it finishes; after
     all have ended, one error names the shards that failed (the others stay stored)."""
     ray = _connect(address)
     task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(worker)
-    refs = {task.remote(payload): key for key, payload in shards}
+    refs = {task.remote(*payload): key for key, payload in shards}
     failures = []
     while refs:
         (ref,), _ = ray.wait(list(refs), num_returns=1)

@@ -297,7 +297,11 @@ def _run_on_ray(store, run_id, prep: Prepared, job_list, man, bar) -> None:
             if n:
                 spec = prep.spec.shard(models=(m.resolved.name,), conditions=(cond.name,),
                                        ray=None)  # fmt: skip
-                shards.append(((m.resolved.name, cond.name), spec))
+                # what is stored goes with it: the shard resumes from it, so a later round
+                # follows the stored earlier one instead of one it computed again
+                keys = sorted({j.condition_key(cond) for j in job_list})
+                shards.append(((m.resolved.name, cond.name),
+                               (spec, store.export_rows(m.label, keys))))  # fmt: skip
                 pending += n
     man["ray"] = {"address": prep.spec.ray, "shards": [list(key) for key, _ in shards]}
     if not shards:
@@ -392,9 +396,14 @@ def check_plan(prepared: list[Prepared]) -> None:
                 store.close()
 
 
-def run_shard(spec: RunSpec) -> str:
-    """Runs inside a Ray worker: one shard into a private store, returned as JSON rows."""
+def run_shard(spec: RunSpec, stored: dict | None = None) -> str:
+    """Runs inside a Ray worker: one shard into a private store that starts from the rows
+    already `stored` for it, returned as JSON rows."""
     with tempfile.TemporaryDirectory(prefix="selfcorrect-shard-") as d:
+        if stored and (stored.get("answers") or stored.get("turns")):
+            seed = Store(d)
+            seed.merge_rows(stored, "stored")
+            seed.close()
         res = run(spec.shard(out=Path(d), ray=None), progress=False)
         store = Store(d)
         rows = store.export_rows()

@@ -438,12 +438,18 @@ class Store:
     SHARD_TABLES = ("models", "turns", "answers")
 
     @_guarded
-    def export_rows(self) -> dict[str, list[dict]]:
+    def export_rows(self, model: str | None = None, conditions: Sequence[str] = ()) -> dict:
         """This store's results as plain JSON-able rows, column by name (what a shard sends
-        back)."""
+        back), or only one model's under these condition keys (what a shard resumes from)."""
         out = {}
         for table in self.SHARD_TABLES:
-            cur = self.conn.execute(f"SELECT * FROM {table}")  # noqa: S608
+            where, args = "", ()
+            if model is not None:
+                where, args = "WHERE model=?", (model,)
+                if table != "models":
+                    marks = ", ".join("?" * len(conditions))
+                    where, args = f"{where} AND condition IN ({marks})", (model, *conditions)
+            cur = self.conn.execute(f"SELECT * FROM {table} {where}", args)  # noqa: S608
             names = [d[0] for d in cur.description]
             out[table] = [dict(zip(names, r, strict=True)) for r in cur]
         return out
