@@ -338,6 +338,8 @@ def test_law_school_through_rounds_critic_resume_shards_and_rescoring(tmp_path):
     got = answers(tmp_path / "law")
     assert 0 < kept < len(got) == 4 * 2 * 2 * 2  # students x (Black, white) x conds x rounds
     assert LOADED[-2].calls["generate"] > 0  # the critic wrote the feedback turns
+    stored = {c["condition"] for c in Store(tmp_path / "law", read_only=True).conditions()}
+    assert {"(feedback rounds)", "(critic fake:c)"} <= stored  # their texts, and its weights
     tables = api.report(tmp_path / "law", n_boot=0, out=tmp_path / "rep").tables
     assert set(tables["law_summary"]["round"]) == {0, 1}
     shard = RunSpec.build(models="fake:a", benchmark="law", conditions="instruct", limit=4,
@@ -382,7 +384,7 @@ def test_rounds_after_an_edit_of_the_feedback_text_never_mix(tmp_path):
     from selfcorrect.conditions import load_library
 
     stored = {c["condition"]: c["hash"] for c in Store(tmp_path / "s", read_only=True).conditions()}
-    assert stored["(feedback rounds)"] == load_library().round_entries(critic=False)[0][1]
+    assert stored["(feedback rounds)"] == load_library().round_entries()[0][1]
 
 
 def test_a_shard_resumes_from_what_is_stored(tmp_path, monkeypatch):

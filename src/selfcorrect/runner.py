@@ -221,7 +221,8 @@ def registration(prep: Prepared) -> tuple[list, list]:
         for c in prep.conditions
     ]  # fmt: skip
     if prep.spec.rounds > 0:
-        conds += prep.library.round_entries(critic=prep.critic is not None)
+        critic = prep.critic and (prep.critic.resolved.name, prep.critic.resolved.sha256)
+        conds += prep.library.round_entries(critic or None)
     models = [(m.label, m.resolved.sha256, _model_info(m)) for m in prep.models]
     return conds, models
 

@@ -68,15 +68,16 @@ def test_stored_hashes_stay_what_stored_studies_hold():
 
 def test_round_entries_follow_the_feedback_and_critic_texts():
     lib = load_library()
-    [(name, digest, spec)] = lib.round_entries(critic=False)
+    [(name, digest, spec)] = lib.round_entries()
     assert name == "(feedback rounds)" and spec["steps"][0][1].startswith("Review your previous")
     edited = replace(lib, feedback=(replace(lib.feedback[0], text="Think again."),
                                     *lib.feedback[1:]))  # fmt: skip
-    assert edited.round_entries(critic=False)[0][1] != digest
-    both = lib.round_entries(critic=True)
-    assert [n for n, *_ in both] == ["(feedback rounds)", "(critic)"] and both[0][1] == digest
+    assert edited.round_entries()[0][1] != digest
+    both = lib.round_entries(("m", "aaa"))
+    assert [n for n, *_ in both] == ["(feedback rounds)", "(critic m)"] and both[0][1] == digest
     recritic = replace(lib, critic=replace(lib.critic, ask=lib.critic.ask + " Briefly."))
-    assert recritic.round_entries(critic=True)[1][1] != both[1][1]
+    assert recritic.round_entries(("m", "aaa"))[1][1] != both[1][1]
+    assert lib.round_entries(("m", "bbb"))[1][1] != both[1][1]  # other weights, same name
 
 
 def test_names_the_store_reserves_are_refused(tmp_path):

@@ -91,15 +91,17 @@ class Library:
     critic: Critic | None = None
     feedback_provenance: tuple[str, str] = ("verbatim", "")  # (provenance, source)
 
-    def round_entries(self, critic: bool) -> list[tuple[str, str, dict]]:
-        """The feedback round's texts (and the critic's, when one writes the feedback) as
-        stored condition entries (name, hash, spec): a condition's hash covers its own steps
-        only, so rounds asked after an edit of these texts would mix with those stored before."""
+    def round_entries(self, critic: tuple[str, str] | None = None) -> list[tuple[str, str, dict]]:
+        """The feedback round's texts (and, when a critic model (name, sha256) writes the
+        feedback, its texts and weights) as stored condition entries (name, hash, spec): a
+        condition's hash covers its own steps only, so rounds asked after an edit of these
+        texts, or with other critic weights, would mix with those stored before."""
         prov, source = self.feedback_provenance
         entries = [(ROUNDS_ENTRY, _steps(self.feedback), prov, source)]
-        if critic and self.critic is not None:
-            c = self.critic
-            entries.append((CRITIC_ENTRY, [c.ask, c.prefill, c.max_tokens, c.feedback],
+        if critic is not None and self.critic is not None:
+            c, (model, sha256) = self.critic, critic
+            entries.append((f"{CRITIC_ENTRY[:-1]} {model})",
+                            [c.ask, c.prefill, c.max_tokens, c.feedback, f"sha256 {sha256}"],
                             c.provenance, ""))  # fmt: skip
         return [(name, _digest({"name": name, "steps": steps}),
                  {"label": "texts of every round after the first answer", "provenance": p,
