@@ -68,7 +68,7 @@ def _digest(obj) -> str:
 
 
 ROUNDS_ENTRY = "(feedback rounds)"  # stored beside the conditions; no condition name has ( )
-CRITIC_ENTRY = "(critic)"
+CRITIC_ENTRY = "(critic {})"  # the critic model's name
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class Library:
         entries = [(ROUNDS_ENTRY, _steps(self.feedback), prov, source)]
         if critic is not None and self.critic is not None:
             c, (model, sha256) = self.critic, critic
-            entries.append((f"{CRITIC_ENTRY[:-1]} {model})",
+            entries.append((CRITIC_ENTRY.format(model),
                             [c.ask, c.prefill, c.max_tokens, c.feedback, f"sha256 {sha256}"],
                             c.provenance, ""))  # fmt: skip
         return [(name, _digest({"name": name, "steps": steps}),
