@@ -108,3 +108,5 @@ def test_the_command_line_overrides_an_option_the_plan_sets(tmp_path):
     path.write_text('ray = "10.0.0.1:6379"\n[[runs]]\nconditions = ["baseline"]\n')
     assert load_plan(path).specs[0].ray == "10.0.0.1:6379"
     assert {s.ray for s in load_plan(path, ray="local").specs} == {"local"}
+    path.write_text('[[runs]]\nconditions = ["baseline"]\nray = "10.0.0.1:6379"\n')
+    assert {s.ray for s in load_plan(path, ray="local").specs} == {"local"}  # a run's too

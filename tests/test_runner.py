@@ -8,6 +8,7 @@ import pytest
 
 from selfcorrect import api, distributed, runner
 from selfcorrect.errors import SelfCorrectError
+from selfcorrect.plan import load_plan
 from selfcorrect.spec import RunSpec
 from selfcorrect.store import Store
 from tests.fakes import BEHAVIOUR, LOADED
@@ -110,6 +111,28 @@ def test_a_plan_whose_late_run_conflicts_with_the_store_is_refused_before_any_wo
         plan.write_text(plan.read_text().replace('["baseline"]', '["instruct"]'))
         api.run_plan(plan, out=tmp_path / "new", progress=False)
     assert not (tmp_path / "new").exists()
+
+
+def test_a_plan_of_legitimate_variants_passes_its_checks(tmp_path):
+    """One condition under two benchmarks, rounds, system prompts and readouts, into one
+    store that already holds it and into an empty file (a failed creation's): no conflict."""
+    api.run("fake:a", conditions="instruct", out=tmp_path / "s", **COMMON)
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        'models = ["fake:a"]\nlimit = 4\nbootstrap = 0\npermute = "none"\n'
+        '[[runs]]\nconditions = ["instruct"]\nrounds = 1\ncategories = ["Age"]\n'
+        '[[runs]]\nconditions = ["instruct"]\nsystem_prompt = "none"\ncategories = ["Age"]\n'
+        'readout = ["logprob", "cloze"]\n'
+        '[[runs]]\nbenchmark = "winogender"\nconditions = ["instruct"]\n'
+    )
+    for out in (tmp_path / "s", tmp_path / "empty"):
+        out.mkdir(exist_ok=True)
+        if out.name == "empty":
+            (out / "results.sqlite").write_bytes(b"")
+        prepared = [runner.prepare(s) for s in load_plan(plan, out=out).specs]
+        runner.check_plan(prepared)
+    api.run_plan(plan, out=tmp_path / "empty", progress=False)
+    assert len(answers(tmp_path / "empty")) > 0
 
 
 def test_shard_rows_merge_once(tmp_path):

@@ -143,3 +143,26 @@ def test_a_read_only_open_never_reads_a_store_without_its_log(tmp_path, monkeypa
     reader = Store(tmp_path, read_only=True)
     assert len(reader.done_answers("m", "bbq", "baseline", "logprob")) == 2
     reader.close()
+
+
+def test_export_rows_of_one_model_benchmark_conditions_and_readouts(tmp_path):
+    """What a shard resumes from: its own rows only (model, benchmark, condition keys,
+    readouts), and the model's registration."""
+    from dataclasses import replace
+
+    s = Store(tmp_path)
+    run = s.start_run({})
+    s.register_model("m", "aaa", {})
+    rows = [
+        answer("a"),
+        replace(answer("b"), benchmark="law"),
+        replace(answer("c"), readout="cloze"),
+        replace(answer("d"), condition="baseline+system:none"),
+        replace(answer("e"), model="n"),
+    ]
+    s.write(run, answers=rows)
+    got = s.export_rows("m", "bbq", ["baseline", "baseline+system:none"], ["logprob"])
+    assert sorted(r["uid"] for r in got["answers"]) == ["a", "d"]
+    assert [r["model"] for r in got["models"]] == ["m"]
+    assert len(s.export_rows()["answers"]) == 5
+    s.close()

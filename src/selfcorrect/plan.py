@@ -66,7 +66,7 @@ def load_plan(
         raise SelfCorrectError(f"plan {path}: out: expected a directory name, got {planned!r}")
     target = Path(out or planned or DEFAULT_OUT)
     raw.setdefault("models", ["ladder"])
-    raw.update(overrides)  # the command line wins over the plan's own top-level options
+    raw.update(overrides)  # the command line wins over the plan (its top level and its runs)
     top = RunSpec.build(where=f"plan {path}", **raw)
     models = top.models
     if only:
@@ -82,6 +82,6 @@ def load_plan(
             if fixed:
                 raise SelfCorrectError(f"plan {path}: runs.{k}.{fixed[0]}: set it once, at "
                                        "the top of the plan")  # fmt: skip
-            options = {**raw, **entry, "models": [model], "out": target}
+            options = {**raw, **entry, **overrides, "models": [model], "out": target}
             specs.append(RunSpec.build(where=f"plan {path}: runs.{k}", **options))
     return SweepPlan(path, target, specs)

@@ -301,8 +301,9 @@ def _run_on_ray(store, run_id, prep: Prepared, job_list, man, bar) -> None:
                 # what is stored goes with it: the shard resumes from it, so a later round
                 # follows the stored earlier one instead of one it computed again
                 keys = sorted({j.condition_key(cond) for j in job_list})
-                shards.append(((m.resolved.name, cond.name),
-                               (spec, store.export_rows(m.label, keys))))  # fmt: skip
+                stored = store.export_rows(m.label, prep.spec.benchmark, keys,
+                                           sorted({j.readout for j in job_list}))  # fmt: skip
+                shards.append(((m.resolved.name, cond.name), (spec, stored)))
                 pending += n
     man["ray"] = {"address": prep.spec.ray, "shards": [list(key) for key, _ in shards]}
     if not shards:
@@ -388,7 +389,8 @@ def check_plan(prepared: list[Prepared]) -> None:
                     f"different {'texts' if key[0] == 'condition' else 'weights'} in {out}"
                 )
     for out, regs in stores.items():
-        if (out / DB_NAME).is_file():
+        db = out / DB_NAME
+        if db.is_file() and db.stat().st_size > 0:  # an empty file is a fresh store
             store = Store(out, read_only=True)
             try:
                 for benchmark, conds, models in regs:

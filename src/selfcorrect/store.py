@@ -438,17 +438,25 @@ class Store:
     SHARD_TABLES = ("models", "turns", "answers")
 
     @_guarded
-    def export_rows(self, model: str | None = None, conditions: Sequence[str] = ()) -> dict:
+    def export_rows(
+        self,
+        model: str | None = None,
+        benchmark: str = "",
+        conditions: Sequence[str] = (),
+        readouts: Sequence[str] = (),
+    ) -> dict:
         """This store's results as plain JSON-able rows, column by name (what a shard sends
-        back), or only one model's under these condition keys (what a shard resumes from)."""
+        back), or only one model's on a benchmark under these condition keys and readouts
+        (what a shard resumes from)."""
         out = {}
         for table in self.SHARD_TABLES:
             where, args = "", ()
             if model is not None:
                 where, args = "WHERE model=?", (model,)
                 if table != "models":
-                    marks = ", ".join("?" * len(conditions))
-                    where, args = f"{where} AND condition IN ({marks})", (model, *conditions)
+                    c, r = ", ".join("?" * len(conditions)), ", ".join("?" * len(readouts))
+                    where += f" AND benchmark=? AND condition IN ({c}) AND readout IN ({r})"
+                    args = (model, benchmark, *conditions, *readouts)
             cur = self.conn.execute(f"SELECT * FROM {table} {where}", args)  # noqa: S608
             names = [d[0] for d in cur.description]
             out[table] = [dict(zip(names, r, strict=True)) for r in cur]

@@ -103,9 +103,10 @@ class Library:
             entries.append((CRITIC_ENTRY.format(model),
                             [c.ask, c.prefill, c.max_tokens, c.feedback, f"sha256 {sha256}"],
                             c.provenance, ""))  # fmt: skip
+        labels = {ROUNDS_ENTRY: "texts of every round after the first answer"}
         return [(name, _digest({"name": name, "steps": steps}),
-                 {"label": "texts of every round after the first answer", "provenance": p,
-                  "source": src, "steps": steps})
+                 {"label": labels.get(name, "the critic model's texts and weights"),
+                  "provenance": p, "source": src, "steps": steps})
                 for name, steps, p, src in entries]  # fmt: skip
 
     def get(self, name: str) -> Condition:
