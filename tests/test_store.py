@@ -166,3 +166,20 @@ def test_export_rows_of_one_model_benchmark_conditions_and_readouts(tmp_path):
     assert [r["model"] for r in got["models"]] == ["m"]
     assert len(s.export_rows()["answers"]) == 5
     s.close()
+
+
+def test_an_upgrade_another_process_finished_first_is_not_an_error(tmp_path, monkeypatch):
+    """Two commands open a schema-1 store at once: the second reads version 1, waits for the
+    first's upgrade, then finds its columns there; it reads the version again, not fails."""
+    Store(tmp_path).close()  # upgraded already (by "the other process")
+    real, calls = Store._check_schema, []
+
+    def stale_first_look(self):
+        real(self)
+        if not calls:
+            self.version = "1"
+        calls.append(self.version)
+
+    monkeypatch.setattr(Store, "_check_schema", stale_first_look)
+    Store(tmp_path).close()
+    assert calls[0] == "1" and calls[-1] != "1"

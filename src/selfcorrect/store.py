@@ -219,12 +219,14 @@ class Store:
         # a kill between an ALTER and the version update left a store no open could migrate.
         try:
             self.conn.executescript(
-                "BEGIN; " + "; ".join(statements) + "; UPDATE meta SET value="
+                "BEGIN IMMEDIATE; " + "; ".join(statements) + "; UPDATE meta SET value="
                 f"'{version}' WHERE key='schema_version'; COMMIT;"
             )
         except sqlite3.DatabaseError:
             self.conn.rollback()
-            raise
+            self._check_schema()  # another process may have upgraded it since we looked
+            if self.version != version:
+                raise
         self.version = version
 
     def error(self, exc: BaseException) -> SelfCorrectError:
