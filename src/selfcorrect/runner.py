@@ -17,7 +17,7 @@ from selfcorrect import backends, distributed, faults
 from selfcorrect.backends import Conversation, LoadOptions, Sampling
 from selfcorrect.benchmarks.base import Item
 from selfcorrect.catalog import BenchmarkKit, get_kit
-from selfcorrect.conditions import Condition, Library
+from selfcorrect.conditions import Condition, Library, step_specs
 from selfcorrect.engine import BRANCH, Job, count_pending, execute
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.hidden import HiddenWriter, estimate_bytes, parse_layers
@@ -217,7 +217,7 @@ def registration(prep: Prepared) -> tuple[list, list]:
         (c.name, c.version_hash(family),
          {"label": c.label, "provenance": c.provenance_for(family)[0],
           "source": c.provenance_for(family)[1],
-          "steps": [[s.kind, s.text, s.max_tokens] for s in c.steps[family]]})
+          "steps": step_specs(c.steps[family])})
         for c in prep.conditions
     ]  # fmt: skip
     if prep.spec.rounds > 0:

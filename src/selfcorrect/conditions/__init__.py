@@ -53,13 +53,14 @@ class Condition:
 
     def version_hash(self, benchmark: str) -> str:
         """Hash of exactly what is sent to the model, so results of edited texts never mix."""
-        return _digest({"name": self.name, "steps": _steps(self.steps[benchmark])})
+        return _digest({"name": self.name, "steps": step_specs(self.steps[benchmark])})
 
     def is_multi_turn(self, benchmark: str) -> bool:
         return any(s.kind == "generate" for s in self.steps[benchmark])
 
 
-def _steps(steps) -> list[list]:
+def step_specs(steps) -> list[list]:
+    """Steps as stored and hashed: [kind, text, max_tokens] each."""
     return [[s.kind, s.text, s.max_tokens] for s in steps]
 
 
@@ -69,6 +70,12 @@ def _digest(obj) -> str:
 
 ROUNDS_ENTRY = "(feedback rounds)"  # stored beside the conditions; no condition name has ( )
 CRITIC_ENTRY = "(critic {})"  # the critic model's name
+
+
+def is_round_entry(name: str) -> bool:
+    """A stored conditions row that holds round texts (ROUNDS_ENTRY, CRITIC_ENTRY), not a
+    condition: the prefix no library may give a condition."""
+    return name.startswith("(")
 
 
 @dataclass(frozen=True)
@@ -97,17 +104,16 @@ class Library:
         condition's hash covers its own steps only, so rounds asked after an edit of these
         texts, or with other critic weights, would mix with those stored before."""
         prov, source = self.feedback_provenance
-        entries = [(ROUNDS_ENTRY, _steps(self.feedback), prov, source)]
+        entries = [(ROUNDS_ENTRY, step_specs(self.feedback), prov, source,
+                    "texts of every round after the first answer")]  # fmt: skip
         if critic is not None and self.critic is not None:
             c, (model, sha256) = self.critic, critic
             entries.append((CRITIC_ENTRY.format(model),
                             [c.ask, c.prefill, c.max_tokens, c.feedback, f"sha256 {sha256}"],
-                            c.provenance, ""))  # fmt: skip
-        labels = {ROUNDS_ENTRY: "texts of every round after the first answer"}
+                            c.provenance, "", "the critic model's texts and weights"))  # fmt: skip
         return [(name, _digest({"name": name, "steps": steps}),
-                 {"label": labels.get(name, "the critic model's texts and weights"),
-                  "provenance": p, "source": src, "steps": steps})
-                for name, steps, p, src in entries]  # fmt: skip
+                 {"label": label, "provenance": p, "source": src, "steps": steps})
+                for name, steps, p, src, label in entries]  # fmt: skip
 
     def get(self, name: str) -> Condition:
         """By name or alias, ignoring case (the library refuses names that differ only so)."""
@@ -273,7 +279,7 @@ def _names(conditions: Mapping[str, Condition], origin: str) -> None:
     """Names and aliases are unique ignoring case: a name never hides another condition."""
     seen: dict[str, str] = {}
     for cond in conditions.values():
-        if cond.name.startswith("("):  # the store keeps the feedback rounds' texts so named
+        if is_round_entry(cond.name):  # the store keeps the feedback rounds' texts so named
             raise SelfCorrectError(f"malformed condition library {origin}: condition names "
                                    f"starting with '(' are reserved ({cond.name!r})")  # fmt: skip
         for key in (cond.name.lower(), *cond.aliases):

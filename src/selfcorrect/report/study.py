@@ -16,6 +16,7 @@ from typing import Protocol
 import pandas as pd
 
 from selfcorrect import faults
+from selfcorrect.conditions import is_round_entry
 from selfcorrect.contrasts import named_contrasts
 from selfcorrect.metrics.format import fmt_ci_column
 from selfcorrect.report import rounds
@@ -99,13 +100,13 @@ def manifest_blocks(store: Store) -> list[Block]:
         + ("" if name in answered["models"] else " - no answers")
         for name, info in store.models().items()
     ]
-    used = answered["conditions"]  # and "(feedback rounds)": the texts of every later round
+    used = answered["conditions"]
     conditions = [
         f"{c['condition']} ({c['benchmark']}, {c.get('provenance')}, hash {c['hash']}): "
         f"{c.get('label', '')}"
         + (
             ""
-            if (c["benchmark"], c["condition"]) in used or c["condition"][0] == "("
+            if (c["benchmark"], c["condition"]) in used or is_round_entry(c["condition"])
             else " - no answers"
         )
         for c in store.conditions()
