@@ -116,6 +116,18 @@ def test_damaged_or_foreign_archives_are_refused_and_change_nothing(tmp_path):
     assert _rows(tmp_path / "c")["answers"] == []
 
 
+def test_a_restore_refuses_a_model_directory_with_other_config_files(tmp_path):
+    s = Store(tmp_path / "a")
+    s.register_model("m", "aaa", {"config_sha256": "c1"})
+    s.close()
+    export_store(tmp_path / "a", tmp_path / "arch")
+    other = Store(tmp_path / "b")
+    other.register_model("m", "aaa", {"config_sha256": "c2"})
+    other.close()
+    with pytest.raises(SelfCorrectError, match="chat template"):
+        restore_store(tmp_path / "arch", tmp_path / "b")
+
+
 def test_an_index_that_is_not_an_object_or_lists_no_files_is_refused(tmp_path):
     s, _, _ = _store(tmp_path / "a")
     s.close()

@@ -43,6 +43,18 @@ def test_write_is_atomic_and_idempotent(tmp_path):
     assert again.runs()[0]["manifest"] == {"x": 1}
 
 
+def test_a_model_directory_with_other_config_files_is_refused(tmp_path):
+    s = Store(tmp_path)
+    s.register_model("old", "aaa", {"source": "hf-dir"})  # a store from before the hash
+    s.register_model("old", "aaa", {"config_sha256": "c1"})  # cannot check: takes it
+    with pytest.raises(SelfCorrectError, match="other config, tokenizer or chat template"):
+        s.register_model("old", "aaa", {"config_sha256": "c2"})
+    items = pd.DataFrame({"uid": ["Age:1"], "category": ["Age"]})
+    with pytest.raises(SelfCorrectError, match="chat template"):
+        s.register_run({}, "bbq", items, [], [("old", "aaa", {"config_sha256": "c2"})])
+    s.register_model("old", "aaa", {"config_sha256": "c1", "k": 1})  # the same files: fine
+
+
 def test_identity_checks_and_registration_in_one_transaction(tmp_path):
     items = pd.DataFrame({"uid": ["Age:1"], "category": ["Age"]})
     s = Store(tmp_path)

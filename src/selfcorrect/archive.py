@@ -216,7 +216,7 @@ def restore_store(src: str | Path, directory: str | Path) -> dict[str, int]:
         for _, cols, rows in tables.get("models", []):  # other weights, same name: refused
             for r in rows:
                 row = dict(zip(cols, r, strict=True))
-                store._check_model(row["model"], row["sha256"])
+                store._check_model(row["model"], row["sha256"], json.loads(row["info"]))
         for _, cols, rows in tables.get("conditions", []):
             for r in rows:
                 row = dict(zip(cols, r, strict=True))

@@ -191,11 +191,29 @@ def _hash_weights(directory: Path) -> str:
     )
     if not files:
         raise SelfCorrectError(f"no weight files in model directory {directory}")
+    return _hash_files(files)
+
+
+def _hash_files(files: list[Path]) -> str:
     h = hashlib.sha256()
     for p in files:
         h.update(p.name.encode())
         h.update(sha256_file(p).encode())
     return h.hexdigest()
+
+
+# Files beside the weights that change what a model answers: its config, tokenizer and chat
+# template. Their hash is stored with the model ("config_sha256") so that a store refuses to
+# mix answers made before and after an edit of any of them (the weights' hash misses those).
+_CONFIG_SUFFIXES = (".json", ".jinja", ".model", ".txt", ".tiktoken")
+
+
+def _hash_config(directory: Path) -> str:
+    skip = ("readme", "license")
+    return _hash_files(sorted(
+        p for p in directory.iterdir()
+        if p.is_file() and p.suffix in _CONFIG_SUFFIXES and not p.name.lower().startswith(skip)
+    ))  # fmt: skip
 
 
 def resolve(name: str) -> ResolvedModel:
@@ -233,7 +251,8 @@ def resolve(name: str) -> ResolvedModel:
                 raise SelfCorrectError(f"{path} is not a GGUF file (bad magic bytes)")
         return ResolvedModel(str(path), "gguf", path.resolve(), sha256_file(path), None)
     if path.is_dir() and (path / "config.json").is_file():
-        return ResolvedModel(str(path), "hf-dir", path.resolve(), _hash_weights(path), None)
+        meta = {"config_sha256": _hash_config(path)}
+        return ResolvedModel(str(path), "hf-dir", path.resolve(), _hash_weights(path), None, meta)
     choices = ", ".join(REGISTRY)
     raise SelfCorrectError(
         f"unknown model '{name}' (valid: {choices}, a local .gguf file, or a local Hugging Face "

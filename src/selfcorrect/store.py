@@ -305,12 +305,25 @@ class Store:
         return n
 
     # identity checks: results made with other weights or other texts never mix ---------------
-    def _check_model(self, model: str, sha256: str) -> None:
-        row = self.conn.execute("SELECT sha256 FROM models WHERE model=?", (model,)).fetchone()
-        if row and row[0] != sha256:
+    def _check_model(self, model: str, sha256: str, info: dict | None = None) -> None:
+        row = self.conn.execute(
+            "SELECT sha256, info FROM models WHERE model=?", (model,)
+        ).fetchone()
+        if not row:
+            return
+        if row[0] != sha256:
             raise SelfCorrectError(
                 f"results in {self.dir} for model '{model}' were made with other weights "
                 f"(sha256 {row[0][:12]}..., now {sha256[:12]}...); use a new --out directory"
+            )
+        # a model directory's config, tokenizer and chat template (registry.resolve); stores
+        # written before this hash existed cannot be checked, and take it at their next run
+        stored, now = json.loads(row[1]).get("config_sha256"), (info or {}).get("config_sha256")
+        if stored and now and stored != now:
+            raise SelfCorrectError(
+                f"results in {self.dir} for model '{model}' were made with other config, "
+                f"tokenizer or chat template files (sha256 {stored[:12]}..., now {now[:12]}...); "
+                "use a new --out directory"
             )
 
     def _check_condition(self, benchmark: str, condition: str, digest: str) -> None:
@@ -330,12 +343,12 @@ class Store:
         new: an edited text or other weights under a stored name is refused."""
         for name, digest, _ in conditions:
             self._check_condition(benchmark, name, digest)
-        for model, sha256, _ in models:
-            self._check_model(model, sha256)
+        for model, sha256, info in models:
+            self._check_model(model, sha256, info)
 
     @_guarded
     def register_model(self, model: str, sha256: str, info: dict) -> None:
-        self._check_model(model, sha256)
+        self._check_model(model, sha256, info)
         with self.conn:
             self._insert_model(model, sha256, info)
 
