@@ -203,8 +203,10 @@ def _hash_files(files: list[Path]) -> str:
 
 
 # Files beside the weights that change what a model answers: its config, tokenizer and chat
-# template. Their hash is stored with the model ("config_sha256") so that a store refuses to
-# mix answers made before and after an edit of any of them (the weights' hash misses those).
+# template. Their hash is stored in the model's info under CONFIG_HASH_KEY, which the store
+# compares, so that answers made before and after an edit of any of them never mix (the
+# weights' hash misses those).
+CONFIG_HASH_KEY = "config_sha256"
 _CONFIG_SUFFIXES = (".json", ".jinja", ".model", ".txt", ".tiktoken")
 
 
@@ -251,7 +253,7 @@ def resolve(name: str) -> ResolvedModel:
                 raise SelfCorrectError(f"{path} is not a GGUF file (bad magic bytes)")
         return ResolvedModel(str(path), "gguf", path.resolve(), sha256_file(path), None)
     if path.is_dir() and (path / "config.json").is_file():
-        meta = {"config_sha256": _hash_config(path)}
+        meta = {CONFIG_HASH_KEY: _hash_config(path)}
         return ResolvedModel(str(path), "hf-dir", path.resolve(), _hash_weights(path), None, meta)
     choices = ", ".join(REGISTRY)
     raise SelfCorrectError(

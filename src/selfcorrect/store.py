@@ -20,6 +20,7 @@ from selfcorrect import faults
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.manifest import process_gone
 from selfcorrect.redact import scrub_data
+from selfcorrect.registry import CONFIG_HASH_KEY
 
 DB_NAME = "results.sqlite"
 SCHEMA_VERSION = "2"  # 2: answers.n_tokens (tokens of each option)
@@ -318,7 +319,7 @@ class Store:
             )
         # a model directory's config, tokenizer and chat template (registry.resolve); stores
         # written before this hash existed cannot be checked, and take it at their next run
-        stored, now = json.loads(row[1]).get("config_sha256"), (info or {}).get("config_sha256")
+        stored, now = json.loads(row[1]).get(CONFIG_HASH_KEY), (info or {}).get(CONFIG_HASH_KEY)
         if stored and now and stored != now:
             raise SelfCorrectError(
                 f"results in {self.dir} for model '{model}' were made with other config, "
