@@ -436,3 +436,23 @@ def test_a_shard_resumes_from_what_is_stored(tmp_path, monkeypatch):
 
     assert rows(tmp_path / "a") == rows(tmp_path / "b") and len(rows(tmp_path / "b")) == 16
     assert {p for _, r, _, p in rows(tmp_path / "b") if r == 0} == {0}
+
+
+def test_a_transformers_models_arithmetic_is_stored_with_it():
+    """dtype and the head's effective dtype go into the model's stored info (the store keeps
+    answers of other arithmetic apart); other backends record none."""
+    from pathlib import Path
+
+    from selfcorrect.backends.base import LoadOptions
+    from selfcorrect.registry import ResolvedModel
+
+    m = ResolvedModel("m", "hf-dir", Path("m"), "aaa", "chat")
+    info = {(b, o.dtype, o.head_dtype): runner._model_info(runner.ModelRun("m", m, b), o)
+            for b in ("transformers", "llamacpp")
+            for o in (LoadOptions(), LoadOptions(head_dtype="float32"),
+                      LoadOptions("float32"))}  # fmt: skip
+    assert info["transformers", "bfloat16", "model"]["head_dtype"] == "bfloat16"
+    assert info["transformers", "bfloat16", "float32"]["head_dtype"] == "float32"
+    assert info["transformers", "float32", "model"] == {
+        "source": "hf-dir", "path": "m", "dtype": "float32", "head_dtype": "float32"}  # fmt: skip
+    assert all("dtype" not in v for k, v in info.items() if k[0] == "llamacpp")

@@ -40,6 +40,7 @@ def test_defaults_and_normalisation():
         ({"backend": "vllm"}, "unknown backend 'vllm' (valid: llamacpp, transformers)"),
         ({"readout": "logprob,guess"}, "unknown readout 'guess' (valid: cloze, generate, logprob)"),
         ({"dtype": "int4"}, "--dtype Input should be 'bfloat16', 'float16' or 'float32'"),
+        ({"head_dtype": "float64"}, "--head-dtype Input should be 'model' or 'float32'"),
         ({"benchmark": "mmlu"}, "unknown benchmark 'mmlu'"),
         ({"categories": "Age,Colour"}, "unknown BBQ category 'Colour'"),
         ({"conditions": "baseline,nicely"}, "unknown condition 'nicely'"),

@@ -55,6 +55,17 @@ def test_a_model_directory_with_other_config_files_is_refused(tmp_path):
     s.register_model("old", "aaa", {"config_sha256": "c1", "k": 1})  # the same files: fine
 
 
+def test_answers_computed_in_another_dtype_are_refused(tmp_path):
+    s = Store(tmp_path)
+    s.register_model("m", "aaa", {"config_sha256": "c1"})  # a store from before: takes it
+    s.register_model("m", "aaa", {"dtype": "bfloat16", "head_dtype": "bfloat16"})
+    for dtype, head in (("bfloat16", "float32"), ("float32", "float32")):
+        with pytest.raises(SelfCorrectError, match=f"bfloat16/bfloat16 .*now {dtype}/{head}"):
+            s.register_model("m", "aaa", {"dtype": dtype, "head_dtype": head})
+    s.register_model("m", "aaa", {"dtype": "bfloat16", "head_dtype": "bfloat16", "k": 1})
+    s.register_model("m", "aaa", {})  # a backend that records none (llama.cpp, served)
+
+
 def test_identity_checks_and_registration_in_one_transaction(tmp_path):
     items = pd.DataFrame({"uid": ["Age:1"], "category": ["Age"]})
     s = Store(tmp_path)

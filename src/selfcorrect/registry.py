@@ -207,6 +207,8 @@ def _hash_files(files: list[Path]) -> str:
 # compares, so that answers made before and after an edit of any of them never mix (the
 # weights' hash misses those).
 CONFIG_HASH_KEY = "config_sha256"
+# A transformers model's arithmetic, stored beside it by the runner and checked like its files.
+ARITHMETIC_KEYS = ("dtype", "head_dtype")
 _CONFIG_SUFFIXES = (".json", ".jinja", ".model", ".txt", ".tiktoken")
 
 

@@ -22,7 +22,7 @@ from selfcorrect.engine import BRANCH, Job, count_pending, execute
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.hidden import HiddenWriter, estimate_bytes, parse_layers
 from selfcorrect.manifest import data_hashes, hardware, peak_rss_mb, process_info, reset_peak_rss
-from selfcorrect.registry import ResolvedModel
+from selfcorrect.registry import ARITHMETIC_KEYS, ResolvedModel
 from selfcorrect.rules_file import RULES_LOGIC, default_rules_path, load_rules
 from selfcorrect.spec import RunSpec
 from selfcorrect.store import DB_NAME, Store
@@ -60,7 +60,7 @@ class Outcome:
 
 def load_options(spec: RunSpec) -> LoadOptions:
     return LoadOptions(spec.dtype, spec.device, spec.trust_remote_code, spec.base_url,
-                       spec.tokenizer, spec.concurrency)  # fmt: skip
+                       spec.tokenizer, spec.concurrency, spec.head_dtype)  # fmt: skip
 
 
 def model_run(name: str, spec: RunSpec, options: LoadOptions, cache: dict | None = None):
@@ -193,7 +193,10 @@ def manifest(prep: Prepared) -> dict:
         "process": process_info(),  # a later command can tell a killed run from a running one
         "spec": spec.to_manifest(),
         "rules": rules_record(spec.rules),  # fixed before this run's first answer
-        "models": {m.label: {"sha256": m.resolved.sha256, **_model_info(m)} for m in prep.models},
+        "models": {
+            m.label: {"sha256": m.resolved.sha256, **_model_info(m, prep.options)}
+            for m in prep.models
+        },  # fmt: skip
     }
 
 
@@ -203,10 +206,14 @@ def rules_record(path) -> dict:
             "version": rules.version, "logic": RULES_LOGIC}  # fmt: skip
 
 
-def _model_info(m: ModelRun) -> dict:
+def _model_info(m: ModelRun, options: LoadOptions) -> dict:
     res = m.resolved
     where = res.meta["base_url"] if res.source == "openai" else str(res.path)
-    return {"source": res.source, "path": where, **res.meta}
+    info = {"source": res.source, "path": where, **res.meta}
+    if m.backend == "transformers":  # its arithmetic moves its answers: kept apart in a store
+        head = options.dtype if options.head_dtype == "model" else options.head_dtype
+        info |= dict(zip(ARITHMETIC_KEYS, (options.dtype, head), strict=True))
+    return info
 
 
 def registration(prep: Prepared) -> tuple[list, list]:
@@ -223,7 +230,7 @@ def registration(prep: Prepared) -> tuple[list, list]:
     if prep.spec.rounds > 0:
         critic = prep.critic and (prep.critic.resolved.name, prep.critic.resolved.sha256)
         conds += prep.library.round_entries(critic or None)
-    models = [(m.label, m.resolved.sha256, _model_info(m)) for m in prep.models]
+    models = [(m.label, m.resolved.sha256, _model_info(m, prep.options)) for m in prep.models]
     return conds, models
 
 

@@ -107,6 +107,13 @@ class RunSpec(BaseModel):
     dtype: Literal["bfloat16", "float16", "float32"] = _opt(
         "bfloat16, float16 or float32.", default="bfloat16"
     )
+    head_dtype: Literal["model", "float32"] = _opt(
+        "The output head's arithmetic: 'model' (the model's dtype, as transformers computes it) "
+        "or float32 (the same weights in fp32: bf16 logits lie on a grid of 0.125 nats at "
+        "magnitudes 16-32, so a one-token readout's probabilities take a few values). "
+        "Transformers models; llama.cpp's logits are fp32 either way.",
+        default="model",
+    )
     device: str | None = _opt("cpu, cuda, cuda:N or mps (default: auto).", default=None)
     batch_size: int = _opt("Requests per stored batch.", default=64, ge=1)
     bootstrap: int = _opt("Bootstrap replicates for CIs.", default=1000, ge=0)

@@ -20,7 +20,7 @@ from selfcorrect import faults
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.manifest import process_gone
 from selfcorrect.redact import scrub_data
-from selfcorrect.registry import CONFIG_HASH_KEY
+from selfcorrect.registry import ARITHMETIC_KEYS, CONFIG_HASH_KEY
 
 DB_NAME = "results.sqlite"
 SCHEMA_VERSION = "2"  # 2: answers.n_tokens (tokens of each option)
@@ -319,12 +319,20 @@ class Store:
             )
         # a model directory's config, tokenizer and chat template (registry.resolve); stores
         # written before this hash existed cannot be checked, and take it at their next run
-        stored, now = json.loads(row[1]).get(CONFIG_HASH_KEY), (info or {}).get(CONFIG_HASH_KEY)
+        before, info = json.loads(row[1]), info or {}
+        stored, now = before.get(CONFIG_HASH_KEY), info.get(CONFIG_HASH_KEY)
         if stored and now and stored != now:
             raise SelfCorrectError(
                 f"results in {self.dir} for model '{model}' were made with other config, "
                 f"tokenizer or chat template files (sha256 {stored[:12]}..., now {now[:12]}...); "
                 "use a new --out directory"
+            )
+        # likewise its arithmetic (dtype, head dtype), where both runs recorded it
+        stored, now = ([d.get(k) for k in ARITHMETIC_KEYS] for d in (before, info))
+        if all(stored) and all(now) and stored != now:
+            raise SelfCorrectError(
+                f"results in {self.dir} for model '{model}' were computed in "
+                f"{'/'.join(stored)} (dtype/head), now {'/'.join(now)}; use a new --out directory"
             )
 
     def _check_condition(self, benchmark: str, condition: str, digest: str) -> None:

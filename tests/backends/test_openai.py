@@ -230,3 +230,10 @@ def test_interrupted_run_resumes_without_repeating_finished_requests(fake, tmp_p
     api.run("openai:served-smol", **common)
     assert fake.completions == 16 - done
     assert len(_answers(tmp_path, "openai:served-smol", "generate")) == 16
+
+
+def test_head_dtype_is_refused_for_a_served_model():
+    from selfcorrect.backends.base import LoadOptions
+
+    with pytest.raises(SelfCorrectError, match="--head-dtype applies to local models"):
+        OpenAIBackend.settings(LoadOptions(base_url="http://x/v1", head_dtype="float32"))

@@ -72,6 +72,7 @@ class LoadOptions:
     base_url: str | None = None  # served models
     tokenizer: str | None = None  # served models: for client-side chat templates
     concurrency: int = 8  # served models: parallel requests
+    head_dtype: str = "model"  # "float32": the output head in fp32 on a lower-precision model
 
 
 class Backend(Protocol):

@@ -96,6 +96,11 @@ class OpenAIBackend(ChatRendering):
 
     @staticmethod
     def settings(options: LoadOptions) -> ServedSettings:
+        if options.head_dtype != "model":
+            raise SelfCorrectError(
+                "--head-dtype applies to local models: a served model's log-probabilities are "
+                "computed by its server"
+            )
         return ServedSettings(options.base_url or "", options.tokenizer, options.concurrency)
 
     @classmethod

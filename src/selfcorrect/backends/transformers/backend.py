@@ -65,7 +65,8 @@ class TransformersBackend(ChatRendering):
     @classmethod
     def from_options(cls, resolved: ResolvedModel, options: LoadOptions) -> TransformersBackend:
         return cls(resolved, dtype=options.dtype, device=options.device,
-                   trust_remote_code=options.trust_remote_code)  # fmt: skip
+                   trust_remote_code=options.trust_remote_code,
+                   head_dtype=options.head_dtype)  # fmt: skip
 
     def __init__(
         self,
@@ -76,6 +77,7 @@ class TransformersBackend(ChatRendering):
         trust_remote_code: bool = False,
         prefix_cache: bool = True,
         kv_budget_tokens: int = PROMPT_KV_TOKENS,
+        head_dtype: str = "model",
     ):
         from safetensors import SafetensorError
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -99,6 +101,7 @@ class TransformersBackend(ChatRendering):
             batch_tokens,
             prefix_cache,
             kv_budget_tokens,
+            head_dtype,
         )
 
     @classmethod
@@ -111,16 +114,19 @@ class TransformersBackend(ChatRendering):
         batch_tokens: int | None = None,
         prefix_cache: bool = True,
         kv_budget_tokens: int = PROMPT_KV_TOKENS,
+        head_dtype: str = "model",
     ) -> TransformersBackend:
         """Wrap a model already in memory (e.g. randomly initialised from a config on a GPU,
         for throughput measurements); it stays on its device and dtype."""
         quiet_transformers()
         self = cls.__new__(cls)
         dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-        self._setup(model, tok, name, kind, dtype, batch_tokens, prefix_cache, kv_budget_tokens)
+        self._setup(model, tok, name, kind, dtype, batch_tokens, prefix_cache, kv_budget_tokens,
+                    head_dtype)  # fmt: skip
         return self
 
-    def _setup(self, model, tok, name, kind, dtype, batch_tokens, prefix_cache, kv_budget):
+    def _setup(self, model, tok, name, kind, dtype, batch_tokens, prefix_cache, kv_budget,
+               head_dtype="model"):  # fmt: skip
         import torch
 
         self.torch = torch
@@ -159,6 +165,10 @@ class TransformersBackend(ChatRendering):
             self.prefix_cache = False
         # the longest sequence the model was trained for: longer prompts are refused, not scored
         self.max_len = getattr(text, "max_position_embeddings", None)
+        if head_dtype == "float32":
+            from selfcorrect.backends.transformers.head import use_fp32_head
+
+            use_fp32_head(self.model)
         self.head = self.model.get_output_embeddings()
         self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
         self.batch_tokens = batch_tokens or auto_batch_tokens(
@@ -174,6 +184,7 @@ class TransformersBackend(ChatRendering):
             "transformers_version": __import__("transformers").__version__,
             "torch_version": torch.__version__,
             "dtype": dtype,
+            "head_dtype": str(self.head.weight.dtype).removeprefix("torch."),
             "device": self.device,
             "prompt_format": "chat-template" if self.chat else "human-assistant",
             "threads": torch.get_num_threads(),
@@ -478,7 +489,8 @@ class TransformersBackend(ChatRendering):
 
     # generation --------------------------------------------------------------------------
     def last_logits(self, hidden):
-        """Logits in fp32 (soft-capped where the model does) from last-position states."""
+        """Logits in fp32 (soft-capped where the model does) from last-position states, rounded
+        to the model's dtype unless its head computes in fp32 (head_dtype "float32")."""
         logits = self.head(hidden).float()
         if self.softcap:
             logits = self.torch.tanh(logits / self.softcap) * self.softcap
