@@ -5,13 +5,13 @@ grid of 0.125 nats, so a one-token yes/no readout's p(yes) takes only a few valu
 Q+IF answers in the study's store: 6 distinct yes-no logit gaps over 2,000 answers), while the
 parity it measures is about one point. This script takes a store's law answers for a sample of
 students, recomputes each prompt's last hidden state once (the same bf16 model, prompt KV
-shared as in the study), and reads it through two heads: the bf16 one the study uses (rounded
-logits; checked against the stored log-probabilities) and the same weights in fp32 (unrounded).
+shared), and reads it through two heads: the bf16 one the study uses (rounded logits; compared
+with the stored log-probabilities) and the same weights in fp32 (unrounded).
 It prints the parity, r with GPA and LSAT under each head on the same students, the paired
 difference with a bootstrap CI, and how far the bf16 head is from the stored answers.
 
     python perf/head_precision.py --store study --model qwen2.5-coder-1.5b-instruct \
-        --condition instruct --students 120 --json perf/results-DATE-cpu2-head-precision.json
+        --condition instruct --students 200 --json perf/results-DATE-cpu2-head-precision.json
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--store", type=Path, default=Path("study"))
     ap.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
     ap.add_argument("--condition", default="instruct")
-    ap.add_argument("--students", type=int, default=120)
+    ap.add_argument("--students", type=int, default=200)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path)

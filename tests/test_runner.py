@@ -113,6 +113,22 @@ def test_a_plan_whose_late_run_conflicts_with_the_store_is_refused_before_any_wo
     assert not (tmp_path / "new").exists()
 
 
+def test_a_plan_that_mixes_arithmetic_in_one_store_is_refused_before_any_work(
+    tmp_path, monkeypatch
+):
+    """Two runs of one model into one store, one with the head in fp32: refused before the
+    first answer (the fake backend records its options as a transformers model would)."""
+    monkeypatch.setattr(runner, "_model_info",
+                        lambda m, o: {"dtype": o.dtype, "head_dtype": o.head_dtype})  # fmt: skip
+    plan = tmp_path / "plan.toml"
+    plan.write_text('models = ["fake:a"]\nlimit = 4\ncategories = ["Age"]\nbootstrap = 0\n'
+                    'permute = "none"\n[[runs]]\nconditions = ["baseline"]\n'
+                    '[[runs]]\nconditions = ["instruct"]\nhead_dtype = "float32"\n')  # fmt: skip
+    with pytest.raises(SelfCorrectError, match="model 'fake:a' with different weights or arith"):
+        api.run_plan(plan, out=tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists() and not LOADED
+
+
 def test_a_plan_of_legitimate_variants_passes_its_checks(tmp_path):
     """One condition under two benchmarks, rounds, system prompts and readouts, into one
     store that already holds it and into an empty file (a failed creation's): no conflict."""
@@ -455,4 +471,5 @@ def test_a_transformers_models_arithmetic_is_stored_with_it():
     assert info["transformers", "bfloat16", "float32"]["head_dtype"] == "float32"
     assert info["transformers", "float32", "model"] == {
         "source": "hf-dir", "path": "m", "dtype": "float32", "head_dtype": "float32"}  # fmt: skip
-    assert all("dtype" not in v for k, v in info.items() if k[0] == "llamacpp")
+    assert {v["dtype"] for k, v in info.items() if k[0] == "llamacpp"} == {"gguf"}
+    assert runner.load_options(RunSpec.build(head_dtype="float32")).head_dtype == "float32"

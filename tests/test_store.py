@@ -63,7 +63,9 @@ def test_answers_computed_in_another_dtype_are_refused(tmp_path):
         with pytest.raises(SelfCorrectError, match=f"bfloat16/bfloat16 .*now {dtype}/{head}"):
             s.register_model("m", "aaa", {"dtype": dtype, "head_dtype": head})
     s.register_model("m", "aaa", {"dtype": "bfloat16", "head_dtype": "bfloat16", "k": 1})
-    s.register_model("m", "aaa", {})  # a backend that records none (llama.cpp, served)
+    s.register_model("m", "aaa", {"k": 2})  # a process of older code records none: kept
+    with pytest.raises(SelfCorrectError, match="now float32/float32"):
+        s.register_model("m", "aaa", {"dtype": "float32", "head_dtype": "float32"})
 
 
 def test_identity_checks_and_registration_in_one_transaction(tmp_path):

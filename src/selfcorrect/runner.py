@@ -210,9 +210,13 @@ def _model_info(m: ModelRun, options: LoadOptions) -> dict:
     res = m.resolved
     where = res.meta["base_url"] if res.source == "openai" else str(res.path)
     info = {"source": res.source, "path": where, **res.meta}
-    if m.backend == "transformers":  # its arithmetic moves its answers: kept apart in a store
+    # the arithmetic moves the answers: a store keeps answers of another one apart (a served
+    # model's is its server's, unknown here)
+    if m.backend == "transformers":
         head = options.dtype if options.head_dtype == "model" else options.head_dtype
         info |= dict(zip(ARITHMETIC_KEYS, (options.dtype, head), strict=True))
+    elif m.backend == "llamacpp":  # the GGUF's own types; llama.cpp's logits are fp32
+        info |= dict(zip(ARITHMETIC_KEYS, ("gguf", "float32"), strict=True))
     return info
 
 
@@ -388,12 +392,15 @@ def check_plan(prepared: list[Prepared]) -> None:
         conds, models = registration(prep)
         stores.setdefault(out, []).append((prep.spec.benchmark, conds, models))
         named = [(("condition", prep.spec.benchmark, n), d) for n, d, _ in conds]
-        for key, digest in named + [(("model", m), sha) for m, sha, _ in models]:
+        weights = [(("model", m), (sha, *(info.get(a) for a in ARITHMETIC_KEYS)))
+                   for m, sha, info in models]  # fmt: skip
+        for key, digest in named + weights:
             first = seen.setdefault((out, *key), (digest, k))
             if first[0] != digest:
+                what = "texts" if key[0] == "condition" else "weights or arithmetic (dtype)"
                 raise SelfCorrectError(
                     f"runs {first[1]} and {k} of the plan store {key[0]} '{key[-1]}' with "
-                    f"different {'texts' if key[0] == 'condition' else 'weights'} in {out}"
+                    f"different {what} in {out}"
                 )
     for out, regs in stores.items():
         db = out / DB_NAME

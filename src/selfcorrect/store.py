@@ -332,7 +332,8 @@ class Store:
         if all(stored) and all(now) and stored != now:
             raise SelfCorrectError(
                 f"results in {self.dir} for model '{model}' were computed in "
-                f"{'/'.join(stored)} (dtype/head), now {'/'.join(now)}; use a new --out directory"
+                f"{'/'.join(stored)} (--dtype/--head-dtype), now {'/'.join(now)}; use a new "
+                "--out directory"
             )
 
     def _check_condition(self, benchmark: str, condition: str, digest: str) -> None:
@@ -362,6 +363,9 @@ class Store:
             self._insert_model(model, sha256, info)
 
     def _insert_model(self, model: str, sha256: str, info: dict) -> None:
+        row = self.conn.execute("SELECT info FROM models WHERE model=?", (model,)).fetchone()
+        if row:  # a run that records no arithmetic (a process of older code) keeps the stored
+            info = {k: v for k, v in json.loads(row[0]).items() if k in ARITHMETIC_KEYS} | info
         self.conn.execute(
             "INSERT OR REPLACE INTO models VALUES (?, ?, ?)", (model, sha256, json.dumps(info))
         )

@@ -11,17 +11,17 @@ from tests.backends.test_transformers import _tiny_model
 
 pytestmark = pytest.mark.slow
 
-GRID = 128  # bf16 values of magnitude >= 1 are multiples of 2**-7
+
+def _read_logits(backend, seen: list):
+    """Record every logits tensor the backend's head hands to scoring."""
+    head = backend.last_logits
+    backend.last_logits = lambda hidden: seen.append(head(hidden)) or seen[-1]
 
 
-def _off_grid(gaps) -> list[float]:
-    return [abs(g * GRID - round(g * GRID)) for g in gaps]
-
-
-def test_one_token_readout_leaves_the_bf16_grid_only_with_the_fp32_head(smollm2):
-    """A yes/no readout on a bf16 model: with its own head, the two options' log-probability
-    gap is a difference of two bf16 logits (a multiple of 2**-7); with the fp32 head it is not,
-    and it stays within a bf16 rounding of the other (same body, same batch)."""
+def test_scoring_reads_unrounded_logits_only_with_the_fp32_head(smollm2):
+    """A yes/no readout on bf16 SmolLM2, the same prompts and batch through two loads: with
+    its own head every logit scoring reads is a bf16 value; with the fp32 head almost none is,
+    each within one bf16 rounding of the other's, and the scores are their log-softmax."""
     from selfcorrect.registry import resolve
 
     fp32_head = TransformersBackend(resolve("smollm2-135m-instruct"), head_dtype="float32")
@@ -32,17 +32,35 @@ def test_one_token_readout_leaves_the_bf16_grid_only_with_the_fp32_head(smollm2)
             Conversation(
                 (("user", f"A student has a GPA of {g}. Admit? yes or no."),), "My answer is"
             )
-        )  # fmt: skip
+        )
         for g in ("2.1", "2.6", "3.0", "3.3", "3.5", "3.7", "3.9", "4.0")
     ]
     cands = [(" yes", " no")] * len(prompts)
-    rounded, exact = smollm2.score(prompts, cands), fp32_head.score(prompts, cands)
-    assert all(r.n_tokens == (1, 1) for r in rounded + exact)  # one token each: one logit each
-    gap_r = [r.logprobs[0] - r.logprobs[1] for r in rounded]
-    gap_e = [r.logprobs[0] - r.logprobs[1] for r in exact]
-    assert max(_off_grid(gap_r)) < 1e-3
-    assert sum(d > 1e-3 for d in _off_grid(gap_e)) >= len(prompts) - 1
-    assert max(abs(a - b) for a, b in zip(gap_r, gap_e, strict=True)) < 0.26
+    logits = {}
+    for name, backend in (("bf16", smollm2), ("fp32", fp32_head)):
+        backend._kv.clear()
+        seen = []
+        _read_logits(backend, seen)
+        try:
+            scores = backend.score(prompts, cands)
+        finally:
+            del backend.last_logits
+        assert all(r.n_tokens == (1, 1) for r in scores)
+        logits[name] = torch.cat(seen)
+    rounded, exact = logits["bf16"], logits["fp32"]
+    assert torch.equal(rounded, rounded.bfloat16().float())
+    assert (exact != exact.bfloat16().float()).float().mean() > 0.9
+    # in bf16 spacings at each logit's magnitude (2**-7 relative): rounding, half a spacing,
+    # for all but a few (this CPU's bf16 GEMM rounds some partial sums: at most 3 seen)
+    spacing = torch.exp2(torch.floor(torch.log2(exact.abs().clamp_min(1e-30))) - 7)
+    apart = (rounded - exact).abs() / spacing
+    assert (apart <= 0.5 + 1e-3).float().mean() > 0.99 and apart.max() <= 4
+    # each score is the log-softmax of the fp32 logits at its prompt's read
+    lsm = torch.log_softmax(exact, dim=-1)
+    for p, r in zip(prompts, scores, strict=True):
+        yes, no = (smollm2._encode(p + c)[-1] for c in cands[0])
+        err = (lsm[:, yes] - r.logprobs[0]).abs() + (lsm[:, no] - r.logprobs[1]).abs()
+        assert err.min().item() < 1e-4
 
 
 def test_fp32_head_serves_generate_and_the_softcap_too(smollm2):
@@ -51,16 +69,15 @@ def test_fp32_head_serves_generate_and_the_softcap_too(smollm2):
     keeps its head."""
     model = _tiny_model(smollm2.tok, "gemma", window=64)
     assert use_fp32_head(model) is False  # fp32 already: nothing to copy
+    model.config.final_logit_softcapping = 30.0  # Gemma 3's configs may set it; tiny's does not
     model = model.to(torch.bfloat16)
     weight = model.get_output_embeddings().weight.detach().float()
     backend = TransformersBackend.from_model(model, smollm2.tok, "tiny-gemma", kind="chat",
                                              head_dtype="float32")  # fmt: skip
     assert isinstance(model.get_output_embeddings(), Fp32Head)
     hidden = torch.randn(3, weight.shape[1], dtype=torch.bfloat16)
-    cap = model.config.final_logit_softcapping
-    want = hidden.float() @ weight.T
-    want = torch.tanh(want / cap) * cap if cap else want
-    assert torch.equal(backend.last_logits(hidden), want)
+    want = torch.tanh(hidden.float() @ weight.T / 30.0) * 30.0
+    assert backend.softcap == 30.0 and torch.equal(backend.last_logits(hidden), want)
     ids = torch.tensor([backend._encode("Hi there")])
     with torch.inference_mode():
         assert model(ids).logits.dtype == torch.float32

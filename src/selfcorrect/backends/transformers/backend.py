@@ -117,7 +117,8 @@ class TransformersBackend(ChatRendering):
         head_dtype: str = "model",
     ) -> TransformersBackend:
         """Wrap a model already in memory (e.g. randomly initialised from a config on a GPU,
-        for throughput measurements); it stays on its device and dtype."""
+        for throughput measurements); it stays on its device and dtype (head_dtype "float32"
+        swaps its output embeddings for an fp32 copy)."""
         quiet_transformers()
         self = cls.__new__(cls)
         dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
