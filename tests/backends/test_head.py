@@ -27,6 +27,7 @@ def test_scoring_reads_unrounded_logits_only_with_the_fp32_head(smollm2):
     fp32_head = TransformersBackend(resolve("smollm2-135m-instruct"), head_dtype="float32")
     assert isinstance(fp32_head.head, Fp32Head) and not isinstance(smollm2.head, Fp32Head)
     assert fp32_head.info["head_dtype"] == "float32" and smollm2.info["head_dtype"] == "bfloat16"
+    assert fp32_head.info["fp32_matmul_precision"] == "highest"
     prompts = [
         smollm2.render(
             Conversation(

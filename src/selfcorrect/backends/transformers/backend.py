@@ -186,6 +186,9 @@ class TransformersBackend(ChatRendering):
             "torch_version": torch.__version__,
             "dtype": dtype,
             "head_dtype": str(self.head.weight.dtype).removeprefix("torch."),
+            # "highest" unless the user lowered it: then fp32 matmuls (an fp32 head's) may use
+            # TF32 or bf16 passes on GPUs that have them
+            "fp32_matmul_precision": torch.get_float32_matmul_precision(),
             "device": self.device,
             "prompt_format": "chat-template" if self.chat else "human-assistant",
             "threads": torch.get_num_threads(),
