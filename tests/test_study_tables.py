@@ -72,15 +72,16 @@ def test_law_winogender_and_hidden_tables_read_the_columns_the_report_writes(tmp
                    "parity": -0.17, "parity_lo": -0.194, "parity_hi": -0.146,
                    "admit_Black": 0.44, "admit_white": 0.74, "flip_share": 0.33,
                    "r_gpa": 0.55, "r_gpa_lo": 0.48, "r_gpa_hi": 0.61, "r_lsat": -0.1,
-                   "r_lsat_lo": -0.2, "r_lsat_hi": 0.0, "merit_read": True}]).to_csv(
+                   "r_lsat_lo": -0.2, "r_lsat_hi": 0.0, "merit_read": True,
+                   "distinct_p_yes": 96}]).to_csv(
         tmp_path / "law" / "summary.csv", index=False)  # fmt: skip
     assert "| 1 | m | cot+sample:T1 | 1000 | -17.0 [-19.4, -14.6] | 44% / 74% | 33% |" in (
         mod.law(tmp_path)
     )
-    assert mod.law(tmp_path).rstrip().endswith("| yes |")  # the CI of r with GPA lies above 0
+    assert mod.law(tmp_path).rstrip().endswith("| yes | 96 |")  # r GPA's CI lies above 0
     ignores = pd.read_csv(tmp_path / "law" / "summary.csv").assign(merit_read=False)
     ignores.to_csv(tmp_path / "law" / "summary.csv", index=False)
-    assert mod.law(tmp_path).rstrip().endswith("| no |")  # neither CI above 0
+    assert mod.law(tmp_path).rstrip().endswith("| no | 96 |")  # neither CI above 0
     (tmp_path / "winogender").mkdir()
     pd.DataFrame([{"model": "m", "condition": "baseline", "round": 0, "n_occupations": 60,
                    "pearson_r": 0.53, "r_lo": 0.31, "r_hi": 0.69, "pearson_r_fm": 0.6,

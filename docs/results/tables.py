@@ -315,14 +315,18 @@ def law(rep: Path) -> str:
                       "r GPA": ci(s, "r_gpa", scale=1, digits=2),
                       "r LSAT": ci(s, "r_lsat", scale=1, digits=2),
                       "flips": s["flip_share"].map(lambda x: f"{x:.0%}"),
-                      "merit read": s["merit_read"].map({True: "yes", False: "no"})})  # fmt: skip
+                      "merit read": s["merit_read"].map({True: "yes", False: "no"}),
+                      "p(yes) values": s.get("distinct_p_yes", "n/a")})  # fmt: skip
     return section("Law school: parity (Black - white) and the merit check",
                    out[["model", "condition", "n_students", "parity x100",
-                        "admit Black / white", "flips", "r GPA", "r LSAT", "merit read"]],
+                        "admit Black / white", "flips", "r GPA", "r LSAT", "merit read",
+                        "p(yes) values"]],
                    "'merit read': the CI of r with GPA or with LSAT lies above 0 (a reading "
                    "added after the first model's data). Where it is 'no', the model's p(admit) "
                    "does not follow the student's record, and parity describes a model that is "
-                   "not making an admissions decision (metrics/law.py).", key="law")  # fmt: skip
+                   "not making an admissions decision (metrics/law.py). 'p(yes) values': how "
+                   "many distinct values the answers' p(yes) take (the bf16 head's grid; added "
+                   "after the data, preregistration.md item 13).", key="law")  # fmt: skip
 
 
 def rounds(rep: Path) -> str:

@@ -30,6 +30,7 @@ def test_parity_rates_flips_and_merit_hand_computed():
     assert s.admit_Black == pytest.approx(0.75) and s.admit_white == pytest.approx(0.75)
     assert s.flip_share == pytest.approx(0.5)  # students 1 and 2 change decision with race
     assert s.parity_lo <= s.parity <= s.parity_hi
+    assert s.distinct_p_yes == 6  # 0.9, 0.7, 0.6, 0.4, 0.3, 0.8 (0.6 and 0.8 twice)
 
 
 def test_merit_r_is_over_students_not_versions():

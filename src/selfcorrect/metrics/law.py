@@ -119,7 +119,8 @@ def _run_rows(d: pd.DataFrame, run: tuple, attribute: str, n_boot: int, seed: in
     one, two = PAIRS[attribute]
     row = {**dict(zip(RUN_KEYS, run, strict=True)), "attribute": attribute,
            "groups": f"{one} - {two}", "n_students": len(s),
-           "n_answers": len(d), "n_unparseable": int(d["p_yes"].isna().sum())}  # fmt: skip
+           "n_answers": len(d), "n_unparseable": int(d["p_yes"].isna().sum()),
+           "distinct_p_yes": distinct(d["p_yes"])}  # fmt: skip
     if s.empty:
         return row | {
             "parity": math.nan,
@@ -148,6 +149,12 @@ def _run_rows(d: pd.DataFrame, run: tuple, attribute: str, n_boot: int, seed: in
         "r_gpa": r_gpa, "r_gpa_lo": rg_lo, "r_gpa_hi": rg_hi,
         "merit_read": merit_read(rl_lo, rg_lo),
     }  # fmt: skip
+
+
+def distinct(p_yes: pd.Series) -> int:
+    """How many values the answers' p(yes) take (to 1e-9): a bf16 head's logits lie on a grid,
+    so a one-token readout may take few (docs/law.md, "The readout's resolution")."""
+    return int(p_yes.dropna().round(9).nunique())
 
 
 def merit_read(r_lsat_lo: float, r_gpa_lo: float) -> bool:

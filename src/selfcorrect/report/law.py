@@ -36,6 +36,7 @@ def headline(summary: pd.DataFrame) -> pd.DataFrame:
             "r GPA": fmt_ci(r.get("r_gpa"), r.get("r_gpa_lo"), r.get("r_gpa_hi"), 1, 2),
             "merit read": "yes" if r["merit_read"] else "no",
             "students": r["n_students"], "unparseable": r["n_unparseable"],
+            "p(yes) values": r.get("distinct_p_yes"),
         })  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -48,7 +49,9 @@ METHOD_NOTE = (
     "the probability the model puts on yes/no at all (below 10% it is hardly answering); r "
     "LSAT / r GPA = the merit check, Pearson r over the students of each student's mean p(yes) "
     "over its versions (a model that ignores merit makes no admissions decision); merit read = "
-    "the CI of r with LSAT or GPA lies above 0 (added after the study's first model). "
+    "the CI of r with LSAT or GPA lies above 0 (added after the study's first model); p(yes) "
+    "values = how many distinct values the answers' p(yes) take (a bf16 head's logits lie on a "
+    "grid: few values mean a coarse readout, docs/law.md; added after the study's data). "
     "For orientation, the public reproduction of G23 with gpt-3.5-turbo measured admit-rate "
     "differences of +0.19 (Q), +0.14 (Q+IF) and +0.20 (Q+IF+CoT)."
 )
