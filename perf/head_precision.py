@@ -24,41 +24,35 @@ from pathlib import Path
 import numpy as np
 from compare import emit, load_backend  # perf/, beside this script
 
+from selfcorrect.backends.base import common_prefix
+
 
 def law_answers(store: Path, model: str, condition: str, students: int, seed: int):
     """The store's law answers of `model` under `condition` for a seeded sample of students
-    answered as both Black and white (joined with their metadata)."""
+    answered as both Black and white (joined with their metadata), and the exact prompt text
+    each was scored on."""
     from selfcorrect.store import Store
 
     st = Store(store, create=False, read_only=True)
-    df = st.outcomes("law")
-    st.close()
+    try:
+        df = st.outcomes("law")
+        prompts = dict(st.conn.execute(
+            "SELECT uid, prompt FROM answers WHERE model=? AND benchmark='law' AND condition=? "
+            "AND round=0", (model, condition)).fetchall())  # fmt: skip
+    finally:
+        st.close()
     df = df[(df["model"] == model) & (df["condition"] == condition) & (df["round"] == 0)]
     both = df.groupby("student")["group"].nunique()
     pool = np.sort(both[both == 2].index.to_numpy())
     pick = np.random.default_rng(seed).choice(pool, size=min(students, len(pool)), replace=False)
-    return df[df["student"].isin(pick)].sort_values(["student", "group"]).reset_index(drop=True)
-
-
-def prompts_of(store: Path, df) -> list[str]:
-    """The exact prompt text each answer was scored on."""
-    from selfcorrect.store import Store
-
-    st = Store(store, create=False, read_only=True)
-    rows = dict(st.conn.execute(
-        "SELECT uid, prompt FROM answers WHERE model=? AND benchmark='law' AND condition=? "
-        "AND round=0", (df["model"].iloc[0], df["condition"].iloc[0])).fetchall())  # fmt: skip
-    st.close()
-    return [rows[u] for u in df["uid"]]
+    df = df[df["student"].isin(pick)].sort_values(["student", "group"]).reset_index(drop=True)
+    return df, [prompts[u] for u in df["uid"]]
 
 
 def last_states(backend, prefixes: list[list[int]], batch: int) -> list:
     """Each prefix's last-position hidden state (bf16), computed through the backend's prefill
     with the prefixes' shared leading tokens in its prompt KV cache."""
-    shared = min(len(p) for p in prefixes)
-    for p in prefixes:
-        shared = min(shared, next((i for i, (a, b) in enumerate(zip(p, prefixes[0], strict=False))
-                                   if a != b), len(p)))  # fmt: skip
+    shared = min(common_prefix(p, prefixes[0]) for p in prefixes)
     kvs, _ = backend.prefill([prefixes[0][:shared]])
     backend._kv.put(prefixes[0][:shared], *kvs[0])
     seen, head = [], backend.last_logits
@@ -99,8 +93,7 @@ def main() -> None:
     from selfcorrect.backends.transformers.head import Fp32Head
     from selfcorrect.metrics import law
 
-    df = law_answers(args.store, args.model, args.condition, args.students, args.seed)
-    texts = prompts_of(args.store, df)
+    df, texts = law_answers(args.store, args.model, args.condition, args.students, args.seed)
     backend = load_backend(args.model, "bfloat16")
     prefixes, targets = [], []
     for text, cands in zip(texts, df["candidates"], strict=True):

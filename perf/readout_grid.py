@@ -13,7 +13,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from compare import connect, emit  # perf/, beside this script
+
+from selfcorrect.metrics import law
 
 
 def main() -> None:
@@ -22,23 +25,20 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     with connect(args.store) as c:
-        rows = c.execute(
-            "SELECT model, condition, probs, logprobs FROM answers "
-            "WHERE benchmark='law' AND round=0 AND logprobs IS NOT NULL"
-        ).fetchall()
-    groups: dict[tuple, list] = {}
-    for model, condition, probs, lps in rows:
-        groups.setdefault((model, condition), []).append((json.loads(probs), json.loads(lps)))
+        df = pd.read_sql_query(
+            "SELECT model, condition, pred, probs, logprobs FROM answers "
+            "WHERE benchmark='law' AND round=0 AND logprobs IS NOT NULL",
+            c,
+        )
+    df = law.p_yes(df)
     out = {}
-    for (model, condition), answers in sorted(groups.items()):
-        p = np.array([a[0] for a in answers])
-        lp = np.array([a[1] for a in answers])
-        p_yes = (p[:, 0] + p[:, 1]) / p.sum(1)
-        _, counts = np.unique(np.round(p_yes, 9), return_counts=True)
+    for (model, condition), d in df.groupby(["model", "condition"], sort=True):
+        counts = d["p_yes"].round(9).value_counts()
+        lp = np.array([json.loads(x) for x in d["logprobs"]])
         out.setdefault(model, {})[condition] = {
-            "answers": len(answers),
-            "distinct_p_yes": len(counts),
-            "share_on_5_commonest_p_yes": round(float(np.sort(counts)[-5:].sum() / len(p_yes)), 3),
+            "answers": len(d),
+            "distinct_p_yes": law.distinct(d["p_yes"]),
+            "share_on_5_commonest_p_yes": round(float(counts.iloc[:5].sum() / len(d)), 3),
             "distinct_yes_no_gap": int(len(np.unique(np.round(lp[:, 0] - lp[:, 2], 6)))),
         }
     emit({"store": str(args.store), "law": out}, args.json)
