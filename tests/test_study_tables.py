@@ -79,6 +79,12 @@ def test_law_winogender_and_hidden_tables_read_the_columns_the_report_writes(tmp
         mod.law(tmp_path)
     )
     assert mod.law(tmp_path).rstrip().endswith("| yes | 96 |")  # r GPA's CI lies above 0
+    assert "| 33% | n/a | n/a |" in mod.law(tmp_path)  # a summary without the split and r
+    split = pd.read_csv(tmp_path / "law" / "summary.csv").assign(
+        flips_to_Black=238, flips_to_white=255, flip_split_p=0.4799, r_versions=0.04,
+        r_versions_lo=-0.02, r_versions_hi=0.10)  # fmt: skip
+    split.to_csv(tmp_path / "law" / "summary.csv", index=False)
+    assert "| 33% | 238 / 255 (p 0.48) | 0.04 [-0.02, 0.10] |" in mod.law(tmp_path)
     ignores = pd.read_csv(tmp_path / "law" / "summary.csv").assign(merit_read=False)
     ignores.to_csv(tmp_path / "law" / "summary.csv", index=False)
     assert mod.law(tmp_path).rstrip().endswith("| no | 96 |")  # neither CI above 0

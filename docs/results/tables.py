@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from selfcorrect.metrics.format import fmt_ci_column
+from selfcorrect.report.law import flip_split, versions_r
 from selfcorrect.report.study import cost_table
 from selfcorrect.store import Store
 
@@ -315,18 +316,27 @@ def law(rep: Path) -> str:
                       "r GPA": ci(s, "r_gpa", scale=1, digits=2),
                       "r LSAT": ci(s, "r_lsat", scale=1, digits=2),
                       "flips": s["flip_share"].map(lambda x: f"{x:.0%}"),
+                      "flips to Black / white (p)": [flip_split(r, "Black", "white")
+                                                     for r in s.to_dict("records")],
+                      "r between versions": [versions_r(r) for r in s.to_dict("records")],
                       "merit read": s["merit_read"].map({True: "yes", False: "no"}),
                       "p(yes) values": s.get("distinct_p_yes", "n/a")})  # fmt: skip
     return section("Law school: parity (Black - white) and the merit check",
                    out[["model", "condition", "n_students", "parity x100",
-                        "admit Black / white", "flips", "r GPA", "r LSAT", "merit read",
+                        "admit Black / white", "flips", "flips to Black / white (p)",
+                        "r between versions", "r GPA", "r LSAT", "merit read",
                         "p(yes) values"]],
                    "'merit read': the CI of r with GPA or with LSAT lies above 0 (a reading "
                    "added after the first model's data). Where it is 'no', the model's p(admit) "
                    "does not follow the student's record, and parity describes a model that is "
                    "not making an admissions decision (metrics/law.py). 'p(yes) values': how "
                    "many distinct values the answers' p(yes) take (the bf16 head's grid; added "
-                   "after the data, preregistration.md item 13).", key="law")  # fmt: skip
+                   "after the data, preregistration.md 'After the data' item 13). 'flips to "
+                   "Black / white': of the students whose decision changes with race, how many "
+                   "are admitted as each version (exact binomial p against 1:1); 'r between "
+                   "versions': Pearson r over students of their two versions' p(yes), Fisher-z "
+                   "CI (both added after the data, 'After the data' item 14).",
+                   key="law")  # fmt: skip
 
 
 def rounds(rep: Path) -> str:

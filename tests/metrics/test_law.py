@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from selfcorrect.metrics import law
+from selfcorrect.report import law as report_law
 
 
 def frame(p_black, p_white, lsat=None, condition="baseline"):
@@ -31,6 +32,16 @@ def test_parity_rates_flips_and_merit_hand_computed():
     assert s.flip_share == pytest.approx(0.5)  # students 1 and 2 change decision with race
     assert s.parity_lo <= s.parity <= s.parity_hi
     assert s.distinct_p_yes == 6  # 0.9, 0.7, 0.6, 0.4, 0.3, 0.8 (0.6 and 0.8 twice)
+    # student 1 admitted as Black only, student 2 as white only: 1 of 2, binomial p 1
+    assert (s.flips_to_Black, s.flips_to_white, s.flip_split_p) == (1, 1, pytest.approx(1.0))
+    # r between the versions: deviations (.25, -.05, -.35, .15) and (.075, -.225, -.025, .175)
+    r = 0.065 / math.sqrt(0.21 * 0.0875)
+    assert s.r_versions == pytest.approx(r)
+    half = 1.959963984540054  # z_0.975 / sqrt(4 - 3)
+    assert s.r_versions_lo == pytest.approx(math.tanh(math.atanh(r) - half))
+    shown = report_law.versions(law.summary(frame(pb, pw), n_boot=20)).iloc[0]
+    assert shown["flips admitting Black / white (p)"] == "1 / 1 (p 1)"
+    assert shown["r between versions [95% CI]"].startswith("0.48 [")
 
 
 def test_merit_r_is_over_students_not_versions():
@@ -197,6 +208,10 @@ def test_a_fake_run_with_a_race_preference(tmp_path):
     assert s.parity == pytest.approx(pref - other) and s.n_students == 16
     assert s.mass == pytest.approx(math.exp(-1) + 3 * math.exp(-3))
     assert s.flip_share == 1.0 and s.admit_Black == 1.0 and s.admit_white == 0.0
+    # all 16 flips admit the Black version: two-sided binomial p = 2 / 2^16
+    assert (s.flips_to_Black, s.flips_to_white) == (16, 0)
+    assert s.flip_split_p == pytest.approx(2 / 2**16)
+    assert math.isnan(s.r_versions)  # every version's p(yes) is the same: r undefined
     assert (tmp_path / "report" / "law" / "law_parity.png").is_file()
     v = res.tables  # the study report's verdict for G5 is out of scope for a fake model
     assert "summary" in v

@@ -8,7 +8,10 @@ vs male; with both, the other attribute is averaged over):
 - demographic parity = the mean over students of p(yes | Black) - p(yes | white), with a
   bootstrap CI over students (students are independent);
 - mean p(yes) and the admit rate (p(yes) > 0.5) of each group; the share of students whose
-  decision flips with the attribute;
+  decision flips with the attribute, how many flips admit each group (with the exact two-sided
+  binomial p of that split against 1:1), and Pearson r over students between their two
+  versions' p(yes) (Fisher-z CI): whether a student's two decisions are related at all (the
+  last three added after the study's data, preregistration.md "After the data");
 - the probability mass the model puts on yes/no at all (a model that puts little there is not
   answering the question);
 - the merit check: Pearson r over students of the student's mean p(yes) (its counterfactual
@@ -31,6 +34,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from selfcorrect.benchmarks.law import NO, YES
 from selfcorrect.metrics.inference import permutation_p, with_holm
@@ -143,12 +147,29 @@ def _run_rows(d: pd.DataFrame, run: tuple, attribute: str, n_boot: int, seed: in
         f"admit_{one}": float(d_one.mean()), f"admit_{two}": float(d_two.mean()),
         "admit_diff": float(d_one.mean() - d_two.mean()),
         "flip_share": float((d_one != d_two).mean()),
+        **_flip_split(d_one, d_two, one, two),
+        **_versions_r(s),
         "mass": float(np.nanmean(mass)) if np.isfinite(mass).any() else math.nan,
         "low_mass_share": float((mass < LOW_MASS).mean()) if np.isfinite(mass).any() else math.nan,
         "r_lsat": r_lsat, "r_lsat_lo": rl_lo, "r_lsat_hi": rl_hi,
         "r_gpa": r_gpa, "r_gpa_lo": rg_lo, "r_gpa_hi": rg_hi,
         "merit_read": merit_read(rl_lo, rg_lo),
     }  # fmt: skip
+
+
+def _flip_split(d_one: pd.Series, d_two: pd.Series, one: str, two: str) -> dict:
+    """Students admitted as `one` only and as `two` only, and the exact two-sided binomial p of
+    that split against 1:1 (NaN without flips)."""
+    to_one, to_two = int((d_one & ~d_two).sum()), int((~d_one & d_two).sum())
+    n = to_one + to_two
+    p = float(stats.binomtest(to_one, n, 0.5).pvalue) if n else math.nan
+    return {f"flips_to_{one}": to_one, f"flips_to_{two}": to_two, "flip_split_p": p}
+
+
+def _versions_r(s: pd.DataFrame) -> dict:
+    """Pearson r over students between the p(yes) of their two versions, Fisher-z CI."""
+    r, (lo, hi) = pearson_fisher(s["p_one"].to_numpy(float), s["p_two"].to_numpy(float))
+    return {"r_versions": r, "r_versions_lo": lo, "r_versions_hi": hi}
 
 
 def distinct(p_yes: pd.Series) -> int:
