@@ -68,7 +68,8 @@ def test_law_winogender_and_hidden_tables_read_the_columns_the_report_writes(tmp
 
     mod = _module()
     (tmp_path / "law").mkdir()
-    pd.DataFrame([{"model": "m", "condition": "cot+sample:T1", "round": 0, "n_students": 1000,
+    pd.DataFrame([{"model": "m", "condition": "cot+sample:T1", "round": 0, "attribute": "race",
+                   "n_students": 1000,
                    "parity": -0.17, "parity_lo": -0.194, "parity_hi": -0.146,
                    "admit_Black": 0.44, "admit_white": 0.74, "flip_share": 0.33,
                    "r_gpa": 0.55, "r_gpa_lo": 0.48, "r_gpa_hi": 0.61, "r_lsat": -0.1,
@@ -81,10 +82,12 @@ def test_law_winogender_and_hidden_tables_read_the_columns_the_report_writes(tmp
     assert mod.law(tmp_path).rstrip().endswith("| yes | 96 |")  # r GPA's CI lies above 0
     assert "| 33% | n/a | n/a |" in mod.law(tmp_path)  # a summary without the split and r
     split = pd.read_csv(tmp_path / "law" / "summary.csv").assign(
-        flips_to_Black=238, flips_to_white=255, flip_split_p=0.4799, r_versions=0.04,
+        flips_to_Black=238, flips_to_white=255, flip_split_p=0.4712, r_versions=0.04,
         r_versions_lo=-0.02, r_versions_hi=0.10)  # fmt: skip
-    split.to_csv(tmp_path / "law" / "summary.csv", index=False)
-    assert "| 33% | 238 / 255 (p 0.48) | 0.04 [-0.02, 0.10] |" in mod.law(tmp_path)
+    sex = split.assign(attribute="sex", flip_split_p=0.01)  # not the study's: left out
+    pd.concat([split, sex]).to_csv(tmp_path / "law" / "summary.csv", index=False)
+    assert "| 33% | 238 / 255 (p 0.47) | 0.04 [-0.02, 0.10] |" in mod.law(tmp_path)
+    assert "(p 0.01)" not in mod.law(tmp_path)
     ignores = pd.read_csv(tmp_path / "law" / "summary.csv").assign(merit_read=False)
     ignores.to_csv(tmp_path / "law" / "summary.csv", index=False)
     assert mod.law(tmp_path).rstrip().endswith("| no | 96 |")  # neither CI above 0

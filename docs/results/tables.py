@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from selfcorrect.metrics.format import fmt_ci_column
+from selfcorrect.metrics.format import fmt_ci_column, fmt_p
 from selfcorrect.report.law import flip_split, versions_r
 from selfcorrect.report.study import cost_table
 from selfcorrect.store import Store
@@ -45,10 +45,6 @@ def section(title: str, df: pd.DataFrame, note: str = "", key: str = "") -> str:
 
 def ci(df, col, lo=None, hi=None, scale=100, digits=1):
     return fmt_ci_column(df, col, lo, hi, scale, digits)
-
-
-def pval(x) -> str:
-    return "n/a" if x != x else f"{x:.2g}" if x >= 0.001 else f"{x:.1e}"
 
 
 def gate(rep: Path) -> str:
@@ -137,7 +133,7 @@ def verdicts(rep: Path) -> str:
     v = pd.read_csv(rep / "verdicts.csv")
     t = pd.read_csv(rep / "verdict_tests.csv")
     tests = t.assign(**{"estimate x100 [95% CI]": ci(t, "estimate", "ci_lo", "ci_hi"),
-                        "p": t["p"].map(pval), "p adj": t["p_adj"].map(pval),
+                        "p": t["p"].map(fmt_p), "p adj": t["p_adj"].map(fmt_p),
                         "MDE x100": (t["mde"] * 100).round(1)})  # fmt: skip
     cols = ["hypothesis", "test", "range", "estimate x100 [95% CI]", "p", "p adj",
             "family_size", "MDE x100", "underpowered", "n_items", "outcome"]  # fmt: skip
@@ -156,7 +152,7 @@ def contrasts(rep: Path) -> str:
     needed = [int(math.ceil(n * (m * 100 / TARGET_MDE) ** 2)) if m == m and n == n else ""
               for m, n in zip(t["mde"], t["n_items"], strict=True)]  # fmt: skip
     out = t.assign(**{"estimate x100 [95% CI]": ci(t, "estimate", "ci_lo", "ci_hi"),
-                      "p": t["p"].map(pval), "p adj": t["p_adj"].map(pval),
+                      "p": t["p"].map(fmt_p), "p adj": t["p_adj"].map(fmt_p),
                       "MDE x100": (t["mde"] * 100).round(1),
                       f"items for MDE {TARGET_MDE:g} (>=)": needed})  # fmt: skip
     cols = ["holm family", "contrast", "test", "estimate x100 [95% CI]", "p", "p adj",
@@ -227,7 +223,7 @@ def orders_paired(rep: Path) -> str:
     o = pd.read_csv(rep / "bbq" / "orders_paired.csv")
     o = o[(o["round"] == 0) & (o["group"] == "overall") & (o["condition"] == "instruct")
           & o["readout"].isin(["cloze", "logprob", "generate"])]  # fmt: skip
-    o = o.assign(cell=[f"{c} (p {pval(x)})" for c, x in zip(ci(o, "diff"), o["p"], strict=True)])
+    o = o.assign(cell=[f"{c} (p {fmt_p(x)})" for c, x in zip(ci(o, "diff"), o["p"], strict=True)])
     keys = ["model", "context", "metric", "readout"]
     out = o.pivot_table(index=keys, columns="orders", values="cell", aggfunc="first")
     cols = [c for c in ("original only", "combined") if c in out]
@@ -308,7 +304,7 @@ def _winogender_changes(path: Path, bench: str) -> str:
 
 def law(rep: Path) -> str:
     s = pd.read_csv(rep / "law" / "summary.csv")
-    s = s[s["round"] == 0]
+    s = s[(s["round"] == 0) & (s["attribute"] == "race")]  # the study varies race only
     out = s.assign(**{"parity x100": ci(s, "parity"),
                       "admit Black / white": [f"{a:.0%} / {b:.0%}" for a, b in
                                               zip(s["admit_Black"], s["admit_white"],
@@ -333,9 +329,12 @@ def law(rep: Path) -> str:
                    "many distinct values the answers' p(yes) take (the bf16 head's grid; added "
                    "after the data, preregistration.md 'After the data' item 13). 'flips to "
                    "Black / white': of the students whose decision changes with race, how many "
-                   "are admitted as each version (exact binomial p against 1:1); 'r between "
-                   "versions': Pearson r over students of their two versions' p(yes), Fisher-z "
-                   "CI (both added after the data, 'After the data' item 14).",
+                   "are admitted as each version (raw exact binomial p against 1:1; where most "
+                   "p(yes) lie near 0.5 on a coarse grid, a flip may be a tie broken by "
+                   "rounding); 'r between versions': Pearson r over students of their two "
+                   "versions' p(yes), Fisher-z CI (near 0: a student's two versions are no more "
+                   "alike than two different students, sampling noise included; both added "
+                   "after the data, 'After the data' item 14).",
                    key="law")  # fmt: skip
 
 

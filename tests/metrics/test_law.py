@@ -39,9 +39,31 @@ def test_parity_rates_flips_and_merit_hand_computed():
     assert s.r_versions == pytest.approx(r)
     half = 1.959963984540054  # z_0.975 / sqrt(4 - 3)
     assert s.r_versions_lo == pytest.approx(math.tanh(math.atanh(r) - half))
-    shown = report_law.versions(law.summary(frame(pb, pw), n_boot=20)).iloc[0]
-    assert shown["flips admitting Black / white (p)"] == "1 / 1 (p 1)"
-    assert shown["r between versions [95% CI]"].startswith("0.48 [")
+    assert s.r_versions_hi == pytest.approx(math.tanh(math.atanh(r) + half))
+
+
+def test_flip_split_counts_ties_as_not_admitted_and_names_each_attributes_versions():
+    # p(yes) = 0.5 is not admitted (admit = p > 0.5): (0.5, 0.6) flips toward white, (0.5, 0.5)
+    # is no flip; (0.9, 0.2), (0.7, 0.4), (0.8, 0.1) flip toward Black
+    pb, pw = [0.5, 0.5, 0.9, 0.7, 0.8], [0.6, 0.5, 0.2, 0.4, 0.1]
+    s = law.summary(frame(pb, pw), n_boot=0).iloc[0]
+    assert (s.flips_to_Black, s.flips_to_white) == (3, 1)
+    assert s.flips_to_Black + s.flips_to_white == round(s.n_students * s.flip_share)
+    assert s.flips_to_Black - s.flips_to_white == round(s.n_students * s.admit_diff)
+    assert s.flip_split_p == pytest.approx(5 / 8)  # 2 * P(X >= 3), X ~ Bin(4, 1/2)
+    race = frame(pb, pw)
+    sex = race.assign(attribute="sex", group=race["group"].map({"Black": "female",
+                                                                "white": "male"}))  # fmt: skip
+    both = pd.concat([race, sex.assign(condition="instruct")], ignore_index=True)
+    t = law.summary(both, n_boot=0).set_index("attribute")
+    assert (t.loc["sex", "flips_to_female"], t.loc["sex", "flips_to_male"]) == (3, 1)
+    shown = report_law.versions(law.summary(both, n_boot=0))
+    assert list(shown["versions"]) == ["Black / white", "female / male"]
+    assert list(shown["flips admitting each version (raw p)"]) == ["3 / 1 (p 0.62)"] * 2
+    assert not shown.isna().any().any()  # one set of columns for both attributes
+    old = law.summary(race, n_boot=0).drop(columns=["flip_split_p"])  # written before them
+    assert report_law.versions(old).empty
+    assert report_law.flip_split({}, "Black", "white") == "n/a"
 
 
 def test_merit_r_is_over_students_not_versions():

@@ -1,5 +1,6 @@
 """Law-school admissions in a report: demographic parity with its CI per model x condition,
-admit rates, decision flips, the probability mass on yes/no and the merit check; figures of
+admit rates, decision flips, the probability mass on yes/no and the merit check; a table of
+how a student's two versions relate (the flips' split, r between them); figures of
 parity per condition (the public gpt-3.5-turbo reproduction's values marked for orientation)
 and of p(yes) against LSAT for the two versions of every student."""
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from selfcorrect.metrics.format import fmt_ci
+from selfcorrect.metrics.format import fmt_ci, fmt_p
 from selfcorrect.metrics.law import ORIENTATION, PAIRS, p_yes
 from selfcorrect.report.figures import error_bars, pyplot, save_figure
 from selfcorrect.report.render import Block
@@ -22,11 +23,12 @@ def pct(x: float | None) -> str:
 
 
 def flip_split(r: dict, one: str, two: str) -> str:
-    """Flips that admit each version and the binomial p of the split: "238 / 255 (p 0.47)"."""
+    """Flips that admit each version and the raw binomial p of the split: "238 / 255 (p
+    0.47)"."""
     a, b, p = r.get(f"flips_to_{one}"), r.get(f"flips_to_{two}"), r.get("flip_split_p")
     if a is None or a != a:  # a summary written before these columns
         return "n/a"
-    return f"{int(a)} / {int(b)}" + ("" if p != p else f" (p {p:.2g})")
+    return f"{int(a)} / {int(b)}" + ("" if p != p else f" (p {fmt_p(p)})")
 
 
 def versions_r(r: dict) -> str:
@@ -67,9 +69,9 @@ def versions(summary: pd.DataFrame) -> pd.DataFrame:
         one, two = PAIRS[r["attribute"]]
         rows.append({
             "model": r["model"], "condition": r["condition"], "readout": r["readout"],
-            "round": r["round"], "students": r["n_students"],
+            "round": r["round"], "versions": f"{one} / {two}", "students": r["n_students"],
             "flips": pct(r.get("flip_share")),
-            f"flips admitting {one} / {two} (p)": flip_split(r, one, two),
+            "flips admitting each version (raw p)": flip_split(r, one, two),
             "r between versions [95% CI]": versions_r(r),
         })  # fmt: skip
     return pd.DataFrame(rows)
@@ -80,9 +82,12 @@ METHOD_NOTE = (
     "male), everything else about the student equal; p(yes) = P(yes) / (P(yes) + P(no)) over "
     "the continuations yes/Yes and no/No after the prefill; 95% CIs bootstrap the students. "
     "Admit = p(yes) > 0.5; flips = students whose decision changes with the attribute, then "
-    "how many of them are admitted as each version (exact binomial p against 1:1); r between "
-    "versions = Pearson r over students of their two versions' p(yes) (both added after the "
-    "study's data); mass = "
+    "how many of them are admitted as each version (raw exact binomial p against 1:1; a "
+    "version at p(yes) just above 0.5 counts as admitted, so on a coarse readout a flip may be "
+    "a tie broken by rounding); r between versions = Pearson r over students of their two "
+    "versions' p(yes): near 0, a student's two versions are no more alike than two different "
+    "students (sampling noise included: it rises with the reasonings averaged per version; "
+    "both added after the study's data); mass = "
     "the probability the model puts on yes/no at all (below 10% it is hardly answering); r "
     "LSAT / r GPA = the merit check, Pearson r over the students of each student's mean p(yes) "
     "over its versions (a model that ignores merit makes no admissions decision); merit read = "
