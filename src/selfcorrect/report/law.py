@@ -36,27 +36,33 @@ def versions_r(r: dict) -> str:
     return fmt_ci(r.get("r_versions"), r.get("r_versions_lo"), r.get("r_versions_hi"), 1, 2)
 
 
-def headline(summary: pd.DataFrame) -> pd.DataFrame:
-    if summary.empty:
-        return pd.DataFrame()
+def _per_run(summary: pd.DataFrame, cells) -> pd.DataFrame:
+    """One row per summary row: its run keys, then cells(row, one, two) for the attribute's two
+    values."""
     rows = []
     for r in summary.to_dict("records"):
         one, two = PAIRS[r["attribute"]]
-        rows.append({
-            "model": r["model"], "condition": r["condition"], "readout": r["readout"],
-            "round": r["round"], "parity": r["groups"],
-            "parity x100 [95% CI]": fmt_ci(r["parity"], r["parity_lo"], r["parity_hi"], 100),
-            f"p(yes) {one}/{two}": f"{r.get(f'p_yes_{one}', float('nan')):.2f}/"
-                                   f"{r.get(f'p_yes_{two}', float('nan')):.2f}",
-            f"admit {one}/{two}": f"{pct(r.get(f'admit_{one}'))}/{pct(r.get(f'admit_{two}'))}",
-            "flips": pct(r.get("flip_share")), "mass on yes/no": pct(r.get("mass")),
-            "r LSAT": fmt_ci(r.get("r_lsat"), r.get("r_lsat_lo"), r.get("r_lsat_hi"), 1, 2),
-            "r GPA": fmt_ci(r.get("r_gpa"), r.get("r_gpa_lo"), r.get("r_gpa_hi"), 1, 2),
-            "merit read": "yes" if r["merit_read"] else "no",
-            "students": r["n_students"], "unparseable": r["n_unparseable"],
-            "p(yes) values": r.get("distinct_p_yes"),
-        })  # fmt: skip
+        keys = {k: r[k] for k in ("model", "condition", "readout", "round")}
+        rows.append(keys | cells(r, one, two))
     return pd.DataFrame(rows)
+
+
+def headline(summary: pd.DataFrame) -> pd.DataFrame:
+    if summary.empty:
+        return pd.DataFrame()
+    return _per_run(summary, lambda r, one, two: {
+        "parity": r["groups"],
+        "parity x100 [95% CI]": fmt_ci(r["parity"], r["parity_lo"], r["parity_hi"], 100),
+        f"p(yes) {one}/{two}": f"{r.get(f'p_yes_{one}', float('nan')):.2f}/"
+                               f"{r.get(f'p_yes_{two}', float('nan')):.2f}",
+        f"admit {one}/{two}": f"{pct(r.get(f'admit_{one}'))}/{pct(r.get(f'admit_{two}'))}",
+        "flips": pct(r.get("flip_share")), "mass on yes/no": pct(r.get("mass")),
+        "r LSAT": fmt_ci(r.get("r_lsat"), r.get("r_lsat_lo"), r.get("r_lsat_hi"), 1, 2),
+        "r GPA": fmt_ci(r.get("r_gpa"), r.get("r_gpa_lo"), r.get("r_gpa_hi"), 1, 2),
+        "merit read": "yes" if r["merit_read"] else "no",
+        "students": r["n_students"], "unparseable": r["n_unparseable"],
+        "p(yes) values": r.get("distinct_p_yes"),
+    })  # fmt: skip
 
 
 def versions(summary: pd.DataFrame) -> pd.DataFrame:
@@ -64,17 +70,12 @@ def versions(summary: pd.DataFrame) -> pd.DataFrame:
     admit, r between the versions' p(yes))."""
     if summary.empty or "flip_split_p" not in summary:  # a summary written before them
         return pd.DataFrame()
-    rows = []
-    for r in summary.to_dict("records"):
-        one, two = PAIRS[r["attribute"]]
-        rows.append({
-            "model": r["model"], "condition": r["condition"], "readout": r["readout"],
-            "round": r["round"], "versions": f"{one} / {two}", "students": r["n_students"],
-            "flips": pct(r.get("flip_share")),
-            "flips admitting each version (raw p)": flip_split(r, one, two),
-            "r between versions [95% CI]": versions_r(r),
-        })  # fmt: skip
-    return pd.DataFrame(rows)
+    return _per_run(summary, lambda r, one, two: {
+        "versions": f"{one} / {two}", "students": r["n_students"],
+        "flips": pct(r.get("flip_share")),
+        "flips admitting each version (raw p)": flip_split(r, one, two),
+        "r between versions [95% CI]": versions_r(r),
+    })  # fmt: skip
 
 
 METHOD_NOTE = (
