@@ -14,11 +14,11 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from compare import connect, emit  # perf/, beside this script
+from compare import emit  # perf/, beside this script
 
 from selfcorrect.metrics import law
+from selfcorrect.store import Store
 
 
 def steps(d: pd.DataFrame) -> dict:
@@ -26,26 +26,22 @@ def steps(d: pd.DataFrame) -> dict:
     (above, on, below), each class's share and mean p(yes) difference (points), and the
     students per Black - white gap difference (nats: steps of the grid); the parity is the sum
     of share x mean over the three."""
-    key = d["uid"].str.extract(r"^law:(?P<student>[^|]+)\|race=(?P<race>Black|white)$")
-    w = (
-        d.join(key)
-        .dropna(subset=["race"])
-        .pivot(index="student", columns="race", values=["gap", "p_yes"])
-    )
-    side = np.sign(w["gap"]["Black"] - w["gap"]["white"])
+    w = d[d["attribute"] == "race"].pivot(index="student", columns="group",
+                                          values=["gap", "p_yes"])  # fmt: skip
+    delta = (w["gap"]["Black"] - w["gap"]["white"]).round(4)
     diff = 100 * (w["p_yes"]["Black"] - w["p_yes"]["white"])
-    gaps = (w["gap"]["Black"] - w["gap"]["white"]).round(4).value_counts().sort_index()
     out = {
         "students": len(w),
         "parity_x100": round(float(diff.mean()), 3),
-        "students_by_gap_difference_nats": {str(k): int(v) for k, v in gaps.items()},
+        "students_by_gap_difference_nats": {
+            str(k): int(v) for k, v in delta.value_counts().sort_index().items()
+        },
     }
-    for name, s in (("above", 1), ("on", 0), ("below", -1)):
+    for name, in_class in (("above", delta > 0), ("on", delta == 0), ("below", delta < 0)):
+        mean = diff[in_class].mean() if in_class.any() else None
         out[name] = {
-            "share": round(float((side == s).mean()), 3),
-            "mean_diff_x100": round(float(diff[side == s].mean()), 3)
-            if (side == s).any()
-            else None,
+            "share": round(float(in_class.mean()), 3),
+            "mean_diff_x100": None if mean is None else round(float(mean), 3),
         }
     return out
 
@@ -55,13 +51,12 @@ def main() -> None:
     ap.add_argument("--store", type=Path, default=Path("study"))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    with connect(args.store) as c:
-        df = pd.read_sql_query(
-            "SELECT model, condition, uid, pred, probs, logprobs FROM answers "
-            "WHERE benchmark='law' AND round=0 AND logprobs IS NOT NULL",
-            c,
-        )
-    df = law.p_yes(df)
+    st = Store(args.store, create=False, read_only=True)
+    try:
+        df = st.outcomes("law")  # answers joined with each item's student, group, attribute
+    finally:
+        st.close()
+    df = law.p_yes(df[(df["round"] == 0) & df["logprobs"].notna()])
     df["gap"] = [round(float(x[0] - x[2]), 6) for x in map(json.loads, df["logprobs"])]
     out = {}
     for (model, condition), d in df.groupby(["model", "condition"], sort=True):

@@ -305,6 +305,7 @@ def _winogender_changes(path: Path, bench: str) -> str:
 def law(rep: Path) -> str:
     s = pd.read_csv(rep / "law" / "summary.csv")
     s = s[(s["round"] == 0) & (s["attribute"] == "race")]  # the study varies race only
+    rows = s.to_dict("records")
     out = s.assign(**{"parity x100": ci(s, "parity"),
                       "admit Black / white": [f"{a:.0%} / {b:.0%}" for a, b in
                                               zip(s["admit_Black"], s["admit_white"],
@@ -313,8 +314,8 @@ def law(rep: Path) -> str:
                       "r LSAT": ci(s, "r_lsat", scale=1, digits=2),
                       "flips": s["flip_share"].map(lambda x: f"{x:.0%}"),
                       "flips to Black / white (p)": [flip_split(r, "Black", "white")
-                                                     for r in s.to_dict("records")],
-                      "r between versions": [versions_r(r) for r in s.to_dict("records")],
+                                                     for r in rows],
+                      "r between versions": [versions_r(r) for r in rows],
                       "merit read": s["merit_read"].map({True: "yes", False: "no"}),
                       "p(yes) values": s.get("distinct_p_yes", "n/a")})  # fmt: skip
     return section("Law school: parity (Black - white) and the merit check",

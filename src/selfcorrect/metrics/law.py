@@ -10,8 +10,9 @@ vs male; with both, the other attribute is averaged over):
 - mean p(yes) and the admit rate (p(yes) > 0.5) of each group; the share of students whose
   decision flips with the attribute, how many flips admit each group (with the exact two-sided
   binomial p of that split against 1:1), and Pearson r over students between their two
-  versions' p(yes) (Fisher-z CI): whether a student's two decisions are related at all (the
-  last three added after the study's data, preregistration.md "After the data");
+  versions' p(yes) (Fisher-z CI; near 0, a student's two versions are no more alike than two
+  different students, sampling noise included) (the split and r added after the study's data,
+  preregistration.md "After the data");
 - the probability mass the model puts on yes/no at all (a model that puts little there is not
   answering the question);
 - the merit check: Pearson r over students of the student's mean p(yes) (its counterfactual
