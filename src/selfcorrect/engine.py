@@ -110,7 +110,7 @@ class Job:
 def sample_key(seed: int, uid: str, condition: str, step: int) -> int:
     """The seed of one sampled turn: a function of the run seed and the turn's identity only,
     so the same seed gives the same draws whatever the batch, order, resume point or shard (and
-    the same text where the logits are the same; bf16 logits round by batch shape and CPU)."""
+    the same text where the logits are the same: in bf16 across batches they need not be)."""
     digest = hashlib.sha256(f"{seed}|{uid}|{condition}|{step}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
