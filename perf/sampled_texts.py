@@ -40,7 +40,7 @@ def quartiles(x: np.ndarray) -> list[float]:
 
 def summary(both: pd.DataFrame) -> dict:
     both = both.sort_values([*KEYS, "step"])
-    other = both["text_a"].shift(-1).fillna(both["text_a"].iloc[0] if len(both) else "")
+    other = pd.Series(np.roll(both["text_a"].to_numpy(), -1))  # the next item's, wrapping
     return {"turns": len(both), "identical": int((both["text_a"] == both["text_b"]).sum()),
             "identical_uids": sorted(both.loc[both["text_a"] == both["text_b"], "uid"]),
             "common_prefix_chars_q25_q50_q75": quartiles(prefixes(both["text_a"], both["text_b"])),
